@@ -1,0 +1,55 @@
+"""Name → factory registries with "did you mean" suggestions on unknown names."""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+from robusteval.errors import RobustEvalError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """A mapping from names to factories whose lookups fail with helpful messages."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._items: dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        """Decorator registering ``obj`` under ``name``."""
+
+        def deco(obj: T) -> T:
+            self.add(name, obj)
+            return obj
+
+        return deco
+
+    def add(self, name: str, obj: T) -> None:
+        if name in self._items:
+            raise ValueError(f"{self.kind} {name!r} is registered twice")
+        self._items[name] = obj
+
+    def get(self, name: str) -> T:
+        try:
+            return self._items[name]
+        except KeyError:
+            raise RobustEvalError(unknown_name_message(self.kind, name, self._items)) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+
+def unknown_name_message(kind: str, name: str, known: object) -> str:
+    """'unknown <kind> 'x' (did you mean 'y'?); known: a, b, c'."""
+    names = sorted(known)  # type: ignore[call-overload]
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown {kind} {name!r}{hint}; known: {', '.join(names)}"
