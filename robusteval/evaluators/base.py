@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -44,13 +44,26 @@ class Evaluator(ABC):
         self._parts.append(outputs)
 
     def compute(self) -> dict[str, float]:
+        return self.metrics(self._whole())
+
+    def compute_details(self) -> dict[str, Any]:
+        """Non-scalar, JSON-able results (curves, histograms) kept in the record for the report."""
+        return self.details(self._whole())
+
+    def _whole(self) -> Outputs:
         if not self._parts:
             raise ValueError(f"{self.name}: compute() called before any update()")
-        return self.metrics(concat_outputs(self._parts))
+        if len(self._parts) > 1:
+            self._parts = [concat_outputs(self._parts)]
+        return self._parts[0]
 
     @abstractmethod
     def metrics(self, outputs: Outputs) -> dict[str, float]:
         """Metrics of one model on one whole condition."""
+
+    def details(self, outputs: Outputs) -> dict[str, Any]:
+        """Override to keep curves or bins; none by default."""
+        return {}
 
 
 def concat_outputs(parts: list[Outputs]) -> Outputs:
