@@ -1,0 +1,247 @@
+"""Thin wrappers over foolbox 3 and AutoAttack: one place that handles their pitfalls.
+
+Every wrapper runs the library's own attack with the given configuration (nothing is
+re-implemented or weakened); it only handles what both libraries leave to the caller: grad
+mode (attacks must run outside ``no_grad``/``inference_mode``), eval mode, frozen weights
+(foolbox backpropagates into parameter ``.grad``), batching, seeding of the global RNG the
+libraries draw random starts from (restored afterwards), and AutoAttack's log warnings.
+AutoAttack is reached only through :func:`robusteval.compat.autoattack_module`.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import foolbox as fb
+import torch
+from torch import nn
+
+from robusteval.compat import autoattack_module
+from robusteval.registry import Registry
+
+LINF, L2 = "linf", "l2"
+NORMS = (LINF, L2)
+AUTOATTACK_PRESETS = ("fast", "standard", "off")
+
+
+def format_eps(eps: float) -> str:
+    """ε as a plain decimal for metric keys: 5 decimals (at least 3 significant digits), no exponent.
+
+    ``0.5/255`` → ``0.00196``, ``8/255`` → ``0.03137``, ``0.25`` → ``0.25``, ``1.0`` → ``1``.
+    """
+    if not math.isfinite(eps) or eps < 0:
+        raise ValueError(f"expected a finite non-negative epsilon, got {eps!r}")
+    decimals = 5 if eps == 0 else max(5, 2 - math.floor(math.log10(eps)))
+    text = f"{eps:.{decimals}f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+@dataclass(frozen=True)
+class FixedEpsAttack:
+    """A foolbox fixed-ε attack: its norm and a factory taking the number of steps."""
+
+    norm: str
+    build: Callable[[int], fb.attacks.FixedEpsilonAttack]
+
+
+def pgd_config(steps: int) -> dict[str, float | int]:
+    """PGD with a step of 2.5·ε/steps (Madry et al. 2018), so fewer steps still travel 2.5·ε.
+
+    foolbox's own default (ε/30 per step) travels only 1.3·ε in 40 steps and 0.33·ε in 10.
+    """
+    return {"steps": steps, "rel_stepsize": 2.5 / steps}
+
+
+def _pgd(cls: type) -> Callable[[int], fb.attacks.FixedEpsilonAttack]:
+    return lambda steps: cls(**pgd_config(steps))
+
+
+FIXED_EPS_ATTACKS: Registry[FixedEpsAttack] = Registry("attack")
+# FGSM: Goodfellow et al. 2015, arXiv:1412.6572. PGD: Madry et al. 2018, arXiv:1706.06083.
+FIXED_EPS_ATTACKS.add("fgsm", FixedEpsAttack(LINF, lambda steps: fb.attacks.FGSM()))
+FIXED_EPS_ATTACKS.add("linf_pgd", FixedEpsAttack(LINF, _pgd(fb.attacks.LinfPGD)))
+FIXED_EPS_ATTACKS.add("l2_pgd", FixedEpsAttack(L2, _pgd(fb.attacks.L2PGD)))
+
+# Fast Minimum-Norm attack: Pintor et al. 2021, arXiv:2102.12827.
+MIN_NORM_ATTACKS: dict[str, type] = {LINF: fb.attacks.LInfFMNAttack, L2: fb.attacks.L2FMNAttack}
+
+
+@contextmanager
+def attack_mode(model: nn.Module) -> Iterator[None]:
+    """Gradients on (even inside ``inference_mode``), model in eval mode with frozen weights; restored after."""
+    was_training = model.training
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    model.eval()
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+        model.train(was_training)
+
+
+@contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed the global RNG the libraries draw from; the caller's RNG state is restored afterwards."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def _batches(n: int, batch_size: int) -> Iterator[slice]:
+    for start in range(0, n, batch_size):
+        yield slice(start, min(start + batch_size, n))
+
+
+def fixed_eps_attack(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    attack: str,
+    eps: Sequence[float],
+    steps: int,
+    seed: int,
+    batch_size: int,
+    keep_adversarials: bool = False,
+) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+    """Run a foolbox fixed-ε attack; returns success (len(eps), N) and, if asked, the clipped adversarials per ε."""
+    spec = FIXED_EPS_ATTACKS.get(attack)
+    fmodel = fb.PyTorchModel(model, bounds=(0.0, 1.0), device=x.device)
+    runner = spec.build(steps)
+    successes, advs = [], [[] for _ in eps]
+    with attack_mode(model), seeded(seed, x.device):
+        for part in _batches(len(x), batch_size):
+            _, clipped, success = runner(fmodel, x[part], y[part], epsilons=list(eps))
+            successes.append(success.detach())
+            if keep_adversarials:
+                for k, xk in enumerate(clipped):
+                    advs[k].append(xk.detach())
+    success = torch.cat(successes, dim=1) if successes else torch.zeros(len(eps), 0, dtype=torch.bool)
+    return success, ([torch.cat(a) for a in advs] if keep_adversarials else None)
+
+
+def min_norm_attack(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, steps: int, seed: int, batch_size: int
+) -> torch.Tensor:
+    """Per-sample norm of the smallest adversarial perturbation FMN finds (inf where it finds none)."""
+    fmodel = fb.PyTorchModel(model, bounds=(0.0, 1.0), device=x.device)
+    runner = MIN_NORM_ATTACKS[norm](steps=steps)
+    p = float("inf") if norm == LINF else 2.0
+    out = []
+    with attack_mode(model), seeded(seed, x.device):
+        for part in _batches(len(x), batch_size):
+            _, adv, _ = runner(fmodel, x[part], y[part], epsilons=None)
+            fooled = model(adv).argmax(dim=1) != y[part]
+            dist = (adv - x[part]).flatten(1).norm(p=p, dim=1)
+            out.append(torch.where(fooled, dist, torch.full_like(dist, float("inf"))).detach())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def random_noise(x: torch.Tensor, *, norm: str, eps: float, seed: int) -> torch.Tensor:
+    """x plus random noise of norm ε (uniform signs for L∞, a scaled Gaussian for L2), clipped to [0, 1]."""
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    if norm == LINF:
+        noise = torch.randint(0, 2, x.shape, generator=gen, device=x.device, dtype=x.dtype) * 2 - 1
+        return (x + eps * noise).clamp(0.0, 1.0)
+    noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+    scale = eps / noise.flatten(1).norm(dim=1).clamp_min(1e-12)
+    return (x + noise * scale.view(-1, *[1] * (x.ndim - 1))).clamp(0.0, 1.0)
+
+
+def zero_gradient_count(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int) -> int:
+    """Samples whose cross-entropy input gradient is exactly zero (masked or saturated gradients)."""
+    count = 0
+    with attack_mode(model):
+        for part in _batches(len(x), batch_size):
+            xb = x[part].clone().requires_grad_(True)
+            loss = nn.functional.cross_entropy(model(xb), y[part], reduction="sum")
+            (grad,) = torch.autograd.grad(loss, [xb])
+            count += int((grad.flatten(1).abs().sum(dim=1) == 0).sum())
+    return count
+
+
+class _Collect(logging.Handler):
+    """Keeps AutoAttack's WARNING messages (randomised/dynamic defence, zero gradients, ...)."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message not in self.messages:
+            self.messages.append(message)
+
+
+@contextmanager
+def _autoattack_log() -> Iterator[_Collect]:
+    logger = logging.getLogger("auto-attack")
+    handler, propagate = _Collect(), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+def build_autoattack(
+    model: nn.Module, *, eps: float, preset: str, n_classes: int, iters: int, targets: int, seed: int,
+    device: torch.device,
+) -> object:
+    """An AutoAttack (Croce & Hein 2020, arXiv:2003.01690) for L∞ ε.
+
+    ``standard`` is the published configuration (APGD-CE, APGD-T, FAB-T, Square). ``fast`` is
+    APGD-CE + APGD-T with one restart each, ``iters`` iterations and ``targets`` target classes.
+    Target counts are capped at ``n_classes - 1``; APGD-T needs at least 4 classes and is dropped below.
+    """
+    AutoAttack = autoattack_module().AutoAttack
+    if preset == "standard":
+        aa = AutoAttack(model, norm="Linf", eps=eps, version="standard", seed=seed, device=device)
+    else:
+        aa = AutoAttack(model, norm="Linf", eps=eps, version="custom", attacks=["apgd-ce", "apgd-t"],
+                        seed=seed, device=device)
+        for apgd in (aa.apgd, aa.apgd_targeted):
+            apgd.n_restarts = 1
+            apgd.n_iter = apgd.n_iter_orig = iters
+            apgd.n_iter_2, apgd.n_iter_min, apgd.size_decr = (max(int(f * iters), 1) for f in (0.22, 0.06, 0.03))
+        aa.apgd_targeted.n_target_classes = targets
+    aa.apgd_targeted.n_target_classes = min(aa.apgd_targeted.n_target_classes, n_classes - 1)
+    aa.fab.n_target_classes = min(aa.fab.n_target_classes, n_classes - 1)
+    if n_classes < 4:
+        aa.attacks_to_run = [a for a in aa.attacks_to_run if a != "apgd-t"]
+    return aa
+
+
+def autoattack_cascade(
+    aa: object, x: torch.Tensor, y: torch.Tensor, *, batch_size: int
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Run AutoAttack's attacks in its own order, each on the samples still robust.
+
+    This is exactly what ``run_standard_evaluation`` does in one call; running it one attack
+    at a time exposes the robust flags after each stage (``{attack: bool per sample}``,
+    cumulative). Returns those flags and AutoAttack's logged warnings.
+    """
+    stages = list(aa.attacks_to_run)  # type: ignore[attr-defined]
+    robust = torch.ones(len(x), dtype=torch.bool, device=x.device)
+    flags: dict[str, torch.Tensor] = {}
+    model = aa.model  # type: ignore[attr-defined]
+    with _autoattack_log() as log, attack_mode(model):
+        for stage in stages:
+            idx = robust.nonzero().flatten()
+            if len(idx):
+                aa.attacks_to_run = [stage]  # type: ignore[attr-defined]
+                _, y_adv = aa.run_standard_evaluation(x[idx], y[idx], batch_size=batch_size)  # type: ignore[attr-defined]
+                robust[idx] = y_adv.to(robust.device) == y[idx]
+            flags[stage] = robust.clone()
+    aa.attacks_to_run = stages  # type: ignore[attr-defined]
+    return flags, log.messages
