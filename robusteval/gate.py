@@ -1,0 +1,218 @@
+"""The CI gate: budgets on metrics of pruned models vs their dense reference → pass/fail, JUnit, Markdown.
+
+A rules file is YAML with one top-level key::
+
+    rules:
+      clean/accuracy: {max_drop: 0.005}          # dense - value <= 0.005 (direction-aware)
+      corruption/mean_accuracy: {max_relative_drop: 0.03}
+      calibration/ece: {max_increase: 0.02, max: 0.08}
+
+Budgets, per metric (several may be combined; each is one check):
+
+* ``max_drop``: the drop vs the reference, direction-aware (:func:`robusteval.analysis.drop`),
+  in the metric's own unit (accuracies are fractions in [0, 1]);
+* ``max_relative_drop``: that drop divided by ``|reference|``;
+* ``max_increase``: ``value - reference`` (literal; meant for lower-is-better metrics);
+* ``min`` / ``max``: absolute bounds on the value.
+
+A metric missing for a model, or NaN, fails its check: the gate never passes silently.
+"""
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from robusteval.analysis import drop
+from robusteval.errors import RobustEvalError
+from robusteval.registry import unknown_name_message
+
+BUDGETS = ("max_drop", "max_relative_drop", "max_increase", "min", "max")
+_NEEDS_REFERENCE = {"max_drop", "max_relative_drop", "max_increase"}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One budget on one metric."""
+
+    metric: str
+    budget: str
+    limit: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.metric} {self.budget} {self.limit:g}"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One rule applied to one model."""
+
+    model: str
+    rule: Rule
+    passed: bool
+    message: str
+    value: float | None = None
+    reference: float | None = None
+
+
+@dataclass(frozen=True)
+class GateResult:
+    reference: str
+    checks: tuple[Check, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    @property
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+
+def load_rules(path: str | Path) -> list[Rule]:
+    """Read and validate a rules YAML file (see the module docstring)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise RobustEvalError(f"cannot read gate file {path}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RobustEvalError(f"{path}: not valid YAML{where}: {problem}") from exc
+    return parse_rules(data, source=str(path))
+
+
+def parse_rules(data: Any, *, source: str = "gate rules") -> list[Rule]:
+    """Validate a parsed ``{"rules": {metric: {budget: number}}}`` mapping into rules."""
+    if not isinstance(data, Mapping) or set(data) != {"rules"}:
+        got = sorted(map(str, data)) if isinstance(data, Mapping) else type(data).__name__
+        raise RobustEvalError(f"{source}: expected a mapping with the single top-level key 'rules', got {got}")
+    rules_map = data["rules"]
+    if not isinstance(rules_map, Mapping) or not rules_map:
+        raise RobustEvalError(f"{source}: expected 'rules' to be a non-empty mapping of metric key → budget, "
+                              f"got {rules_map!r}")
+    rules = []
+    for metric, budget in rules_map.items():
+        where = f"{source}: rule {metric!r}"
+        if not isinstance(metric, str) or not metric:
+            raise RobustEvalError(f"{where}: expected a metric key such as 'clean/accuracy'")
+        if not isinstance(budget, Mapping) or not budget:
+            raise RobustEvalError(f"{where}: expected a mapping like {{max_drop: 0.005}}, got {budget!r}")
+        for kind, limit in budget.items():
+            if kind not in BUDGETS:
+                raise RobustEvalError(f"{where}: {unknown_name_message('budget', str(kind), BUDGETS)}")
+            if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not math.isfinite(limit):
+                raise RobustEvalError(f"{where}: expected a finite number for {kind}, got {limit!r}")
+            rules.append(Rule(metric, kind, float(limit)))
+    return rules
+
+
+def _check(rule: Rule, model: str, metrics: Mapping[str, Any], reference: Mapping[str, Any],
+           reference_id: str) -> Check:
+    value = metrics.get(rule.metric)
+    if value is None:
+        return Check(model, rule, False, f"{rule.metric} is missing for model {model!r}")
+    value = float(value)
+    if math.isnan(value):
+        return Check(model, rule, False, f"{rule.metric} is NaN for model {model!r}")
+    ref = reference.get(rule.metric)
+    if rule.budget in _NEEDS_REFERENCE:
+        if ref is None or math.isnan(float(ref)):
+            state = "missing" if ref is None else "NaN"
+            return Check(model, rule, False, f"{rule.metric} is {state} for reference model {reference_id!r}", value)
+        ref = float(ref)
+    if rule.budget == "min":
+        observed, ok, what = value, value >= rule.limit, "value"
+    elif rule.budget == "max":
+        observed, ok, what = value, value <= rule.limit, "value"
+    elif rule.budget == "max_increase":
+        observed = value - ref
+        ok, what = observed <= rule.limit, "increase"
+    else:
+        observed = drop(rule.metric, ref, value)
+        what = "drop"
+        if rule.budget == "max_relative_drop":
+            observed = observed / abs(ref) if ref else (math.inf if observed > 0 else 0.0)
+            what = "relative drop"
+        ok = observed <= rule.limit
+    bound = ">=" if rule.budget == "min" else "<="
+    verdict = "within" if ok else "exceeds"
+    message = f"{model}: {rule.metric} {what} {observed:.4g} {verdict} budget {rule.budget} ({bound} {rule.limit:g})"
+    if what != "value":
+        message += f"; value {value:.4g}, reference {ref:.4g}"
+    return Check(model, rule, bool(ok), message, value, ref)
+
+
+def evaluate_gate(summary: Mapping[str, Any], rules: Sequence[Rule], *, reference: str | None = None,
+                  models: Sequence[str] | None = None) -> GateResult:
+    """Check every rule on every non-reference model (or on ``models``) of a run's summary."""
+    entries = {m["id"]: m.get("metrics") or {} for m in summary.get("models", [])}
+    reference = reference or summary.get("dense")
+    if reference not in entries:
+        raise RobustEvalError(unknown_name_message("reference model", str(reference), entries))
+    for model in models or ():
+        if model not in entries:
+            raise RobustEvalError(unknown_name_message("model", model, entries))
+    chosen = list(models) if models else [m for m in entries if m != reference]
+    if not chosen:
+        raise RobustEvalError(f"the run has no model besides the reference {reference!r} to gate")
+    checks = tuple(_check(r, m, entries[m], entries[reference], reference) for m in chosen for r in rules)
+    return GateResult(reference, checks)
+
+
+def write_junit(result: GateResult, path: str | Path) -> Path:
+    """JUnit XML: one testsuite per model, one testcase per rule, a <failure> for each failed check."""
+    root = ET.Element("testsuites", name="robusteval gate", tests=str(len(result.checks)),
+                      failures=str(len(result.failures)))
+    for model in dict.fromkeys(c.model for c in result.checks):
+        checks = [c for c in result.checks if c.model == model]
+        suite = ET.SubElement(root, "testsuite", name=f"robusteval gate: {model}", tests=str(len(checks)),
+                              failures=str(sum(not c.passed for c in checks)), errors="0", skipped="0")
+        for c in checks:
+            case = ET.SubElement(suite, "testcase", classname=f"robusteval.gate.{model}", name=c.rule.name)
+            if not c.passed:
+                ET.SubElement(case, "failure", message=c.message, type="GateFailed").text = c.message
+            else:
+                ET.SubElement(case, "system-out").text = c.message
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    return path
+
+
+def markdown_summary(result: GateResult) -> str:
+    """A Markdown table for a pull-request comment."""
+    n, bad = len(result.checks), len(result.failures)
+    title = "passed" if result.passed else f"FAILED ({bad} of {n} checks)"
+    lines = [f"### {'✅' if result.passed else '❌'} robusteval gate {title}", "",
+             f"Reference model: `{result.reference}`", "",
+             "| model | metric | budget | reference | value | result |", "|---|---|---|---|---|---|"]
+    for c in result.checks:
+        cells = [f"`{c.model}`", f"`{c.rule.metric}`", f"{c.rule.budget} {c.rule.limit:g}", _fmt(c.reference),
+                 _fmt(c.value), "pass" if c.passed else f"**FAIL**: {c.message.split(': ', 1)[-1]}"]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def github_annotations(result: GateResult) -> list[str]:
+    """``::error`` workflow commands for GitHub Actions, one per failed check."""
+    return [f"::error title={_escape(f'robusteval gate: {c.rule.name}', prop=True)}::{_escape(c.message)}"
+            for c in result.failures]
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4g}"
+
+
+def _escape(text: str, *, prop: bool = False) -> str:
+    """GitHub workflow-command escaping (data: %, CR, LF; properties also ':' and ',')."""
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return text.replace(":", "%3A").replace(",", "%2C") if prop else text
