@@ -1,0 +1,97 @@
+"""Digital corruptions of Hendrycks & Dietterich (ICLR 2019): brightness, contrast, saturate,
+elastic transform, pixelate and JPEG, batched.
+
+HSV edits use closed forms: with hue and saturation fixed, every RGB channel is proportional
+to V = max(R, G, B); with hue and V fixed, V − channel is proportional to S. They equal
+scikit-image's ``rgb2hsv``/``hsv2rgb`` round trip, including grey pixels (hue 0).
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from robusteval.data.corruptions import kernels
+
+
+def brightness(x: Tensor, shift: float, gen: torch.Generator) -> Tensor:
+    """HSV value V → min(V + shift, 1)."""
+    value = x.amax(dim=1, keepdim=True)
+    new_value = (value + shift).clamp(max=1.0)
+    return torch.where(value > 0, x * (new_value / value.clamp_min(1e-12)), new_value)
+
+
+def saturate(x: Tensor, params: tuple[float, float], gen: torch.Generator) -> Tensor:
+    """HSV saturation S → clip(S·factor + offset, 0, 1)."""
+    factor, offset = params
+    value = x.amax(dim=1, keepdim=True)
+    spread = value - x.amin(dim=1, keepdim=True)
+    sat = torch.where(value > 0, spread / value.clamp_min(1e-12), torch.zeros_like(value))
+    new_sat = (sat * factor + offset).clamp(0.0, 1.0)
+    coloured = value - (value - x) * (new_sat / sat.clamp_min(1e-12))
+    red_hue = torch.cat([value, value * (1 - new_sat), value * (1 - new_sat)], dim=1)  # grey: hue 0
+    return torch.where(spread > 0, coloured, red_hue)
+
+
+def contrast(x: Tensor, factor: float, gen: torch.Generator) -> Tensor:
+    """(x − m)·factor + m with m the per-image, per-channel mean."""
+    means = x.mean(dim=(2, 3), keepdim=True)
+    return (x - means) * factor + means
+
+
+def _affine_from_points(src: Tensor, dst: Tensor) -> Tensor:
+    """The (N, 2, 3) affine maps taking three ``src`` points to ``dst`` points (``cv2.getAffineTransform``)."""
+    ones = torch.ones(*src.shape[:-1], 1, dtype=src.dtype)
+    return torch.linalg.solve(torch.cat([src, ones], dim=-1), dst).transpose(1, 2)
+
+
+def elastic_transform(x: Tensor, params: tuple[float, float, float], gen: torch.Generator) -> Tensor:
+    """Random affine warp (REFLECT_101 borders), then a smooth random displacement field.
+
+    Step 1 is ``cv2.warpAffine`` of three jittered points around the centre, step 2
+    ``map_coordinates(order=1, mode='reflect')`` at positions displaced by
+    ``alpha``·gaussian(U(−1, 1), ``sigma``, truncate 3) (Simard et al. 2003). OpenCV's
+    5-bit fixed-point interpolation weights are exact floats here.
+    """
+    alpha, sigma, jitter = params
+    n, _, h, w = x.shape
+    cx, cy, half = w // 2, h // 2, min(h, w) // 3
+    src = torch.tensor([[cx + half, cy + half], [cx + half, cy - half], [cx - half, cy - half]], dtype=torch.float64)
+    src = src.expand(n, 3, 2)
+    dst = src + (torch.rand((n, 3, 2), generator=gen, dtype=torch.float64) * 2 - 1) * jitter
+    inverse = _affine_from_points(dst, src)  # output pixel → source pixel
+    rows, cols = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    points = torch.stack([cols, rows, torch.ones_like(rows)], dim=-1)  # (h, w, 3) as (x, y, 1)
+    source = torch.einsum("nij,hwj->nhwi", inverse, points)
+    warped = kernels.bilinear_sample(x, source[..., 1].to(x.device), source[..., 0].to(x.device), "mirror")
+    smooth = kernels.separable(
+        torch.rand((2, n, h, w), generator=gen, dtype=torch.float64) * 2 - 1,
+        kernels.gaussian_matrix(h, sigma, truncate=3.0, mode="reflect"),
+        kernels.gaussian_matrix(w, sigma, truncate=3.0, mode="reflect"),
+    ) * alpha
+    dx, dy = smooth[0].to(x.device), smooth[1].to(x.device)
+    return kernels.bilinear_sample(warped, rows.to(x.device) + dy, cols.to(x.device) + dx, "reflect")
+
+
+def pixelate(x: Tensor, factor: float, gen: torch.Generator) -> Tensor:
+    """PIL ``BOX`` resize to ``int(side·factor)`` and back, as one matrix per axis."""
+    h, w = x.shape[-2:]
+    small_h, small_w = int(h * factor), int(w * factor)
+    rows = kernels.box_resize_matrix(small_h, h) @ kernels.box_resize_matrix(h, small_h)
+    cols = kernels.box_resize_matrix(small_w, w) @ kernels.box_resize_matrix(w, small_w)
+    return kernels.separable(x, rows, cols)
+
+
+def jpeg_compression(x: Tensor, quality: int, gen: torch.Generator) -> Tensor:
+    """PIL JPEG encode/decode at ``quality`` of each image rounded to uint8 (libjpeg's defaults)."""
+    images = (x.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    decoded = []
+    for image in images:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="JPEG", quality=int(quality))
+        with Image.open(buffer) as img:
+            decoded.append(np.asarray(img.convert("RGB")))
+    return torch.from_numpy(np.stack(decoded)).permute(0, 3, 1, 2).to(x.device, x.dtype) / 255

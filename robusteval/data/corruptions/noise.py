@@ -1,0 +1,49 @@
+"""Noise corruptions (Hendrycks & Dietterich 2019) and the uniform ε-ball noise of Liebenwein et al. 2021.
+
+Random numbers are always drawn on the CPU from the given generator and then moved to the
+input's device, so results do not depend on the device.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def draw(kind: str, like: Tensor, gen: torch.Generator, shape: tuple[int, ...] | None = None) -> Tensor:
+    """Standard normal (``randn``) or uniform [0, 1) (``rand``) samples shaped like ``like``."""
+    size = tuple(like.shape) if shape is None else shape
+    sample = torch.randn if kind == "randn" else torch.rand
+    return sample(size, generator=gen, dtype=like.dtype).to(like.device)
+
+
+def gaussian_noise(x: Tensor, sigma: float, gen: torch.Generator) -> Tensor:
+    """x + N(0, σ²) per pixel and channel."""
+    return x + sigma * draw("randn", x, gen)
+
+
+def shot_noise(x: Tensor, photons: float, gen: torch.Generator) -> Tensor:
+    """Poisson(λ·x) / λ: photon counting noise with λ photons at full intensity."""
+    rates = (x * photons).double().cpu()
+    return (torch.poisson(rates, generator=gen) / photons).to(x.device, x.dtype)
+
+
+def impulse_noise(x: Tensor, amount: float, gen: torch.Generator) -> Tensor:
+    """Salt-and-pepper: each value becomes 0 or 1 (equally likely) with probability ``amount``.
+
+    scikit-image ``random_noise(mode='s&p', amount=...)`` semantics, per channel value.
+    """
+    flip = draw("rand", x, gen) < amount
+    salt = draw("rand", x, gen) < 0.5
+    return torch.where(flip, salt.to(x.dtype), x)
+
+
+def speckle_noise(x: Tensor, sigma: float, gen: torch.Generator) -> Tensor:
+    """x + x·N(0, σ²): multiplicative noise."""
+    return x + x * sigma * draw("randn", x, gen)
+
+
+def uniform_noise_sample(x: Tensor, eps: float, gen: torch.Generator) -> Tensor:
+    """x + 2ε(U − ½), U ~ U[0, 1) per value, clipped to [0, 1] (Liebenwein et al., MLSys 2021)."""
+    if eps == 0:
+        return x.clone()
+    return (x + 2 * eps * (draw("rand", x, gen) - 0.5)).clamp_(0.0, 1.0)
