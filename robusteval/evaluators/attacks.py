@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import eagerpy as ep
 import foolbox as fb
 import torch
 from torch import nn
@@ -65,8 +66,23 @@ FIXED_EPS_ATTACKS.add("fgsm", FixedEpsAttack(LINF, lambda steps: fb.attacks.FGSM
 FIXED_EPS_ATTACKS.add("linf_pgd", FixedEpsAttack(LINF, _pgd(fb.attacks.LinfPGD)))
 FIXED_EPS_ATTACKS.add("l2_pgd", FixedEpsAttack(L2, _pgd(fb.attacks.L2PGD)))
 
+class L2FMN(fb.attacks.L2FMNAttack):
+    """foolbox's L2 FMN with its projection fixed.
+
+    foolbox 3.3.4 projects with ``factor = minimum(1, norms / norms)`` (always 1), so the L2
+    attack never shrinks its perturbation and reports norms several times the minimum. This
+    projects ``x - x0`` onto the L2 ball of radius ε as the FMN paper (Alg. 1) does.
+    """
+
+    def project(self, x: ep.Tensor, x0: ep.Tensor, epsilon: ep.Tensor) -> ep.Tensor:
+        delta = x - x0
+        norms = ep.maximum(delta.flatten(start=1).norms.l2(axis=-1), 1e-12)
+        factor = ep.minimum(1, epsilon / norms).reshape((-1,) + (1,) * (x.ndim - 1))
+        return x0 + delta * factor
+
+
 # Fast Minimum-Norm attack: Pintor et al. 2021, arXiv:2102.12827.
-MIN_NORM_ATTACKS: dict[str, type] = {LINF: fb.attacks.LInfFMNAttack, L2: fb.attacks.L2FMNAttack}
+MIN_NORM_ATTACKS: dict[str, type] = {LINF: fb.attacks.LInfFMNAttack, L2: L2FMN}
 
 
 @contextmanager
@@ -113,11 +129,10 @@ def fixed_eps_attack(
     keep_adversarials: bool = False,
 ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
     """Run a foolbox fixed-ε attack; returns success (len(eps), N) and, if asked, the clipped adversarials per ε."""
-    spec = FIXED_EPS_ATTACKS.get(attack)
-    fmodel = fb.PyTorchModel(model, bounds=(0.0, 1.0), device=x.device)
-    runner = spec.build(steps)
+    runner = FIXED_EPS_ATTACKS.get(attack).build(steps)
     successes, advs = [], [[] for _ in eps]
     with attack_mode(model), seeded(seed, x.device):
+        fmodel = fb.PyTorchModel(model, bounds=(0.0, 1.0), device=x.device)
         for part in _batches(len(x), batch_size):
             _, clipped, success = runner(fmodel, x[part], y[part], epsilons=list(eps))
             successes.append(success.detach())
@@ -132,11 +147,11 @@ def min_norm_attack(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, steps: int, seed: int, batch_size: int
 ) -> torch.Tensor:
     """Per-sample norm of the smallest adversarial perturbation FMN finds (inf where it finds none)."""
-    fmodel = fb.PyTorchModel(model, bounds=(0.0, 1.0), device=x.device)
     runner = MIN_NORM_ATTACKS[norm](steps=steps)
     p = float("inf") if norm == LINF else 2.0
     out = []
     with attack_mode(model), seeded(seed, x.device):
+        fmodel = fb.PyTorchModel(model, bounds=(0.0, 1.0), device=x.device)
         for part in _batches(len(x), batch_size):
             _, adv, _ = runner(fmodel, x[part], y[part], epsilons=None)
             fooled = model(adv).argmax(dim=1) != y[part]
