@@ -139,8 +139,7 @@ def validate_inputs(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, tor
         raise RobustEvalError("adversarial labels: " + expected(f"shape ({len(x)},), one per image", tuple(y.shape)))
     if y.device != x.device:
         raise RobustEvalError(f"adversarial labels are on {y.device} but images on {x.device}: expected one device")
-    with torch.inference_mode(False):
-        x, y = x.detach().to(torch.float32).clone(), y.detach().to(torch.int64).clone()
+    x, y = x.detach().to(torch.float32).clone(), y.detach().to(torch.int64).clone()  # clones: no inference tensors
     if not torch.isfinite(x).all():
         raise RobustEvalError(f"adversarial images contain {int((~torch.isfinite(x)).sum())} NaN or infinite values")
     lo, hi = float(x.min()), float(x.max())
@@ -156,6 +155,7 @@ def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor
         return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
+@torch.inference_mode(False)
 def evaluate_adversarial(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, settings: AdversarialSettings
 ) -> AdversarialResult:
@@ -296,6 +296,7 @@ def _norm_summary(norms: torch.Tensor, correct: torch.Tensor) -> dict[str, Any]:
     return {"attacked": int(len(attacked)), "not_found": int(len(attacked) - len(found)), **quantiles}
 
 
+@torch.inference_mode(False)
 def craft_transfer(
     dense: nn.Module, x: torch.Tensor, y: torch.Tensor, *, settings: AdversarialSettings
 ) -> dict[str, torch.Tensor]:
