@@ -361,7 +361,7 @@ def pct(ratio: float) -> str:
 
 def format_drop(key: str, d: float) -> str:
     """A drop in words: accuracy-like metrics in points, error-like metrics as an increase."""
-    return f"+{d:.3g} {key.rsplit('/', 1)[-1]}" if lower_is_better(key) else f"-{100 * d:.1f} points"
+    return f"{key.rsplit('/', 1)[-1]} {d:+.3g}" if lower_is_better(key) else f"{100 * d:.1f} points lower"
 
 
 def _point_note(curve: Curve, ratio: float) -> str:
@@ -371,13 +371,13 @@ def _point_note(curve: Curve, ratio: float) -> str:
     note = format_drop(curve.metric, point.drop)
     if point.ci is not None:
         lo, hi = (100 * c for c in point.ci)
-        note += f", 95% CI [{lo:.1f}, {hi:.1f}] points" + ("; within noise" if point.within_noise else "")
+        note += f"; 95% CI of the drop {lo:.1f} to {hi:.1f}" + (", within noise" if point.within_noise else "")
     return f" ({note})"
 
 
 def verdict_lines(analysis: Analysis) -> list[str]:
     """One sentence per method naming its most fragile metric family, e.g. 'synflow keeps clean
-    accuracy up to 90% but corruption accuracy leaves tolerance at 70% (-3.1 points, ...)'."""
+    accuracy up to 90% but corruption accuracy leaves tolerance at 70% (3.1 points lower; ...)'."""
     lines = []
     for method in analysis.methods:
         curves = {f: c for f in analysis.families if (c := analysis.family_curve(f, method)) is not None}
@@ -406,7 +406,7 @@ def format_verdict_table(analysis: Analysis) -> str:
     """The prune-potential table for the terminal: rows methods, columns metric families."""
     families = list(analysis.families)
     header = ["method", "ratios", *families]
-    rows = [[m, f"{pct(min(analysis.ratios(m)))}-{pct(max(analysis.ratios(m)))}",
+    rows = [[m, "-".join(dict.fromkeys(pct(r) for r in (min(analysis.ratios(m)), max(analysis.ratios(m))))),
              *(pct(c.prune_potential) if (c := analysis.family_curve(f, m)) is not None else "-" for f in families)]
             for m in analysis.methods]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]

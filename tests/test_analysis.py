@@ -101,7 +101,7 @@ def test_summary_without_its_dense_model_is_rejected():
 def test_verdict_names_the_most_fragile_family(known):
     lines = verdict_lines(known)
     assert lines[0] == ("magnitude keeps clean accuracy up to 80% but corruption accuracy leaves tolerance at 70% "
-                        "(-1.0 points).")
+                        "(1.0 points lower).")
     assert lines[2].startswith("random: clean accuracy leaves tolerance at 50%")
     table = format_verdict_table(known)
     row = next(line for line in table.splitlines() if line.startswith("magnitude"))

@@ -1,0 +1,181 @@
+"""One function per report figure; each returns a matplotlib Figure.
+
+Figures are built with the object-oriented API on the Agg canvas, never through pyplot, so the
+report neither needs a display nor changes the backend of a notebook that imports it.
+"""
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from robusteval.analysis import Analysis, lower_is_better
+
+DENSE_STYLE = {"color": "black", "linestyle": "--", "linewidth": 1.2}
+_WIDTH = 10.0  # inches; at 100 dpi a figure fits a laptop screen
+
+
+def to_png(fig: Figure) -> bytes:
+    """Render ``fig`` as PNG bytes on the Agg canvas."""
+    buf = io.BytesIO()
+    FigureCanvasAgg(fig)
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _method_colors(methods: Sequence[str]) -> dict[str, Any]:
+    cmap = matplotlib.colormaps["tab10"]
+    return {m: cmap(i % 10) for i, m in enumerate(methods)}
+
+
+def _grid(n: int, *, per_row: int = 3, height: float = 3.0, legend: bool = True,
+          left: float = 0.9) -> tuple[Figure, list[Any]]:
+    """``n`` panels in rows of ``per_row`` with fixed margins in inches (tight layout dominated render
+    time) and, with ``legend``, room for a shared legend below."""
+    cols = min(n, per_row)
+    rows = -(-n // cols)
+    bottom = (1.3 if cols == 1 else 1.05) if legend else 0.55
+    total = height * rows + bottom - 0.15
+    width = _WIDTH if cols > 1 else _WIDTH * 0.6
+    fig = Figure(figsize=(width, total))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    fig.subplots_adjust(left=left / width, right=0.97, top=1 - 0.35 / total, bottom=bottom / total,
+                        wspace=0.35, hspace=0.55 * 3.0 / height)
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def _legend(fig: Figure, axes: Sequence[Any]) -> None:
+    handles, labels = axes[0].get_legend_handles_labels()
+    wide = axes[0].get_gridspec().ncols > 1
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6 if wide else 3), frameon=False)
+
+
+def metric_curves(analysis: Analysis, keys: Sequence[str]) -> Figure:
+    """Metric vs prune ratio, one line per method, dense reference, tolerance band, 95% CIs."""
+    colors = _method_colors(analysis.methods)
+    fig, axes = _grid(len(keys))
+    for ax, key in zip(axes, keys):
+        by_method = analysis.curves[key]
+        first = next(iter(by_method.values()))
+        dense, tol = first.dense, first.tolerance
+        band = (dense, dense + tol) if lower_is_better(key) else (dense - tol, dense)
+        ax.axhspan(*band, color="0.85", label=f"tolerance δ={tol:g}")
+        ax.axhline(dense, **DENSE_STYLE, label="dense")
+        for method, curve in by_method.items():
+            x = np.array([100 * p.ratio for p in curve.points])
+            y = np.array([p.value for p in curve.points])
+            ax.plot([0, *x], [dense, *y], marker="o", color=colors[method], label=method)
+            cis = [(i, p) for i, p in enumerate(curve.points) if p.ci is not None]
+            if cis:
+                # value CI from the drop CI: value = dense - drop for accuracies (higher is better)
+                lo = [y[i] - (dense - p.ci[1]) for i, p in cis]
+                hi = [(dense - p.ci[0]) - y[i] for i, p in cis]
+                ax.errorbar(x[[i for i, _ in cis]], y[[i for i, _ in cis]], yerr=np.abs([lo, hi]),
+                            fmt="none", ecolor=colors[method], capsize=3, alpha=0.7)
+        ax.set_title(key, fontsize=10)
+        ax.set_xlabel("prune ratio (%)")
+        ax.grid(alpha=0.3)
+    _legend(fig, axes)
+    return fig
+
+
+def corruption_heatmaps(analysis: Analysis, corruptions: Sequence[str]) -> Figure:
+    """Accuracy drop vs dense (points, mean over severities): corruption × ratio, one panel per method."""
+    dense = analysis.values[analysis.dense]
+    methods = analysis.methods
+    longest = max(len(c) for c in corruptions)
+    fig, axes = _grid(len(methods), height=0.45 * len(corruptions) + 1.0, legend=False, left=0.3 + 0.08 * longest)
+    vmax = 1e-9
+    grids = []
+    for method in methods:
+        ids = [(m.ratio, m.id) for m in analysis.models if m.method == method]
+        ratios = sorted({r for r, _ in ids})
+        grid = np.full((len(corruptions), len(ratios)), np.nan)
+        for j, (ratio, model) in enumerate(sorted(ids)):
+            for i, c in enumerate(corruptions):
+                keys = [k for k in analysis.values[model] if _corruption_match(k, c) and k in dense]
+                if keys:
+                    grid[i, ratios.index(ratio)] = 100 * np.mean([dense[k] - analysis.values[model][k] for k in keys])
+        grids.append((ratios, grid))
+        vmax = max(vmax, float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 0.0)
+    for ax, method, (ratios, grid) in zip(axes, methods, grids):
+        im = ax.imshow(grid, cmap="RdYlGn_r", vmin=-vmax, vmax=vmax, aspect="auto")
+        ax.set_xticks(range(len(ratios)), [f"{100 * r:.0f}%" for r in ratios])
+        ax.set_yticks(range(len(corruptions)), corruptions if ax is axes[0] else [""] * len(corruptions))
+        ax.set_title(method, fontsize=10)
+        for (i, j), v in np.ndenumerate(grid):
+            if np.isfinite(v):
+                ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=8)
+    fig.colorbar(im, ax=axes, label="accuracy drop (points)", shrink=0.8)
+    return fig
+
+
+def _corruption_match(key: str, corruption: str) -> bool:
+    return re.fullmatch(rf"corruption/{re.escape(corruption)}/[^/]+/accuracy", key) is not None
+
+
+def line_panels(panels: Mapping[str, Mapping[str, Mapping[float, float]]], *, xlabel: str,
+                ylabel: str = "accuracy", dense: str | None = None) -> Figure:
+    """Generic x-vs-accuracy panels: title → line label → {x: y}; the ``dense`` line is dashed.
+
+    Used for severity curves (x = severity), adversarial accuracy vs ε and noise ε curves.
+    """
+    fig, axes = _grid(len(panels))
+    labels = list(dict.fromkeys(label for lines in panels.values() for label in lines if label != dense))
+    colors = _method_colors(labels)
+    for ax, (title, lines) in zip(axes, panels.items()):
+        for label, points in lines.items():
+            xs = sorted(points)
+            style = DENSE_STYLE if label == dense else {"color": colors[label]}
+            ax.plot(xs, [points[x] for x in xs], marker="o", label=label, **style)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    _legend(fig, axes)
+    return fig
+
+
+def reliability_diagrams(bins: Mapping[str, Mapping[str, Sequence[float]]]) -> Figure:
+    """Reliability diagrams (Guo et al. 2017): per model, accuracy vs confidence per bin."""
+    fig, axes = _grid(len(bins), per_row=4, height=2.8)
+    for ax, (model, b) in zip(axes, bins.items()):
+        conf, acc = np.asarray(b["confidence"], float), np.asarray(b["accuracy"], float)
+        width = 0.9 / max(len(conf), 1)
+        ax.bar(conf, acc, width=width, color="tab:blue", edgecolor="black", linewidth=0.4, label="accuracy")
+        ax.bar(conf, conf - acc, bottom=acc, width=width, color="tab:red", alpha=0.35, label="gap")
+        ax.plot([0, 1], [0, 1], **DENSE_STYLE, label="perfect calibration")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_title(model, fontsize=10)
+        ax.set_xlabel("confidence")
+    axes[0].set_ylabel("accuracy")
+    _legend(fig, axes)
+    return fig
+
+
+def roc_curves(rocs: Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]], *, dense: str) -> Figure:
+    """OOD detection ROC curves: one panel per OOD set, one line per model."""
+    fig, axes = _grid(len(rocs))
+    labels = list(dict.fromkeys(m for by_model in rocs.values() for m in by_model if m != dense))
+    colors = _method_colors(labels)
+    for ax, (ood_set, by_model) in zip(axes, rocs.items()):
+        for model, roc in by_model.items():
+            style = DENSE_STYLE if model == dense else {"color": colors[model]}
+            ax.plot(roc["fpr"], roc["tpr"], label=model, **style)
+        ax.plot([0, 1], [0, 1], color="0.7", linewidth=0.8)
+        ax.set_title(f"OOD: {ood_set}", fontsize=10)
+        ax.set_xlabel("false positive rate")
+        ax.set_ylabel("true positive rate")
+        ax.grid(alpha=0.3)
+    _legend(fig, axes)
+    return fig
