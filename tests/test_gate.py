@@ -61,7 +61,8 @@ def test_exceeded_missing_and_nan_fail_with_a_reason():
 def test_drop_is_direction_aware_and_relative_drop_scales():
     summary = {"dense": "d", "models": [{"id": "d", "metrics": {"calibration/ece": 0.03, "clean/accuracy": 0.8}},
                                         {"id": "p", "metrics": {"calibration/ece": 0.05, "clean/accuracy": 0.78}}]}
-    rules = parse_rules({"rules": {"calibration/ece": {"max_drop": 0.019}, "clean/accuracy": {"max_relative_drop": 0.03}}})
+    rules = parse_rules({"rules": {"calibration/ece": {"max_drop": 0.019},
+                                   "clean/accuracy": {"max_relative_drop": 0.03}}})
     ece, acc = evaluate_gate(summary, rules).checks
     assert not ece.passed and "drop 0.02 " in ece.message  # ECE rose by 0.02: that is its drop
     assert acc.passed and "relative drop 0.025" in acc.message  # 0.02 / 0.8
