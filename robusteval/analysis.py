@@ -39,8 +39,9 @@ from robusteval.results import RunDir, decode_bits
 DEFAULT_TOLERANCE = 0.005
 
 _LOWER_IS_BETTER = frozenset({
-    "ece", "aece", "mce", "classwise_ece", "ece_after_ts", "nll", "brier", "loss", "ce",
-    "relative_mce", "kl", "l2", "linf", "dense_correct_pruned_wrong",
+    "ece", "aece", "mce", "classwise_ece", "ece_after_ts", "nll", "nll_after_ts", "brier", "loss", "error",
+    "ce", "relative_ce", "relative_mce", "kl", "l2", "linf", "dense_correct_pruned_wrong",
+    "dense_correct_pruned_wrong_count",
 })
 
 #: metric family → human label; the order is the verdict table's column order.
@@ -53,7 +54,10 @@ FAMILIES: dict[str, str] = {
     "ood": "OOD detection (AUROC)",
     "agreement": "agreement with dense",
 }
-_ADV_ACCURACY = re.compile(r"^adversarial/(?P<attack>[^/]+)/(?P<eps>[^/]+)/accuracy$")
+NUMBER = r"[0-9][0-9.eE+-]*"  # a severity or ε path component (``noise/auc/...`` is not one)
+NOISE_ACCURACY = re.compile(rf"^noise/(?P<eps>{NUMBER})/accuracy$")
+CORRUPTION_ACCURACY = re.compile(rf"^corruption/(?P<name>[^/]+)/(?P<severity>{NUMBER})/accuracy$")
+_ADV_ACCURACY = re.compile(rf"^adversarial/(?P<attack>[^/]+)/(?P<eps>{NUMBER})/accuracy$")
 _ATTACK_PREFERENCE = ("autoattack", "linf_pgd", "apgd_ce", "apgd_t", "fgsm", "l2_pgd")
 
 
@@ -269,9 +273,9 @@ def _ratio(entry: Mapping[str, Any]) -> float:
 def _with_derived(metrics: Mapping[str, float]) -> dict[str, float]:
     """The model's metrics plus family means the run did not store (noise, OOD AUROC)."""
     out = {k: float(v) if v is not None else math.nan for k, v in metrics.items()}
-    for derived, pattern in (("noise/mean_accuracy", r"^noise/[^/]+/accuracy$"),
-                             ("ood/mean_auroc_msp", r"^ood/[^/]+/auroc_msp$")):
-        parts = [v for k, v in out.items() if re.match(pattern, k)]
+    for derived, pattern in (("noise/mean_accuracy", NOISE_ACCURACY),
+                             ("ood/mean_auroc_msp", re.compile(r"^ood/[^/]+/auroc_msp$"))):
+        parts = [v for k, v in out.items() if pattern.match(k)]
         if parts and derived not in out:
             out[derived] = float(np.mean(parts))
     return out
@@ -287,8 +291,10 @@ def _dense_value(key: str, dense: Mapping[str, float]) -> float | None:
 
 
 def _headlines(dense: Mapping[str, float]) -> dict[str, str]:
-    """family → headline metric key (see FAMILIES); adversarial: strongest attack, smallest ε."""
-    heads = {"clean": "clean/accuracy", "corruption": "corruption/mean_accuracy", "noise": "noise/mean_accuracy",
+    """family → headline metric key (see FAMILIES); noise: the noise-curve area (Liebenwein et al. 2021)
+    when stored, else the mean over ε; adversarial: the strongest attack at its smallest ε."""
+    noise = "noise/auc/accuracy" if "noise/auc/accuracy" in dense else "noise/mean_accuracy"
+    heads = {"clean": "clean/accuracy", "corruption": "corruption/mean_accuracy", "noise": noise,
              "calibration": "calibration/ece", "ood": "ood/mean_auroc_msp", "agreement": "agreement/top1"}
     adversarial = [(m["attack"], float(m["eps"]), k) for k in dense if (m := _ADV_ACCURACY.match(k))
                    and m["attack"] in _ATTACK_PREFERENCE]
@@ -325,9 +331,9 @@ def _paired_correctness(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[
                 continue  # several accuracies (e.g. all attacks): correctness is ambiguous
             key = keys[0]
         out.setdefault(key, {})[rec["model"]] = decode_bits(rec["correct"], int(rec["n"]))
-    for mean_key, pattern in (("corruption/mean_accuracy", r"^corruption/[^/]+/[^/]+/accuracy$"),
-                              ("noise/mean_accuracy", r"^noise/[^/]+/accuracy$")):
-        parts = [v for k, v in out.items() if re.match(pattern, k)]
+    for mean_key, pattern in (("corruption/mean_accuracy", CORRUPTION_ACCURACY),
+                              ("noise/mean_accuracy", NOISE_ACCURACY)):
+        parts = [v for k, v in out.items() if pattern.match(k)]
         common = set.intersection(*(set(p) for p in parts)) if parts else set()
         for model in common:
             if len({len(p[model]) for p in parts}) == 1:

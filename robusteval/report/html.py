@@ -21,7 +21,17 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from robusteval.analysis import FAMILIES, DEFAULT_TOLERANCE, Analysis, analyse, pct, verdict_lines
+from robusteval.analysis import (
+    CORRUPTION_ACCURACY,
+    DEFAULT_TOLERANCE,
+    FAMILIES,
+    NOISE_ACCURACY,
+    NUMBER,
+    Analysis,
+    analyse,
+    pct,
+    verdict_lines,
+)
 from robusteval.errors import RobustEvalError
 from robusteval.report import plots
 from robusteval.results import RunDir
@@ -35,14 +45,14 @@ SECTIONS = {
 _CURVE_PANELS = {
     "clean": ("clean/accuracy", "clean/top5", "clean/loss"),
     "corruption": ("corruption/mean_accuracy", "corruption/mce", "corruption/relative_mce"),
-    "noise": ("noise/mean_accuracy",),
+    "noise": ("noise/auc/accuracy", "noise/mean_accuracy"),
     "adversarial": ("$adversarial", "adversarial/min_norm/*/median"),
     "calibration": ("calibration/ece", "calibration/nll", "calibration/brier"),
     "ood": ("ood/mean_auroc_msp", "ood/*/fpr95_msp"),
     "agreement": ("agreement/top1", "agreement/kl", "agreement/dense_correct_pruned_wrong"),
     "distribution shift": ("shift/*/accuracy",),
 }
-_ATTACK_KEY = re.compile(r"^adversarial/(?P<transfer>transfer/)?(?P<attack>[^/]+)/(?P<eps>[^/]+)/accuracy$")
+_ATTACK_KEY = re.compile(rf"^adversarial/(?P<transfer>transfer/)?(?P<attack>[^/]+)/(?P<eps>{NUMBER})/accuracy$")
 
 
 def write_report(run_dir: Path, *, tolerance: float = DEFAULT_TOLERANCE,
@@ -197,11 +207,11 @@ def _curves(analysis: Analysis) -> str:
 
 def _corruptions(analysis: Analysis) -> str:
     dense = analysis.values[analysis.dense]
-    parsed = [k.split("/") for k in dense if re.fullmatch(r"corruption/[^/]+/[^/]+/accuracy", k)]
+    parsed = [m for k in dense if (m := CORRUPTION_ACCURACY.match(k))]
     if not parsed:
         return ""
-    names = list(dict.fromkeys(p[1] for p in parsed))
-    severities = sorted({p[2] for p in parsed}, key=float)
+    names = list(dict.fromkeys(m["name"] for m in parsed))
+    severities = sorted({m["severity"] for m in parsed}, key=float)
     panels = {}
     for method in analysis.methods:
         ids = {"dense": analysis.dense,
@@ -230,8 +240,8 @@ def _robustness(analysis: Analysis) -> str:
     models = chosen_models(analysis)
     adv = _eps_panels(analysis, models, lambda k: (f"{'transfer ' if m['transfer'] else ''}{m['attack']}",
                                                    float(m["eps"])) if (m := _ATTACK_KEY.match(k)) else None)
-    noise = _eps_panels(analysis, models, lambda k: ("Gaussian noise", float(k.split("/")[1]))
-                        if re.fullmatch(r"noise/[^/]+/accuracy", k) else None)
+    noise = _eps_panels(analysis, models, lambda k: ("random noise in an ε-ball", float(m["eps"]))
+                        if (m := NOISE_ACCURACY.match(k)) else None)
     parts = []
     if adv:
         parts.append("<h3>Adversarial accuracy vs ε</h3>"
@@ -249,12 +259,13 @@ def _chosen_note(models: Sequence[str]) -> str:
 
 def _calibration_ood(analysis: Analysis, records: Sequence[Mapping[str, Any]]) -> str:
     models = chosen_models(analysis)
-    bins = {r["model"]: r["details"]["calibration"]["bins"] for r in records
-            if r.get("condition") == "clean" and "calibration" in (r.get("details") or {})}
+    bins = {r["model"]: r["details"]["calibration"]["reliability"] for r in records
+            if r.get("condition") == "clean" and "reliability" in (r.get("details") or {}).get("calibration", {})}
     rocs: dict[str, dict[str, Any]] = {}
     for r in records:
-        if r.get("condition", "").startswith("ood/") and "ood" in (r.get("details") or {}):
-            rocs.setdefault(r["condition"][4:], {})[r["model"]] = r["details"]["ood"]["roc"]
+        by_score = (r.get("details") or {}).get("ood", {}).get("roc", {})
+        if r.get("condition", "").startswith("ood/") and "msp" in by_score:
+            rocs.setdefault(r["condition"][4:], {})[r["model"]] = by_score["msp"]
     parts = []
     if chosen := {m: bins[m] for m in models if m in bins}:
         parts.append("<h3>Reliability diagrams (clean test set)</h3>"

@@ -6,7 +6,6 @@ report neither needs a display nor changes the backend of a notebook that import
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,7 +14,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from robusteval.analysis import Analysis, lower_is_better
+from robusteval.analysis import CORRUPTION_ACCURACY, Analysis, lower_is_better
 
 DENSE_STYLE = {"color": "black", "linestyle": "--", "linewidth": 1.2}
 _WIDTH = 10.0  # inches; at 100 dpi a figure fits a laptop screen
@@ -102,7 +101,8 @@ def corruption_heatmaps(analysis: Analysis, corruptions: Sequence[str]) -> Figur
         grid = np.full((len(corruptions), len(ratios)), np.nan)
         for j, (ratio, model) in enumerate(sorted(ids)):
             for i, c in enumerate(corruptions):
-                keys = [k for k in analysis.values[model] if _corruption_match(k, c) and k in dense]
+                keys = [k for k in analysis.values[model]
+                        if (hit := CORRUPTION_ACCURACY.match(k)) and hit["name"] == c and k in dense]
                 if keys:
                     grid[i, ratios.index(ratio)] = 100 * np.mean([dense[k] - analysis.values[model][k] for k in keys])
         grids.append((ratios, grid))
@@ -117,10 +117,6 @@ def corruption_heatmaps(analysis: Analysis, corruptions: Sequence[str]) -> Figur
                 ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=8)
     fig.colorbar(im, ax=axes, label="accuracy drop (points)", shrink=0.8)
     return fig
-
-
-def _corruption_match(key: str, corruption: str) -> bool:
-    return re.fullmatch(rf"corruption/{re.escape(corruption)}/[^/]+/accuracy", key) is not None
 
 
 def line_panels(panels: Mapping[str, Mapping[str, Mapping[float, float]]], *, xlabel: str,
@@ -145,14 +141,20 @@ def line_panels(panels: Mapping[str, Mapping[str, Mapping[float, float]]], *, xl
     return fig
 
 
-def reliability_diagrams(bins: Mapping[str, Mapping[str, Sequence[float]]]) -> Figure:
-    """Reliability diagrams (Guo et al. 2017): per model, accuracy vs confidence per bin."""
+def reliability_diagrams(bins: Mapping[str, Mapping[str, Sequence[float | None]]]) -> Figure:
+    """Reliability diagrams (Guo et al. 2017): per model, accuracy and the gap to mean confidence per
+    equal-width confidence bin (``edges``, ``confidence``, ``accuracy``; None marks an empty bin)."""
     fig, axes = _grid(len(bins), per_row=4, height=2.8)
     for ax, (model, b) in zip(axes, bins.items()):
-        conf, acc = np.asarray(b["confidence"], float), np.asarray(b["accuracy"], float)
-        width = 0.9 / max(len(conf), 1)
-        ax.bar(conf, acc, width=width, color="tab:blue", edgecolor="black", linewidth=0.4, label="accuracy")
-        ax.bar(conf, conf - acc, bottom=acc, width=width, color="tab:red", alpha=0.35, label="gap")
+        edges = np.asarray(b["edges"], float)
+        conf = np.array([np.nan if v is None else v for v in b["confidence"]], float)
+        acc = np.array([np.nan if v is None else v for v in b["accuracy"]], float)
+        full = np.isfinite(conf) & np.isfinite(acc)
+        left, width = edges[:-1][full], np.diff(edges)[full]
+        ax.bar(left, acc[full], width=width, align="edge", color="tab:blue", edgecolor="black", linewidth=0.4,
+               label="accuracy")
+        ax.bar(left, conf[full] - acc[full], bottom=acc[full], width=width, align="edge", color="tab:red",
+               alpha=0.35, label="gap to confidence")
         ax.plot([0, 1], [0, 1], **DENSE_STYLE, label="perfect calibration")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
