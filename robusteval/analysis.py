@@ -226,7 +226,7 @@ def analyse(summary: Mapping[str, Any], records: Iterable[Mapping[str, Any]] = (
     if not any(m.get("id") == dense_id for m in entries):
         raise RobustEvalError(f"summary: expected the dense model {dense_id!r} among its models, "
                               f"got {[m.get('id') for m in entries]}")
-    models = [ModelInfo(m["id"], m.get("method") or "dense", _ratio(m)) for m in entries]
+    models = [ModelInfo(m["id"], m.get("method") or m["id"], _ratio(m)) for m in entries]
     values = {m["id"]: _with_derived(m.get("metrics") or {}) for m in entries}
     dense_values = values[dense_id]
     pruned = [m for m in models if m.id != dense_id]

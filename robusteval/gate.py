@@ -79,7 +79,7 @@ def load_rules(path: str | Path) -> list[Rule]:
     """Read and validate a rules YAML file (see the module docstring)."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise RobustEvalError(f"cannot read gate file {path}: {exc.strerror or exc}") from exc
     except yaml.YAMLError as exc:

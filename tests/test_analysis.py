@@ -43,7 +43,8 @@ def known():
     return analyse_run(KNOWN)
 
 
-@pytest.mark.parametrize("key", ["clean/error", "corruption/fog/relative_ce", "calibration/ece", "calibration/corruption/fog/3/ece", "corruption/mce",
+@pytest.mark.parametrize("key", ["clean/error", "corruption/fog/relative_ce", "calibration/ece",
+                                 "calibration/corruption/fog/3/ece", "corruption/mce",
                                  "corruption/fog/ce", "clean/loss", "ood/svhn/fpr95_energy", "agreement/kl",
                                  "agreement/dense_correct_pruned_wrong", "calibration/nll", "calibration/brier"])
 def test_error_like_metrics_are_lower_is_better(key):

@@ -31,7 +31,7 @@ def report(tmp_path_factory) -> Path:
 
 
 def test_report_has_every_section_and_embedded_figures(report):
-    text = report.read_text()
+    text = report.read_text(encoding="utf-8")
     for title in SECTIONS.values():
         assert f"<h2>{title}</h2>" in text
     figures = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([^"]+)"', text)
@@ -46,7 +46,7 @@ def test_report_has_every_section_and_embedded_figures(report):
 
 
 def test_report_is_self_contained(report):
-    text = report.read_text()
+    text = report.read_text(encoding="utf-8")
     assert "http:" not in text and "https:" not in text and "//" not in re.sub(r"base64,[^\"]+", "", text)
     for url in re.findall(r'(?:src|href)="([^"]*)"', text):
         assert url.startswith(("data:", "#")), url
@@ -54,10 +54,10 @@ def test_report_is_self_contained(report):
 
 def test_report_writes_analysis_json_and_summary_csv(report):
     run = report.parent
-    analysis = json.loads((run / "analysis.json").read_text(), parse_constant=pytest.fail)
+    analysis = json.loads((run / "analysis.json").read_text(encoding="utf-8"), parse_constant=pytest.fail)
     assert analysis["prune_potential"]["random"] == dict.fromkeys(analysis["families"], 0.0)
     assert analysis["prune_potential"]["magnitude"]["clean"] == 0.9
-    summary = json.loads((run / "summary.json").read_text())
+    summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
     with open(run / "summary.csv") as f:
         rows = list(csv.DictReader(f))
     n_derived = 2 * len(summary["models"])  # noise/mean_accuracy and ood/mean_auroc_msp per model
@@ -68,7 +68,7 @@ def test_report_writes_analysis_json_and_summary_csv(report):
 
 def test_sections_without_metrics_are_skipped(tmp_path):
     run = shutil.copytree(KNOWN, tmp_path / "known")  # summary only: no records, no manifest
-    text = write_report(run).read_text()
+    text = write_report(run).read_text(encoding="utf-8")
     assert "<h2>Verdict</h2>" in text and "<h2>Metrics vs prune ratio</h2>" in text
     for absent in ("corruption", "robustness", "calibration"):
         assert f"<h2>{SECTIONS[absent]}</h2>" not in text

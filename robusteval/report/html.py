@@ -64,10 +64,11 @@ def write_report(run_dir: Path, *, tolerance: float = DEFAULT_TOLERANCE,
     run = RunDir(run_dir)
     summary, records, manifest = run.read_summary(), run.records(), run.read_manifest() or {}
     analysis = analyse(summary, records, tolerance=tolerance, tolerances=tolerances)
-    (run_dir / "analysis.json").write_text(json.dumps(analysis.to_json(), indent=1) + "\n")
+    (run_dir / "analysis.json").write_text(json.dumps(analysis.to_json(), indent=1) + "\n", encoding="utf-8")
     write_summary_csv(analysis, run_dir / "summary.csv")
     out = run_dir / "report.html"
-    out.write_text(render_report(analysis, summary, records, manifest, title=f"robusteval report: {run_dir.name}"))
+    out.write_text(render_report(analysis, summary, records, manifest, title=f"robusteval report: {run_dir.name}"),
+                   encoding="utf-8")
     return out
 
 
@@ -85,7 +86,7 @@ def render_report(analysis: Analysis, summary: Mapping[str, Any], records: Seque
     n_pruned = len(analysis.models) - 1
     subtitle = (f"dense model {_e(analysis.dense)} vs {n_pruned} pruned models of {len(analysis.methods)} methods; "
                 f"tolerance δ = {analysis.tolerance:g}")
-    template = Template(resources.files("robusteval.report").joinpath("template.html").read_text())
+    template = Template(resources.files("robusteval.report").joinpath("template.html").read_text(encoding="utf-8"))
     return template.substitute(title=_e(title), subtitle=subtitle, nav=nav, body=body)
 
 
@@ -93,7 +94,7 @@ def write_summary_csv(analysis: Analysis, path: Path) -> None:
     """One row per model × metric: value, dense value, drop, tolerance verdict and CI."""
     points = {(p.model, key): p for key, by_method in analysis.curves.items()
               for c in by_method.values() for p in c.points}
-    with open(path, "w", newline="") as f:
+    with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["model", "method", "ratio", "metric", "value", "dense", "drop", "within_tolerance",
                          "ci_low", "ci_high"])
