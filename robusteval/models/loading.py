@@ -1,0 +1,165 @@
+"""Safe model loading: state_dict (+ arch), safetensors (+ arch), TorchScript, torch.export.
+
+A pickled full module (``torch.save(model)``) runs arbitrary code when unpickled, so it is
+refused unless the caller passes ``trust_pickle=True``; loading never falls back silently to
+unsafe unpickling. Every loaded model is returned in eval mode.
+"""
+from __future__ import annotations
+
+import pickle
+import warnings
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from robusteval.errors import RobustEvalError
+from robusteval.models.archs import build_arch
+
+STATE_DICT_PREFIXES = ("module.", "_orig_mod.")
+NESTED_KEYS = ("state_dict", "model", "model_state_dict", "net")
+
+PICKLE_REFUSED = (
+    "{path} is a pickled full model (torch.save(model)); unpickling it can run arbitrary code, "
+    "so it is refused. If you trust its source, pass --trust-pickle; better, re-export it safely: "
+    "torch.save(model.state_dict(), 'model.pt') with --arch, or torch.export.save(torch.export.export("
+    "model, (example,)), 'model.pt2')"
+)
+
+
+def detect_format(path: Path) -> str:
+    """One of "safetensors", "export", "torchscript", "torch" (a torch.save zip or legacy pickle)."""
+    if path.suffix == ".safetensors":
+        return "safetensors"
+    if zipfile.is_zipfile(path):
+        try:
+            names = zipfile.ZipFile(path).namelist()
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise RobustEvalError(f"{path} is not a readable model file: {exc}") from exc
+        if any(n.endswith("/archive_format") or n.endswith("/models/model.json") for n in names):
+            return "export"
+        if any(n.endswith("/constants.pkl") for n in names):
+            return "torchscript"
+    return "torch"
+
+
+def load_model(
+    path: str | Path,
+    *,
+    arch: str | None = None,
+    num_classes: int = 10,
+    trust_pickle: bool = False,
+) -> nn.Module:
+    """Load the model stored at ``path`` in eval mode.
+
+    ``arch`` (a registry name, ``torchvision:<name>`` or ``file.py:factory``) is required for
+    weights-only formats (state_dict, safetensors) and ignored for self-describing ones.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RobustEvalError(f"model file {path} does not exist")
+    if path.stat().st_size == 0:
+        raise RobustEvalError(f"model file {path} is empty")
+    fmt = detect_format(path)
+    if fmt == "export":
+        model = _load_export(path)
+    elif fmt == "torchscript":
+        model = _load_torchscript(path)
+    elif fmt == "safetensors":
+        model = _with_state_dict(_read_safetensors(path), path, arch, num_classes)
+    else:
+        loaded = _torch_load(path, trust_pickle)
+        model = loaded if isinstance(loaded, nn.Module) else _with_state_dict(loaded, path, arch, num_classes)
+    return model.eval()
+
+
+def _load_export(path: Path) -> nn.Module:
+    try:
+        return torch.export.load(str(path)).module()
+    except Exception as exc:  # corrupt archives raise many different types
+        raise RobustEvalError(f"{path} is not a readable torch.export archive: {_short(exc)}") from exc
+
+
+def _load_torchscript(path: Path) -> nn.Module:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:
+        raise RobustEvalError(f"{path} is not a readable TorchScript archive: {_short(exc)}") from exc
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise RobustEvalError(f"{path} is not a readable safetensors file: {_short(exc)}") from exc
+
+
+def _torch_load(path: Path, trust_pickle: bool) -> object:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" not in str(exc):
+            raise RobustEvalError(f"{path} is not a readable model file: {_short(exc)}") from exc
+        if not trust_pickle:
+            raise RobustEvalError(PICKLE_REFUSED.format(path=path)) from None
+    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise RobustEvalError(f"{path} is not a readable model file (truncated or not a torch file): "
+                              f"{_short(exc)}") from exc
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # trusted pickle: report whatever went wrong in one line
+        raise RobustEvalError(f"unpickling {path} failed: {_short(exc)}") from exc
+
+
+def _with_state_dict(obj: object, path: Path, arch: str | None, num_classes: int) -> nn.Module:
+    state = extract_state_dict(obj, path)
+    if arch is None:
+        raise RobustEvalError(f"{path} holds only weights (a state_dict); say which architecture with --arch")
+    model = build_arch(arch, num_classes)
+    missing, unexpected = _match(model, state)
+    if missing or unexpected:
+        raise RobustEvalError(
+            f"{path} does not fit architecture {arch!r} with {num_classes} classes: "
+            f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+        )
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        shape = str(exc).split("\n")[1].strip() if "\n" in str(exc) else _short(exc)
+        raise RobustEvalError(f"{path} does not fit architecture {arch!r} with {num_classes} classes: {shape}") from exc
+    return model
+
+
+def extract_state_dict(obj: object, path: Path | str = "model") -> dict[str, torch.Tensor]:
+    """The tensors of a (possibly nested) checkpoint with ``module.``/``_orig_mod.`` prefixes removed."""
+    if isinstance(obj, Mapping):
+        for key in NESTED_KEYS:
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise RobustEvalError(f"{path}: expected a state_dict (a mapping of names to tensors), got {type(obj).__name__}")
+    state = {}
+    for name, value in obj.items():
+        for prefix in STATE_DICT_PREFIXES:
+            while name.startswith(prefix):
+                name = name[len(prefix):]
+        state[name] = value
+    return state
+
+
+def _match(model: nn.Module, state: Mapping[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+    expected = set(model.state_dict())
+    return sorted(expected - set(state)), sorted(set(state) - expected)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200] if text else ''}"
