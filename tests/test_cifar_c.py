@@ -20,7 +20,9 @@ from robusteval.errors import RobustEvalError
 ROWS = 5 * ROWS_PER_SEVERITY  # robustbench slices 10,000 rows per severity; tiny 2x2 images keep files small
 
 
-def fake_folder(root: Path, folder: str = "CIFAR-10-C", classes: int = 10, names: tuple[str, ...] = ("fog", "snow")) -> None:
+def fake_folder(
+    root: Path, folder: str = "CIFAR-10-C", classes: int = 10, names: tuple[str, ...] = ("fog", "snow")
+) -> None:
     rng = np.random.default_rng(0)
     (root / folder).mkdir(parents=True)
     np.save(root / folder / "labels.npy", np.tile(rng.integers(0, classes, ROWS_PER_SEVERITY), 5).astype(np.uint8))

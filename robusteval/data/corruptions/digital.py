@@ -63,7 +63,8 @@ def elastic_transform(x: Tensor, params: tuple[float, float, float], gen: torch.
     src = src.expand(n, 3, 2)
     dst = src + (torch.rand((n, 3, 2), generator=gen, dtype=torch.float64) * 2 - 1) * jitter
     inverse = _affine_from_points(dst, src)  # output pixel → source pixel
-    rows, cols = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    rows, cols = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64),
+                                indexing="ij")
     points = torch.stack([cols, rows, torch.ones_like(rows)], dim=-1)  # (h, w, 3) as (x, y, 1)
     source = torch.einsum("nij,hwj->nhwi", inverse, points)
     warped = kernels.bilinear_sample(x, source[..., 1].to(x.device), source[..., 0].to(x.device), "mirror")

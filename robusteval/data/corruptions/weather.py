@@ -43,7 +43,7 @@ def snow(x: Tensor, params: tuple[float, ...], gen: torch.Generator) -> Tensor:
 
 
 @functools.lru_cache(maxsize=8)
-def _frost_stack(scale: float, min_height: int, min_width: int) -> Tensor:
+def frost_stack(scale: float, min_height: int, min_width: int) -> Tensor:
     """The five textures resized by ``scale`` (bilinear, like ``cv2.resize``), at least the given size."""
     base = torch.stack([frost_texture(i) for i in range(FROST_TEXTURES)])
     size = base.shape[-1]
@@ -60,7 +60,7 @@ def frost(x: Tensor, params: tuple[float, float, float], gen: torch.Generator) -
     """
     image_weight, frost_weight, scale = params
     n, _, h, w = x.shape
-    stack = _frost_stack(scale, h + 1, w + 1)
+    stack = frost_stack(scale, h + 1, w + 1)
     which = torch.randint(0, FROST_TEXTURES, (n,), generator=gen)
     top = torch.randint(0, stack.shape[-2] - h, (n,), generator=gen)
     left = torch.randint(0, stack.shape[-1] - w, (n,), generator=gen)
