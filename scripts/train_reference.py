@@ -1,6 +1,6 @@
 """Train the bundled reference CIFAR ResNet-20 on the shared CIFAR-10 (JPEG q75) copy.
 
-    python scripts/train_reference.py --data ../shared/data/cifar10-jpeg.tar.gz --epochs 30
+    python scripts/train_reference.py --data ../shared/data/cifar10-jpeg.tar.gz --epochs 20
 
 Writes ``robusteval/assets/cifar_resnet20.safetensors`` and a JSON file beside it with the
 test accuracy and the training recipe. Resumes from ``--checkpoint`` after an interruption.
@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 from robusteval.data.imagefolder import load_imagefolder
 from robusteval.models.archs import build_arch
 
-ASSETS = Path(__file__).resolve().parents[1] / "robusteval" / "assets"
+from robusteval.models.bundled import ASSETS
 
 
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -52,7 +52,7 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="../shared/data/cifar10-jpeg.tar.gz")
-    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--weight-decay", type=float, default=5e-4)

@@ -1,0 +1,253 @@
+"""The Python API: ``audit`` (load → prune → evaluate → results → report) and ``prune``."""
+from __future__ import annotations
+
+import hashlib
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from robusteval.conditions import build_conditions, transfer_condition
+from robusteval.config import AuditConfig
+from robusteval.data.arrays import LabeledArrays
+from robusteval.data.sources import load_source
+from robusteval.engine import DENSE_ID, EngineSettings, ModelEntry, run_conditions
+from robusteval.errors import RobustEvalError
+from robusteval.evaluators.adversarial import craft_transfer, evaluate_adversarial, select_sample
+from robusteval.evaluators.corruption import corruption_summary, noise_summary
+from robusteval.models.loading import load_model
+from robusteval.models.wrap import check_model, with_normalization
+from robusteval.pruning import FamilyMember, build_family, dense_member
+from robusteval.results import RunDir, build_summary
+
+PACKAGES = ("robusteval", "torch", "torchvision", "foolbox", "robustbench", "pyautoattack", "torch-pruning",
+            "numpy", "scipy")
+
+
+@dataclass
+class Run:
+    """A finished run: its directory and summary (``summary["models"][i]["metrics"]``)."""
+
+    path: Path
+    summary: dict[str, Any]
+
+    def metrics(self, model_id: str = DENSE_ID) -> dict[str, float]:
+        for entry in self.summary["models"]:
+            if entry["id"] == model_id:
+                return entry["metrics"]
+        raise KeyError(model_id)
+
+
+def default_out() -> Path:
+    return Path("reports") / datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def audit(model: str | Path | nn.Module, *, config: AuditConfig | None = None, out: str | Path | None = None,
+          reference: str | Path | nn.Module | None = None, progress: bool = True,
+          command: list[str] | None = None) -> Run:
+    """Prune ``model`` into a family (when ``config.pruning`` is set), evaluate every member and
+    write the run directory ``out``. With ``reference``, ``model`` is an already pruned model
+    compared against the dense ``reference`` (no pruning)."""
+    config = config or AuditConfig()
+    started = time.time()
+    _threads(config)
+    run = RunDir(out or default_out())
+    clean = load_source(config.data.source, subset=config.data.subset, seed=config.data.seed,
+                        download=config.data.download)
+    example = clean.images(slice(0, 2))
+    dense, dense_sha = _load(reference if reference is not None else model, config, clean, "model")
+    _start_manifest(run, config, clean, {DENSE_ID: dense_sha}, command)
+    members = list(_family(dense, model if reference is not None else None, config, clean, example, run, progress))
+    for m in members:
+        _register(run, m)
+    models = [ModelEntry(m.id, m.model) for m in members]
+    conditions = build_conditions(config, clean)
+    adv = config.evaluate.adversarial
+    if adv is not None and adv.transfer:
+        conditions += _transfer_conditions(run, dense, clean, config)
+    provenance = (("config", config.digest()), ("seed", config.data.seed))
+    run_conditions(models, conditions, run, config,
+                   EngineSettings(config.data.batch_size, config.data.shard_size, progress, provenance))
+    if adv is not None:
+        _adversarial(models, clean, run, config, progress)
+    summary = write_summary(run, config, time.time() - started)
+    return Run(run.path, summary)
+
+
+def prune(model: str | Path | nn.Module, *, config: AuditConfig, out: str | Path | None = None,
+          progress: bool = True, command: list[str] | None = None) -> Run:
+    """Build and save the pruned family only (``<out>/models/<id>.pt2``); summary.json lists it."""
+    if config.pruning is None:
+        raise RobustEvalError("prune needs pruning methods and ratios (--methods, --ratios or a config)")
+    _threads(config)
+    run = RunDir(out or default_out())
+    clean = load_source(config.data.source, subset=config.data.subset, seed=config.data.seed,
+                        download=config.data.download)
+    dense, sha = _load(model, config, clean, "model")
+    _start_manifest(run, config, clean, {DENSE_ID: sha}, command)
+    for m in _family(dense, None, config, clean, clean.images(slice(0, 2)), run, progress):
+        _register(run, m)
+    return Run(run.path, write_summary(run, config, None))
+
+
+def _threads(config: AuditConfig) -> None:
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    if config.device != "cpu":
+        raise RobustEvalError(f"device {config.device!r} is not supported yet; use cpu")
+
+
+def _load(model: str | Path | nn.Module, config: AuditConfig, clean: LabeledArrays, name: str) -> tuple[nn.Module, str]:
+    """Load (or take) a model, wrap normalisation, probe it against the data; returns (model, sha256)."""
+    if isinstance(model, nn.Module):
+        loaded, sha = model.eval(), _state_sha(model)
+    else:
+        path = Path(model)
+        loaded = load_model(path, arch=config.model.arch, num_classes=clean.num_classes,
+                            trust_pickle=config.model.trust_pickle)
+        sha = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+        name = str(path)
+    loaded = with_normalization(loaded, config.model.mean, config.model.std)
+    check_model(loaded, clean.image_shape, clean.num_classes, name)
+    return loaded, sha
+
+
+def _state_sha(model: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for key, tensor in model.state_dict().items():
+        digest.update(key.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _family(dense: nn.Module, candidate: str | Path | nn.Module | None, config: AuditConfig,
+            clean: LabeledArrays, example: torch.Tensor, run: RunDir, progress: bool):
+    """The dense member, then the pruned members (built, or reloaded from the run directory)."""
+    from robusteval.pruning import PruneSettings
+
+    settings = config.pruning or PruneSettings()
+    if candidate is not None:
+        yield dense_member(dense, settings=settings, example_input=example)
+        model, _ = _load(candidate, config, clean, "pruned model")
+        stem = Path(candidate).stem if not isinstance(candidate, nn.Module) else "candidate"
+        member = dense_member(model, settings=settings, example_input=example)
+        member.info.update(method="given", target_ratio=float(member.info.get("sparsity", 0.0)))
+        yield FamilyMember(stem, "given", member.info["target_ratio"], model, member.info)
+        return
+    if config.pruning is None:  # evaluate only: no latency timing, the quickest sanity check
+        yield dense_member(dense, settings=PruneSettings(measure_latency=False), example_input=example)
+        return
+    train = load_source(config.data.train, seed=config.data.seed, download=config.data.download) \
+        if config.data.train else None
+    yield from build_family(dense, settings=settings, example_input=example, train_data=train,
+                            out_dir=run.path / "models", progress=progress)
+
+
+def _register(run: RunDir, member: FamilyMember) -> None:
+    known = {m["id"] for m in run.models()}
+    if member.id not in known:
+        entry = {"id": member.id, "method": member.method, "target_ratio": member.target_ratio}
+        entry.update({k: v for k, v in member.info.items() if k not in entry})
+        run.add_model(entry)
+
+
+def _start_manifest(run: RunDir, config: AuditConfig, clean: LabeledArrays, model_sha: dict[str, str],
+                    command: list[str] | None) -> None:
+    """Write the manifest; refuse to mix results of a different config into an existing run."""
+    old = run.read_manifest()
+    if old is not None and old.get("config_digest") != config.digest():
+        raise RobustEvalError(f"{run.path} holds results of a different configuration; use a new --out")
+    if old is not None and old.get("model_sha256") != model_sha:
+        raise RobustEvalError(f"{run.path} holds results of a different model; use a new --out")
+    data_hash = hashlib.sha256(np.ascontiguousarray(clean.x).tobytes() + clean.y.tobytes()).hexdigest()
+    manifest = old or {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command or [],
+        "config_digest": config.digest(),
+        "config": config.to_dict(),
+        "seed": config.data.seed,
+        "model_sha256": model_sha,
+        "data": {"source": config.data.source, "n": len(clean), "classes": list(clean.classes),
+                 "sha256": data_hash},
+        "versions": _versions(),
+        "machine": {"python": platform.python_version(), "platform": platform.platform(),
+                    "threads": torch.get_num_threads()},
+    }
+    manifest["resumed"] = old is not None
+    run.write_manifest(manifest)
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    out["python"] = sys.version.split()[0]
+    return out
+
+
+def _transfer_conditions(run: RunDir, dense: nn.Module, clean: LabeledArrays, config: AuditConfig) -> list:
+    """Transfer examples crafted once on dense (cached in the run directory for reruns)."""
+    settings = config.evaluate.adversarial
+    path = run.path / "transfer.pt"
+    if path.is_file():
+        crafted = torch.load(path, weights_only=True)
+    else:
+        idx = select_sample(len(clean), settings=settings).numpy()
+        x, y = clean.images(idx), clean.labels(idx)
+        crafted = {"y": y, "x": craft_transfer(dense, x, y, settings=settings)}
+        torch.save(crafted, path)
+    return [transfer_condition(f"adversarial/transfer/{key}", x_adv, crafted["y"], clean.classes)
+            for key, x_adv in crafted["x"].items()]
+
+
+def _adversarial(models: list[ModelEntry], clean: LabeledArrays, run: RunDir, config: AuditConfig,
+                 progress: bool) -> None:
+    settings = config.evaluate.adversarial
+    idx = select_sample(len(clean), settings=settings).numpy()
+    x, y = clean.images(idx), clean.labels(idx)
+    done = run.done()
+    for m in models:
+        if (m.id, "adversarial") in done:
+            continue
+        if progress:
+            print(f"adversarial: attacking {m.id} on {len(y)} images", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        result = evaluate_adversarial(m.module, x, y, settings=settings)
+        run.add_record({"model": m.id, "condition": "adversarial", "family": "adversarial", "n": len(y),
+                        "metrics": {f"adversarial/{k}": float(v) for k, v in result.metrics.items()},
+                        "details": {"adversarial": result.details}, "warnings": result.warnings,
+                        "config": config.digest(), "seed": settings.seed,
+                        "seconds": round(time.perf_counter() - start, 3)})
+
+
+def write_summary(run: RunDir, config: AuditConfig, seconds: float | None) -> dict[str, Any]:
+    """summary.json from the run directory's records, with corruption/noise aggregates."""
+    records = run.records()
+    models = run.models()
+    summary = build_summary(DENSE_ID, models, records, {"config_digest": config.digest()})
+    flat = {m["id"]: m["metrics"] for m in summary["models"]}
+    for extra in (corruption_summary(flat, DENSE_ID), noise_summary(flat)):
+        for entry in summary["models"]:
+            entry["metrics"].update(extra.get(entry["id"], {}))
+    warnings: dict[str, list[str]] = {}
+    for rec in records:
+        warnings.setdefault(rec["model"], []).extend(rec.get("warnings", []))
+    for entry in summary["models"]:
+        entry["metrics"] = dict(sorted(entry["metrics"].items()))
+        entry["warnings"] = list(entry.get("warnings", [])) + warnings.get(entry["id"], [])
+    manifest = run.read_manifest() or {}
+    if seconds is not None:
+        manifest.setdefault("durations", []).append(round(seconds, 1))
+        run.write_manifest(manifest)
+    run.write_summary(summary)
+    return summary

@@ -1,0 +1,300 @@
+"""Command line: parse → call the Python API → exit code (0 ok, 1 gate failed, 2 bad input)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from robusteval.errors import GateFailed, RobustEvalError
+
+EPILOG = "Exit codes: 0 success, 1 gate failed, 2 bad input, 3 internal error. Docs: README.md."
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``robusteval`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        return int(args.func(args, ["robusteval", *argv]) or 0)
+    except GateFailed as exc:
+        print(f"robusteval: gate failed: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except RobustEvalError as exc:
+        if args.verbose:
+            raise
+        print(f"robusteval: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("robusteval: interrupted; rerun the same command to resume from what was recorded", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: one line unless --verbose
+        if args.verbose:
+            raise
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        print(f"robusteval: internal error: {type(exc).__name__}: {first} (rerun with --verbose for the "
+              "traceback)", file=sys.stderr)
+        return 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="robusteval", description="What does pruning cost beyond test accuracy? "
+                                     "Prune a model into a family, audit robustness, report and gate.", epilog=EPILOG)
+    sub = parser.add_subparsers(title="commands")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", action="store_true", help="show full tracebacks on errors")
+    common.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    model_opts = argparse.ArgumentParser(add_help=False, parents=[common])
+    model_opts.add_argument("model", help="model file: state_dict (.pt/.pth, needs --arch), .safetensors (needs "
+                            "--arch), TorchScript (.pt), torch.export archive (.pt2)")
+    model_opts.add_argument("--arch", help="architecture for weight-only files: a built-in name (e.g. "
+                            "cifar_resnet20, cifar_vgg16, wrn16_4), torchvision:<name>, or path/file.py:factory")
+    model_opts.add_argument("--data", help="evaluation data: bundled, cifar10, cifar100, svhn (add :train for the "
+                            "training split), imagefolder:PATH, npz:PATH (default: bundled)")
+    model_opts.add_argument("--train-data", help="data for SNIP/GraSP, fine-tuning and BatchNorm re-calibration "
+                            "(default: bundled:train)")
+    model_opts.add_argument("--subset", type=int, help="evaluate on a seeded class-balanced sample of N images")
+    model_opts.add_argument("--config", help="YAML config (a path, or a preset name from configs/: clean, quick, ...)")
+    model_opts.add_argument("--out", help="run directory (default: reports/<timestamp>); rerunning the same "
+                            "command on it resumes and skips finished work")
+    model_opts.add_argument("--mean", help="per-channel input mean the model expects, e.g. 0.485,0.456,0.406; "
+                            "the model is wrapped so it takes images in [0, 1]")
+    model_opts.add_argument("--std", help="per-channel input std, e.g. 0.229,0.224,0.225")
+    model_opts.add_argument("--trust-pickle", action="store_true", help="allow loading a pickled full model "
+                            "(torch.save(model)); unpickling runs arbitrary code: only for files you trust")
+    model_opts.add_argument("--batch-size", type=int, help="evaluation batch size")
+    model_opts.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    model_opts.add_argument("--seed", type=int, help="seed for sampling and generated conditions")
+
+    prune_opts = argparse.ArgumentParser(add_help=False)
+    prune_opts.add_argument("--methods", help="comma-separated pruning methods: random, magnitude, "
+                            "layer_magnitude, snip, grasp, synflow, l1_filter, coreset_filter")
+    prune_opts.add_argument("--ratios", help="comma-separated prune ratios in [0, 1), e.g. 0.5,0.7,0.9")
+    prune_opts.add_argument("--finetune-epochs", type=float, help="recovery fine-tuning epochs after pruning "
+                            "(fractions allowed)")
+
+    gate_opts = argparse.ArgumentParser(add_help=False)
+    gate_opts.add_argument("--gate", help="gate rules YAML (see configs/gate.yaml); exit 1 when a budget is exceeded")
+    gate_opts.add_argument("--junit", help="write the gate's JUnit XML here")
+
+    p = sub.add_parser("audit", parents=[model_opts, prune_opts, gate_opts], help="prune (per config), evaluate, "
+                       "report and optionally gate", description="Prune MODEL into a family (when the config or "
+                       "--methods ask for it), evaluate every member, write summary.json and report.html.",
+                       epilog=EPILOG)
+    p.add_argument("--reference", help="dense model file: audit MODEL as an already pruned model against it "
+                   "(no pruning); same --arch")
+    p.add_argument("--no-report", action="store_true", help="skip report.html")
+    p.set_defaults(func=_cmd_audit)
+
+    p = sub.add_parser("evaluate", parents=[model_opts, gate_opts], help="evaluate one model (no pruning)",
+                       description="Evaluate MODEL alone with the config's evaluators (default configs/clean.yaml).",
+                       epilog=EPILOG)
+    p.add_argument("--no-report", action="store_true", help="skip report.html")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("prune", parents=[model_opts, prune_opts], help="build and save the pruned family only",
+                       description="Prune MODEL with each method at each ratio; save every member as "
+                       "<out>/models/<id>.pt2 and write summary.json.", epilog=EPILOG)
+    p.set_defaults(func=_cmd_prune)
+
+    p = sub.add_parser("report", parents=[common], help="rebuild report.html from a run directory (no models)")
+    p.add_argument("run_dir")
+    p.add_argument("--tolerance", type=float, help="prune-potential tolerance δ (default from the run's config)")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("gate", parents=[common], help="check a finished run against gate rules")
+    p.add_argument("run_dir")
+    p.add_argument("--gate", required=True, help="gate rules YAML")
+    p.add_argument("--junit", help="write JUnit XML here")
+    p.add_argument("--reference", help="reference model id (default: the run's dense model)")
+    p.set_defaults(func=_cmd_gate)
+
+    p = sub.add_parser("demo", parents=[common], help="audit the bundled ResNet-20 with configs/quick.yaml")
+    p.add_argument("--out", default="reports/demo", help="run directory (default: reports/demo)")
+    p.add_argument("--config", default="quick", help="config (default: quick)")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def _config(args: argparse.Namespace, default: str | None) -> Any:
+    """The config file (or preset) with command-line overrides applied, then validated."""
+    import dataclasses
+
+    import yaml
+
+    from robusteval.config import CONFIG_DIR, config_from_dict
+
+    name = args.config or default
+    data: dict[str, Any] = {}
+    where = "command line"
+    if name:
+        path = Path(name)
+        if not path.exists() and not path.suffix and (CONFIG_DIR / f"{name}.yaml").is_file():
+            path = CONFIG_DIR / f"{name}.yaml"
+        if not path.is_file():
+            raise RobustEvalError(f"config file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise RobustEvalError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+        if not isinstance(data, dict):
+            raise RobustEvalError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+        where = str(path)
+    o = vars(args)
+
+    def put(section: str, key: str, value: Any) -> None:
+        if value is not None:
+            data.setdefault(section, {})
+            if not isinstance(data[section], dict):
+                data[section] = {}
+            data[section][key] = value
+
+    put("data", "source", o.get("data"))
+    put("data", "train", o.get("train_data"))
+    put("data", "subset", o.get("subset"))
+    put("data", "batch_size", o.get("batch_size"))
+    put("data", "seed", o.get("seed"))
+    put("model", "arch", o.get("arch"))
+    put("model", "mean", _floats(o.get("mean"), "--mean"))
+    put("model", "std", _floats(o.get("std"), "--std"))
+    if o.get("trust_pickle"):
+        put("model", "trust_pickle", True)
+    put("pruning", "methods", _names(o.get("methods")))
+    put("pruning", "ratios", _floats(o.get("ratios"), "--ratios"))
+    if o.get("finetune_epochs") is not None:
+        data.setdefault("pruning", {}).setdefault("finetune", {})["epochs"] = o["finetune_epochs"]
+    if o.get("threads") is not None:
+        data["threads"] = o["threads"]
+    config = config_from_dict(data, where=where)
+    if o.get("reference"):
+        config = dataclasses.replace(config, pruning=None)
+    return config
+
+
+def _floats(text: str | None, what: str) -> list[float] | None:
+    from robusteval.models.wrap import parse_floats
+
+    values = parse_floats(text, what)
+    return None if values is None else list(values)
+
+
+def _names(text: str | None) -> list[str] | None:
+    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _cmd_audit(args: argparse.Namespace, command: list[str]) -> int:
+    from robusteval.audit import audit
+
+    config = _config(args, None)
+    run = audit(args.model, config=config, out=args.out, reference=args.reference, progress=not args.quiet,
+                command=command)
+    return _finish(run.path, config, args)
+
+
+def _cmd_evaluate(args: argparse.Namespace, command: list[str]) -> int:
+    import dataclasses
+
+    from robusteval.audit import audit
+
+    config = dataclasses.replace(_config(args, "clean"), pruning=None)
+    run = audit(args.model, config=config, out=args.out, progress=not args.quiet, command=command)
+    return _finish(run.path, config, args)
+
+
+def _cmd_prune(args: argparse.Namespace, command: list[str]) -> int:
+    from robusteval.audit import prune
+
+    config = _config(args, None)
+    run = prune(args.model, config=config, out=args.out, progress=not args.quiet, command=command)
+    print(f"family of {len(run.summary['models'])} models saved in {run.path / 'models'}")
+    print(f"summary: {run.path / 'summary.json'}")
+    return 0
+
+
+def _finish(run_dir: Path, config: Any, args: argparse.Namespace) -> int:
+    """Report, verdict table and gate after an audit."""
+    print(f"results: {run_dir / 'summary.json'}")
+    if not getattr(args, "no_report", False):
+        _report(run_dir, config.analysis.tolerance, config.analysis.tolerances)
+    if getattr(args, "gate", None):
+        return _gate(run_dir, args.gate, args.junit, None)
+    return 0
+
+
+def _report(run_dir: Path, tolerance: float, tolerances: dict[str, float]) -> None:
+    from robusteval.analysis import analyse_run, format_verdict_table, verdict_lines
+    from robusteval.report import write_report
+
+    path = write_report(run_dir, tolerance=tolerance, tolerances=tolerances)
+    analysis = analyse_run(run_dir, tolerance=tolerance, tolerances=tolerances)
+    if analysis.methods:
+        print("\nPrune potential (largest ratio within tolerance of dense), by metric family:")
+        print(format_verdict_table(analysis))
+        for line in verdict_lines(analysis):
+            print(f"- {line}")
+    print(f"\nreport: {path}")
+
+
+def _cmd_report(args: argparse.Namespace, command: list[str]) -> int:
+    from robusteval.results import RunDir
+
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise RobustEvalError(f"expected a run directory, got {str(run_dir)!r} (not a directory)")
+    analysis_cfg = ((RunDir(run_dir).read_manifest() or {}).get("config") or {}).get("analysis") or {}
+    tolerance = args.tolerance if args.tolerance is not None else analysis_cfg.get("tolerance", 0.005)
+    _report(run_dir, tolerance, analysis_cfg.get("tolerances") or {})
+    return 0
+
+
+def _cmd_gate(args: argparse.Namespace, command: list[str]) -> int:
+    if not Path(args.run_dir).is_dir():
+        raise RobustEvalError(f"expected a run directory, got {args.run_dir!r} (not a directory)")
+    return _gate(Path(args.run_dir), args.gate, args.junit, args.reference)
+
+
+def _gate(run_dir: Path, rules_path: str, junit: str | None, reference: str | None) -> int:
+    from robusteval.gate import evaluate_gate, github_annotations, load_rules, markdown_summary, write_junit
+    from robusteval.results import RunDir
+
+    rules = load_rules(rules_path)
+    result = evaluate_gate(RunDir(run_dir).read_summary(), rules, reference=reference)
+    if junit:
+        write_junit(result, junit)
+    print(markdown_summary(result))
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        print("\n".join(github_annotations(result)))
+    if not result.passed:
+        raise GateFailed(f"{len(result.failures)} of {len(result.checks)} checks exceeded their budget")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace, command: list[str]) -> int:
+    import time
+
+    from robusteval.audit import audit
+    from robusteval.models.bundled import BUNDLED_MODEL
+
+    args.model, args.arch, args.data, args.train_data, args.subset = str(BUNDLED_MODEL), "cifar_resnet20", None, None, None
+    args.mean = args.std = args.methods = args.ratios = args.finetune_epochs = None
+    args.batch_size = args.threads = args.seed = None
+    args.trust_pickle = False
+    config = _config(args, args.config)
+    start = time.perf_counter()
+    run = audit(BUNDLED_MODEL, config=config, out=args.out, progress=not args.quiet, command=command)
+    code = _finish(run.path, config, args)
+    print(f"demo finished in {time.perf_counter() - start:.0f} s")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Conditions: the inputs every model of the family sees (clean, corrupted, noisy, OOD, shifted).
+
+A condition is a data set plus an optional deterministic transform of each batch. Inputs of
+batch ``i`` are seeded by (condition, batch index), so every model and every rerun sees the
+same images. Which evaluators read a condition's logits depends on its family.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from robusteval.data.arrays import LabeledArrays
+from robusteval.data.cifar_c import available_corruption_files, load_corruption_files
+from robusteval.data.corruptions import condition_seed, corrupt, describe, parameter_set, uniform_noise
+from robusteval.data.ood_sets import make_ood_batch
+from robusteval.data.sources import load_source
+from robusteval.errors import RobustEvalError
+from robusteval.evaluators.accuracy import AccuracyEvaluator
+from robusteval.evaluators.agreement import AgreementEvaluator
+from robusteval.evaluators.base import Evaluator
+from robusteval.evaluators.calibration import CalibrationEvaluator
+from robusteval.evaluators.ood import OODEvaluator
+
+Transform = Callable[[torch.Tensor, int], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Condition:
+    """``key`` names it in records (``clean``, ``corruption/fog/3``, ``noise/0.1``, ``ood/blobs``)."""
+
+    key: str
+    family: str
+    data: LabeledArrays
+    transform: Transform | None = None
+    labelled: bool = True
+    note: str = ""
+    meta: dict[str, object] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def inputs(self, start: int, stop: int, batch_index: int) -> torch.Tensor:
+        x = self.data.images(slice(start, stop))
+        return x if self.transform is None else self.transform(x, batch_index)
+
+    def labels(self, start: int, stop: int) -> torch.Tensor:
+        if not self.labelled:
+            return torch.full((stop - start,), -1, dtype=torch.long)
+        return self.data.labels(slice(start, stop))
+
+
+def evaluators_for(condition: Condition, config: "AuditConfig") -> list[Evaluator]:  # noqa: F821
+    """Fresh evaluator objects for one model on ``condition``."""
+    ev = config.evaluate
+    if condition.family == "ood":
+        return [OODEvaluator(config.evaluate.ood.scores)]
+    out: list[Evaluator] = [AccuracyEvaluator()]
+    if condition.family == "transfer":
+        return out
+    if ev.calibration is not None and condition.family in ("clean", "corruption", "shift"):
+        out.append(CalibrationEvaluator(ev.calibration))
+    if ev.agreement:
+        out.append(AgreementEvaluator())
+    return out
+
+
+def metric_key(evaluator: str, condition: Condition, name: str) -> str:
+    """Flat summary key: a condition's own metrics under its key, others under the evaluator's name.
+
+    ``accuracy`` on ``corruption/fog/3`` → ``corruption/fog/3/accuracy``; ``calibration`` on
+    ``clean`` → ``calibration/ece``; ``agreement`` on ``noise/0.1`` → ``agreement/noise/0.1/top1``;
+    ``ood`` on ``ood/blobs`` → ``ood/blobs/auroc_msp``.
+    """
+    if evaluator in ("accuracy", condition.family):
+        return f"{condition.key}/{name}"
+    if condition.key == "clean":
+        return f"{evaluator}/{name}"
+    return f"{evaluator}/{condition.key}/{name}"
+
+
+def build_conditions(config: "AuditConfig", clean: LabeledArrays) -> list[Condition]:  # noqa: F821
+    """Every condition the config asks for, clean first (OOD needs each model's clean logits)."""
+    ev = config.evaluate
+    seed = config.data.seed
+    conditions = [Condition("clean", "clean", clean, note="the evaluation data as given")]
+    if ev.corruption is not None:
+        conditions += _corruption_conditions(ev.corruption, clean, seed)
+    if ev.noise is not None:
+        base = clean.stratified(ev.noise.subset, seed)
+        for eps in ev.noise.eps:
+            key = f"noise/{eps:g}"
+            conditions.append(Condition(key, "noise", base, _noise_transform(key, eps, seed),
+                                        note="x + 2ε(U − ½), clipped", meta={"eps": eps}))
+    if ev.ood is not None:
+        base = clean.stratified(ev.ood.subset, seed)
+        for name in ev.ood.sets:
+            conditions.append(Condition(f"ood/{name}", "ood", base, _ood_transform(name, seed), labelled=False,
+                                        note="synthetic, made from the evaluation images"))
+        for name, spec in ev.ood.sources.items():
+            data = load_source(spec, subset=ev.ood.subset, seed=seed, download=config.data.download)
+            _check_same_shape(data, clean, f"OOD set {name!r}")
+            conditions.append(Condition(f"ood/{name}", "ood", data, labelled=False, note=f"data source {spec}"))
+    for name, spec in ev.shift.items():
+        data = load_source(spec, subset=config.data.subset, seed=seed, download=config.data.download)
+        _check_same_shape(data, clean, f"shift set {name!r}")
+        if data.num_classes != clean.num_classes:
+            raise RobustEvalError(f"shift set {name!r} has {data.num_classes} classes, the evaluation data "
+                                  f"{clean.num_classes}")
+        conditions.append(Condition(f"shift/{name}", "shift", data, note=f"data source {spec}"))
+    return conditions
+
+
+def _corruption_conditions(settings: "CorruptionSettings", clean: LabeledArrays,  # noqa: F821
+                           seed: int) -> list[Condition]:
+    base = clean.stratified(settings.subset, seed)
+    files = Path(settings.files) if settings.files else None
+    on_disk = set(available_corruption_files(files)) if files else set()
+    table = parameter_set(*clean.image_shape[1:])
+    out = []
+    for name in settings.corruptions:
+        for severity in settings.severities:
+            key = f"corruption/{name}/{severity}"
+            meta = {"corruption": name, "severity": severity}
+            if name in on_disk:
+                data = load_corruption_files(files, name, severity).stratified(settings.subset, seed)
+                out.append(Condition(key, "corruption", data, note=f"precomputed files in {files}",
+                                     meta=meta | {"source": "files"}))
+            else:
+                note = f"generated on the fly ({table} parameters): {describe(name)}"
+                out.append(Condition(key, "corruption", base, _corruption_transform(name, severity, seed),
+                                     note=note, meta=meta | {"source": "generated", "parameters": table}))
+    return out
+
+
+def _corruption_transform(name: str, severity: int, seed: int) -> Transform:
+    return lambda x, i: corrupt(x, name, severity, seed=condition_seed(name, severity, i, seed))
+
+
+def _noise_transform(key: str, eps: float, seed: int) -> Transform:
+    return lambda x, i: uniform_noise(x, eps, seed=condition_seed(key, 0, i, seed))
+
+
+def _ood_transform(name: str, seed: int) -> Transform:
+    return lambda x, i: make_ood_batch(name, x, seed=condition_seed(f"ood/{name}", 0, i, seed))
+
+
+def _check_same_shape(data: LabeledArrays, clean: LabeledArrays, what: str) -> None:
+    if data.image_shape != clean.image_shape:
+        raise RobustEvalError(f"{what}: images of shape {data.image_shape}, expected {clean.image_shape} "
+                              "like the evaluation data")
+
+
+def transfer_condition(key: str, x_adv: torch.Tensor, y: torch.Tensor, classes: tuple[str, ...]) -> Condition:
+    """Adversarial examples crafted on the dense model, fed to every model (transfer attack)."""
+    data = LabeledArrays(x_adv.numpy().astype(np.float32), y.numpy().astype(np.int64), classes, key)
+    return Condition(key, "transfer", data, note="crafted on the dense model")

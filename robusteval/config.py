@@ -1,0 +1,228 @@
+"""The typed, validated run configuration (YAML files in ``configs/``).
+
+Each section is a frozen dataclass; sections owned by a subsystem (pruning, adversarial,
+calibration, OOD scores) are that subsystem's own settings class, composed here. Unknown
+keys, wrong types and bad values are one-line errors naming the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from robusteval.data.corruptions import BENCHMARK_CORRUPTIONS, CORRUPTIONS, DEFAULT_NOISE_EPS, EXTRA_CORRUPTIONS
+from robusteval.data.ood_sets import OOD_SETS
+from robusteval.errors import RobustEvalError
+from robusteval.evaluators.adversarial import AdversarialSettings
+from robusteval.evaluators.calibration import CalibrationSettings
+from robusteval.evaluators.ood import OODSettings
+from robusteval.pruning.settings import PruneSettings
+from robusteval.registry import unknown_name_message
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _check_positive(name: str, value: int | float | None) -> None:
+    if value is not None and value <= 0:
+        raise RobustEvalError(f"{name} must be positive, got {value!r}")
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """Evaluation data (``source``), training data for pruning/recovery (``train``), batching."""
+
+    source: str = "bundled"
+    train: str | None = "bundled:train"
+    subset: int | None = None
+    seed: int = 0
+    batch_size: int = 250
+    shard_size: int = 1000
+    download: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("subset", "batch_size", "shard_size"):
+            _check_positive(name, getattr(self, name))
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """How to read the model file: architecture for weight-only files, input normalisation."""
+
+    arch: str | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    trust_pickle: bool = False
+
+
+@dataclass(frozen=True)
+class CorruptionSettings:
+    """Common corruptions (generated on the fly, or read from ``files`` in robustbench's layout)."""
+
+    corruptions: tuple[str, ...] = BENCHMARK_CORRUPTIONS + EXTRA_CORRUPTIONS
+    severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+    subset: int | None = 1000
+    files: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in self.corruptions:
+            CORRUPTIONS.get(name)
+        bad = [s for s in self.severities if s not in (1, 2, 3, 4, 5)]
+        if bad or not self.severities:
+            raise RobustEvalError(f"severities must be a non-empty list from 1 to 5, got {list(self.severities)}")
+        _check_positive("subset", self.subset)
+
+
+@dataclass(frozen=True)
+class NoiseSettings:
+    """The uniform-noise resilience curve of Liebenwein et al. (2021)."""
+
+    eps: tuple[float, ...] = DEFAULT_NOISE_EPS
+    subset: int | None = 1000
+
+    def __post_init__(self) -> None:
+        if not self.eps or any(not 0 <= e <= 1 for e in self.eps):
+            raise RobustEvalError(f"noise eps must be a non-empty list in [0, 1], got {list(self.eps)}")
+        _check_positive("subset", self.subset)
+
+
+@dataclass(frozen=True)
+class OODConfig:
+    """Out-of-distribution sets: synthetic ``sets`` and data ``sources`` (name → data spec)."""
+
+    sets: tuple[str, ...] = ("gaussian_noise", "uniform_noise", "blobs", "pixel_shuffled", "patch_shuffled")
+    sources: dict[str, str] = field(default_factory=dict)
+    subset: int | None = 1000
+    scores: OODSettings = field(default_factory=OODSettings)
+
+    def __post_init__(self) -> None:
+        for name in self.sets:
+            OOD_SETS.get(name)
+        _check_positive("subset", self.subset)
+
+
+@dataclass(frozen=True)
+class EvaluateSettings:
+    """Which evaluator families run; a section set to null (or absent, for optional ones) is off."""
+
+    clean: bool = True
+    agreement: bool = True
+    calibration: CalibrationSettings | None = field(default_factory=CalibrationSettings)
+    corruption: CorruptionSettings | None = None
+    noise: NoiseSettings | None = None
+    ood: OODConfig | None = None
+    shift: dict[str, str] = field(default_factory=dict)
+    adversarial: AdversarialSettings | None = None
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """Tolerance δ for prune potential (absolute, metric units) and per-metric overrides."""
+
+    tolerance: float = 0.005
+    tolerances: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """A whole run. ``pruning: null`` evaluates the given model alone."""
+
+    data: DataSettings = field(default_factory=DataSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    pruning: PruneSettings | None = None
+    evaluate: EvaluateSettings = field(default_factory=EvaluateSettings)
+    analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
+    threads: int | None = None
+    device: str = "cpu"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def digest(self) -> str:
+        """A short hash of the configuration, recorded with every result."""
+        text = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def replace(self, **sections: Any) -> AuditConfig:
+        return dataclasses.replace(self, **sections)
+
+
+def load_config(path: str | Path | None) -> AuditConfig:
+    """Read a YAML config; a bare name (``quick``) means ``configs/<name>.yaml``; None → defaults."""
+    if path is None:
+        return AuditConfig()
+    p = Path(path)
+    if not p.exists() and not p.suffix and (CONFIG_DIR / f"{path}.yaml").is_file():
+        p = CONFIG_DIR / f"{path}.yaml"
+    if not p.is_file():
+        raise RobustEvalError(f"config file {p} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise RobustEvalError(f"{p} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    return config_from_dict(data, where=str(p))
+
+
+def config_from_dict(data: Any, where: str = "config") -> AuditConfig:
+    return _build(AuditConfig, data, where)
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        raise RobustEvalError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise RobustEvalError(f"{where}: {unknown_name_message('key', str(key), names)}")
+        kwargs[key] = _convert(hints[key], value, f"{where}: {key}" if ":" not in where else f"{where}.{key}")
+    try:
+        return cls(**kwargs)
+    except RobustEvalError as exc:
+        raise RobustEvalError(f"{where}: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise RobustEvalError(f"{where}: {exc}") from None
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _convert(option, value, where)
+            except RobustEvalError as exc:
+                errors.append(str(exc))
+        raise RobustEvalError(errors[0] if len(errors) == 1 else f"{where}: unexpected value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, {} if value is None else value, where)
+    if origin is tuple:
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise RobustEvalError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)[:1]
+        return tuple(_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise RobustEvalError(f"{where}: expected a mapping, got {value!r}")
+        k_tp, v_tp = typing.get_args(tp)
+        return {_convert(k_tp, k, where): _convert(v_tp, v, f"{where}.{k}") for k, v in value.items()}
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if typing.get_origin(tp) is typing.Literal or tp is Any:
+        return value
+    if isinstance(tp, type) and isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
+        return value
+    raise RobustEvalError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+
