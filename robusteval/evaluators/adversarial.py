@@ -168,7 +168,9 @@ def evaluate_adversarial(
     x, y = validate_inputs(x, y)
     n, bs, seed = len(x), settings.batch_size, settings.seed
     logits = _predict(model, x, bs)
-    if logits.ndim != 2 or int(y.max()) >= logits.shape[1]:
+    if logits.ndim != 2:
+        raise RobustEvalError("adversarial: " + expected("model outputs of shape (images, classes)", tuple(logits.shape)))
+    if int(y.max()) >= logits.shape[1]:
         raise RobustEvalError(
             f"adversarial labels: expected class indices below the model's {logits.shape[-1]} outputs, got {int(y.max())}"
         )
@@ -207,7 +209,7 @@ def evaluate_adversarial(
         metrics.update({f"{attack}/{format_eps(e)}/accuracy": a for e, a in curve.items()})
     for norm in settings.min_norm:
         norms = torch.zeros(n, dtype=torch.float64)
-        norms[idx] = min_norm_attack(model, xc, yc, norm=norm, steps=settings.min_norm_steps, seed=seed,
+        norms[idx.cpu()] = min_norm_attack(model, xc, yc, norm=norm, steps=settings.min_norm_steps, seed=seed,
                                      batch_size=bs).double().cpu()
         metrics[f"min_norm/{norm}/median"] = float(np.median(norms.numpy()))
         details.setdefault("min_norm", {})[norm] = _norm_summary(norms, correct.cpu())
