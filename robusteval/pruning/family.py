@@ -1,0 +1,252 @@
+"""Build, check, save and reload the family {dense} ∪ {method × ratio} of pruned models."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from robusteval.data.arrays import LabeledArrays
+from robusteval.errors import RobustEvalError
+from robusteval.pruning.importance import PruneContext
+from robusteval.pruning.masks import prunable_layers
+from robusteval.pruning.methods import PRUNING_METHODS
+from robusteval.pruning.recovery import finetune, recalibrate_bn
+from robusteval.pruning.settings import PruneSettings, check_ratio
+from robusteval.pruning.stats import model_info
+
+FORMAT = "robusteval-family-member/1"
+
+
+@dataclass
+class FamilyMember:
+    """One model of the family: eval mode, masks folded into plain weights, no hooks."""
+
+    id: str
+    method: str
+    target_ratio: float
+    model: nn.Module
+    info: dict
+
+
+class ExportedModel(nn.Module):
+    """A reloaded ``torch.export`` program; ``train()``/``eval()`` are accepted and change nothing
+    (the graph was exported in eval mode)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.program = module
+        self.training = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.program(x)
+
+    def train(self, mode: bool = True) -> ExportedModel:
+        self.training = mode
+        return self
+
+
+def member_id(method: str, ratio: float) -> str:
+    return "dense" if method == "dense" else f"{method}@{ratio:g}"
+
+
+def _data_batch(data: LabeledArrays, settings: PruneSettings, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    part = data.stratified(settings.data_samples_per_class * data.num_classes, seed=settings.seed)
+    return part.images(slice(None)).to(device), part.labels(slice(None)).to(device)
+
+
+def _cycle_ratios(ratio: float, settings: PruneSettings) -> list[float]:
+    """One-shot: [ratio]; iterative: kept fraction (1 - ratio)^(i/n) after cycle i of n."""
+    if settings.schedule == "one_shot":
+        return [ratio]
+    n = settings.iterations
+    return [1.0 - (1.0 - ratio) ** ((i + 1) / n) for i in range(n)]
+
+
+def _check_forward(model: nn.Module, x: torch.Tensor, shape: torch.Size, what: str) -> None:
+    with torch.no_grad():
+        out = model(x)
+    if out.shape != shape:
+        raise RobustEvalError(f"{what}: pruned model outputs shape {tuple(out.shape)}, dense outputs {tuple(shape)}")
+    if not torch.isfinite(out).all():
+        raise RobustEvalError(f"{what}: pruned model outputs NaN or infinite values")
+
+
+def prune_model(
+    dense: nn.Module,
+    method: str,
+    ratio: float,
+    *,
+    settings: PruneSettings,
+    example_input: torch.Tensor,
+    train_data: LabeledArrays | None,
+    dense_latency: dict[str, float] | None = None,
+) -> FamilyMember:
+    """Prune a copy of ``dense`` with ``method`` to ``ratio``, recover, check and describe it."""
+    spec = PRUNING_METHODS.get(method)
+    ratio = check_ratio(ratio)
+    what = f"{method} at ratio {ratio:g}"
+    start = time.perf_counter()
+    model = copy.deepcopy(dense).eval()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    x = example_input.to(next(model.parameters()).device)
+    with torch.no_grad():
+        dense_shape = model(x).shape
+    ctx = PruneContext(example_input=x, settings=settings,
+                       layers=prunable_layers(model, x, keep_first=settings.keep_first, keep_last=settings.keep_last),
+                       generator=torch.Generator().manual_seed(settings.seed))
+    if spec.needs_data:
+        if train_data is None:
+            raise RobustEvalError(f"pruning method {method!r} needs training data, got none (pass --data)")
+        ctx.batch = _data_batch(train_data, settings, x.device)
+    ft = settings.finetune
+    if ft.epochs > 0 and train_data is None:
+        raise RobustEvalError(f"fine-tuning for {ft.epochs:g} epochs needs training data, got none (pass --data)")
+    recal = settings.recalibrates_bn(spec.structured)
+    warnings = []
+    if recal and train_data is None:
+        warnings.append("BatchNorm re-calibration skipped: no training data")
+    if settings.schedule == "iterative" and ft.epochs == 0:
+        warnings.append("iterative schedule without fine-tuning between cycles")
+    bn_done = False
+    for cycle, cycle_ratio in enumerate(_cycle_ratios(ratio, settings)):
+        if cycle_ratio > 0:
+            spec.prune(model, cycle_ratio, ctx)
+        if train_data is not None:
+            finetune(model, train_data, ft, layers=ctx.layers, masks=ctx.masks, seed=settings.seed + cycle)
+            if recal:
+                bn_done = recalibrate_bn(model, train_data, batches=settings.bn_batches,
+                                         batch_size=ft.batch_size, seed=settings.seed + cycle) or bn_done
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    seconds = time.perf_counter() - start
+    _check_forward(model, x, dense_shape, what)
+    info = model_info(model, x, dense=dense, prunable=list(ctx.layers), measure_latency=settings.measure_latency,
+                      latency_repeats=settings.latency_repeats, dense_latency=dense_latency)
+    warnings += [f"layer {name} is fully pruned (layer collapse)" for name in info["collapsed_layers"]]
+    cycles = len(_cycle_ratios(ratio, settings))
+    info.update(method=method, target_ratio=ratio, structured=spec.structured, reference=spec.reference,
+                schedule=settings.schedule, warnings=warnings, prune_seconds=seconds,
+                recovery={"finetune_epochs": ft.epochs * cycles if train_data is not None else 0,
+                          "bn_recalibrated": bn_done})
+    return FamilyMember(member_id(method, ratio), method, ratio, model, info)
+
+
+def dense_member(dense: nn.Module, *, settings: PruneSettings, example_input: torch.Tensor) -> FamilyMember:
+    """The unpruned reference model as a family member (id "dense")."""
+    model = copy.deepcopy(dense).eval()
+    x = example_input.to(next(model.parameters()).device)
+    layers = prunable_layers(model, x, keep_first=settings.keep_first, keep_last=settings.keep_last)
+    info = model_info(model, x, prunable=list(layers), measure_latency=settings.measure_latency,
+                      latency_repeats=settings.latency_repeats)
+    info.update(method="dense", target_ratio=0.0, structured=False, warnings=[], prune_seconds=0.0,
+                recovery={"finetune_epochs": 0, "bn_recalibrated": False})
+    return FamilyMember("dense", "dense", 0.0, model, info)
+
+
+def _fingerprint(dense: nn.Module, settings: PruneSettings, example_input: torch.Tensor) -> str:
+    """What a saved member depends on: dense weights, input shape and the settings (minus the grid)."""
+    digest = hashlib.sha256()
+    for key, tensor in dense.state_dict().items():
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    fields = dataclasses.asdict(settings)
+    for key in ("methods", "ratios", "measure_latency", "latency_repeats"):
+        fields.pop(key)
+    digest.update(json.dumps([fields, list(example_input.shape[1:])], sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+def save_member(member: FamilyMember, out_dir: Path, *, example_input: torch.Tensor | None = None,
+                fingerprint: str = "") -> Path:
+    """Save as ``<id>.pt2`` (torch.export, dynamic batch, reloads without the original code) and
+    ``<id>.json`` (method, ratio, info). Returns the .pt2 path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shape = member.info.get("input_shape")
+    x = example_input if example_input is not None else torch.zeros(shape) if shape else None
+    if x is None:
+        raise RobustEvalError(f"saving {member.id}: expected an example input or info['input_shape'], got neither")
+    x = x[:1].expand(2, *x.shape[1:]).contiguous().to(next(member.model.parameters()).device)
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    program = torch.export.export(member.model.eval(), (x,), dynamic_shapes=({0: batch},))
+    path = out_dir / f"{member.id}.pt2"
+    torch.export.save(program, path)
+    meta = {"format": FORMAT, "id": member.id, "method": member.method, "target_ratio": member.target_ratio,
+            "input_shape": [1, *x.shape[1:]], "fingerprint": fingerprint, "info": member.info}
+    path.with_suffix(".json").write_text(json.dumps(meta, indent=1, allow_nan=False, default=float))
+    return path
+
+
+def load_member(path: Path) -> FamilyMember:
+    """Reload a member saved by :func:`save_member` (``<id>.pt2`` or its ``<id>.json``)."""
+    path = Path(path)
+    pt2, sidecar = path.with_suffix(".pt2"), path.with_suffix(".json")
+    if not pt2.is_file() or not sidecar.is_file():
+        raise RobustEvalError(f"expected a saved family member {pt2.name} with {sidecar.name}, got {path}")
+    meta = json.loads(sidecar.read_text())
+    if meta.get("format") != FORMAT:
+        raise RobustEvalError(f"{sidecar}: expected format {FORMAT!r}, got {meta.get('format')!r}")
+    model = ExportedModel(torch.export.load(pt2).module())
+    info = dict(meta["info"], input_shape=meta["input_shape"])
+    return FamilyMember(meta["id"], meta["method"], float(meta["target_ratio"]), model, info)
+
+
+def build_family(
+    dense: nn.Module,
+    *,
+    settings: PruneSettings,
+    example_input: torch.Tensor,
+    train_data: LabeledArrays | None,
+    out_dir: Path | None = None,
+    progress: bool = True,
+) -> Iterator[FamilyMember]:
+    """Yield the dense member, then one member per (method, ratio) in the order of ``settings``.
+
+    With ``out_dir`` every member is saved as it is built, and a member saved earlier from the
+    same dense weights and settings is reloaded instead of rebuilt.
+    """
+    fingerprint = _fingerprint(dense, settings, example_input) if out_dir is not None else ""
+    grid = [("dense", 0.0)] + [(m, r) for m in settings.methods for r in settings.ratios]
+    dense_latency = None
+    with tqdm(total=len(grid), desc="pruning", disable=not progress) as bar:
+        for method, ratio in grid:
+            bar.set_postfix_str(member_id(method, ratio))
+            member = _reuse(out_dir, member_id(method, ratio), fingerprint)
+            if member is None:
+                if method == "dense":
+                    member = dense_member(dense, settings=settings, example_input=example_input)
+                else:
+                    member = prune_model(dense, method, ratio, settings=settings, example_input=example_input,
+                                         train_data=train_data, dense_latency=dense_latency)
+                member.info["input_shape"] = [1, *example_input.shape[1:]]
+                if out_dir is not None:
+                    save_member(member, out_dir, example_input=example_input, fingerprint=fingerprint)
+            if method == "dense":
+                dense_latency = member.info.get("latency_ms")
+            bar.update()
+            yield member
+
+
+def _reuse(out_dir: Path | None, mid: str, fingerprint: str) -> FamilyMember | None:
+    if out_dir is None:
+        return None
+    sidecar = Path(out_dir) / f"{mid}.json"
+    if not sidecar.is_file() or not sidecar.with_suffix(".pt2").is_file():
+        return None
+    try:
+        if json.loads(sidecar.read_text()).get("fingerprint") != fingerprint:
+            return None
+    except json.JSONDecodeError:
+        return None
+    return load_member(sidecar)

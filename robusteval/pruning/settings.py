@@ -1,0 +1,100 @@
+"""Typed, validated pruning settings: what to prune, how far, and how to recover."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from robusteval.errors import RobustEvalError
+
+SCHEDULES = ("one_shot", "iterative")
+
+
+def check_ratio(ratio: object, *, what: str = "prune ratio") -> float:
+    """Return ``ratio`` as a float in [0, 1) or raise a one-line error."""
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not math.isfinite(ratio):
+        raise RobustEvalError(f"{what} must be a number in [0, 1), got {ratio!r}")
+    if not 0.0 <= float(ratio) < 1.0:
+        raise RobustEvalError(f"{what} must lie in [0, 1) (fraction of weights removed), got {ratio!r}")
+    return float(ratio)
+
+
+def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    ok = value >= 0 if allow_zero else value > 0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise RobustEvalError(f"{name} must be a number {bound}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """Recovery fine-tuning: SGD with momentum and a cosine learning rate; ``epochs`` may be fractional."""
+
+    epochs: float = 0
+    lr: float = 0.01
+    batch_size: int = 128
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    augment: bool = True
+
+    def __post_init__(self) -> None:
+        _positive("finetune epochs", self.epochs, allow_zero=True)
+        _positive("finetune lr", self.lr)
+        _positive("finetune momentum", self.momentum, allow_zero=True)
+        _positive("finetune weight_decay", self.weight_decay, allow_zero=True)
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise RobustEvalError(f"finetune batch_size must be a positive integer, got {self.batch_size!r}")
+
+
+@dataclass(frozen=True)
+class PruneSettings:
+    """Which methods and ratios make the family, the schedule, and recovery after pruning.
+
+    ``bn_recalibration`` is True, False or "structured" (only for methods that remove channels).
+    ``data_samples_per_class`` sizes the batch of SNIP/GraSP (10 per class as in the SynFlow code).
+    ``coreset_max_dim`` caps the dimension of the coreset geometry (see ``coreset.py``).
+    """
+
+    methods: tuple[str, ...] = ("magnitude",)
+    ratios: tuple[float, ...] = (0.5, 0.7, 0.9)
+    schedule: str = "one_shot"
+    iterations: int = 3
+    keep_first: bool = True
+    keep_last: bool = True
+    synflow_rounds: int = 100
+    finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
+    bn_recalibration: str | bool = "structured"
+    bn_batches: int = 20
+    seed: int = 0
+    data_samples_per_class: int = 10
+    coreset_max_dim: int = 64
+    measure_latency: bool = True
+    latency_repeats: int = 5
+
+    def __post_init__(self) -> None:
+        from robusteval.pruning.methods import PRUNING_METHODS
+
+        if isinstance(self.methods, str) or not self.methods:
+            raise RobustEvalError(f"methods must be a non-empty sequence of names, got {self.methods!r}")
+        object.__setattr__(self, "methods", tuple(self.methods))
+        for name in self.methods:
+            PRUNING_METHODS.get(name)
+        if isinstance(self.ratios, (int, float)) or not self.ratios:
+            raise RobustEvalError(f"ratios must be a non-empty sequence of numbers in [0, 1), got {self.ratios!r}")
+        object.__setattr__(self, "ratios", tuple(check_ratio(r) for r in self.ratios))
+        if self.schedule not in SCHEDULES:
+            raise RobustEvalError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.bn_recalibration not in (True, False, "structured"):
+            raise RobustEvalError(
+                f"bn_recalibration must be true, false or 'structured', got {self.bn_recalibration!r}"
+            )
+        if not isinstance(self.finetune, FinetuneSettings):
+            raise RobustEvalError(f"finetune must be FinetuneSettings, got {type(self.finetune).__name__}")
+        for name in ("iterations", "synflow_rounds", "bn_batches", "data_samples_per_class",
+                     "coreset_max_dim", "latency_repeats"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise RobustEvalError(f"{name} must be a positive integer, got {value!r}")
+
+    def recalibrates_bn(self, structured: bool) -> bool:
+        """Whether BatchNorm statistics are recomputed after pruning with a (non-)structured method."""
+        return structured if self.bn_recalibration == "structured" else bool(self.bn_recalibration)
