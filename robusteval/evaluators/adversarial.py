@@ -69,43 +69,47 @@ class AdversarialSettings:
 
     def __post_init__(self) -> None:
         for name in ("linf_eps", "l2_eps", "autoattack_eps"):
-            values = tuple(getattr(self, name))
-            bad = [v for v in values if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0]
-            if bad:
-                raise RobustEvalError(f"adversarial.{name}: " + expected("positive finite numbers", bad[0]))
-            if name != "l2_eps" and max(values, default=0) > 1:
-                raise RobustEvalError(f"adversarial.{name}: " + expected("L∞ epsilons <= 1 for [0, 1] images", max(values)))
-            unique = tuple(sorted({float(v) for v in values}))
-            if len({format_eps(v) for v in unique}) < len(unique):
-                raise RobustEvalError(f"adversarial.{name}: epsilons {unique} collide when written with 5 decimals")
-            object.__setattr__(self, name, unique)
-        for name, known in (("attacks", FIXED_EPS_ATTACKS.names()), ("transfer", FIXED_EPS_ATTACKS.names()),
-                            ("min_norm", list(NORMS))):
+            object.__setattr__(self, name, _eps_list(name, getattr(self, name), linf=name != "l2_eps"))
+        for name, kind, known in (("attacks", "attack", FIXED_EPS_ATTACKS.names()),
+                                  ("transfer", "attack", FIXED_EPS_ATTACKS.names()), ("min_norm", "norm", NORMS)):
             values = tuple(getattr(self, name))
             for value in values:
                 if value not in known:
-                    raise RobustEvalError(f"adversarial.{name}: " + unknown_name_message("attack" if name != "min_norm" else "norm", value, known))
+                    _fail(name, unknown_name_message(kind, value, known))
             object.__setattr__(self, name, tuple(dict.fromkeys(values)))
         if self.autoattack not in AUTOATTACK_PRESETS:
-            raise RobustEvalError(
-                f"adversarial.autoattack: {unknown_name_message('AutoAttack preset', self.autoattack, AUTOATTACK_PRESETS)}"
-            )
+            _fail("autoattack", unknown_name_message("AutoAttack preset", self.autoattack, AUTOATTACK_PRESETS))
         for name in ("sample_size", "batch_size", "pgd_steps", "min_norm_steps", "autoattack_iters", "apgd_targets"):
-            _positive_int(name, getattr(self, name))
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                _fail(name, expected("a positive integer", value))
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise RobustEvalError("adversarial.seed: " + expected("a non-negative integer", self.seed))
+            _fail("seed", expected("a non-negative integer", self.seed))
         if self.large_eps is not None and not 0 < self.large_eps <= 1:
-            raise RobustEvalError("adversarial.large_eps: " + expected("an L∞ epsilon in (0, 1] or None", self.large_eps))
+            _fail("large_eps", expected("an L∞ epsilon in (0, 1] or None", self.large_eps))
         if not 0 <= self.check_slack < 1:
-            raise RobustEvalError("adversarial.check_slack: " + expected("an accuracy margin in [0, 1)", self.check_slack))
+            _fail("check_slack", expected("an accuracy margin in [0, 1)", self.check_slack))
 
     def eps_for(self, norm: str) -> tuple[float, ...]:
         return self.linf_eps if norm == LINF else self.l2_eps
 
 
-def _positive_int(name: str, value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise RobustEvalError(f"adversarial.{name}: " + expected("a positive integer", value))
+def _fail(name: str, message: str) -> None:
+    raise RobustEvalError(f"adversarial.{name}: {message}")
+
+
+def _eps_list(name: str, values: object, *, linf: bool) -> tuple[float, ...]:
+    """Positive finite ε (<= 1 for L∞ on [0, 1] images), sorted, unique, distinct when formatted."""
+    values = tuple(values)  # type: ignore[arg-type]
+    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf]
+    if bad:
+        _fail(name, expected("positive finite numbers", bad[0]))
+    if linf and max(values, default=0) > 1:
+        _fail(name, expected("L∞ epsilons <= 1 for [0, 1] images", max(values)))
+    unique = tuple(sorted({float(v) for v in values}))
+    if len({format_eps(v) for v in unique}) < len(unique):
+        _fail(name, f"epsilons {unique} collide when written with 5 decimals")
+    return unique
 
 
 @dataclass
@@ -144,7 +148,9 @@ def validate_inputs(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, tor
         raise RobustEvalError(f"adversarial images contain {int((~torch.isfinite(x)).sum())} NaN or infinite values")
     lo, hi = float(x.min()), float(x.max())
     if lo < 0 or hi > 1:
-        raise RobustEvalError(f"adversarial images: expected values in [0, 1] (the model bounds), got range [{lo:.4g}, {hi:.4g}]")
+        raise RobustEvalError(
+            f"adversarial images: expected values in [0, 1] (the model bounds), got range [{lo:.4g}, {hi:.4g}]"
+        )
     if int(y.min()) < 0:
         raise RobustEvalError("adversarial labels: " + expected("class indices >= 0", int(y.min())))
     return x, y
@@ -169,10 +175,11 @@ def evaluate_adversarial(
     n, bs, seed = len(x), settings.batch_size, settings.seed
     logits = _predict(model, x, bs)
     if logits.ndim != 2:
-        raise RobustEvalError("adversarial: " + expected("model outputs of shape (images, classes)", tuple(logits.shape)))
+        raise RobustEvalError("adversarial: " + expected("outputs of shape (images, classes)", tuple(logits.shape)))
     if int(y.max()) >= logits.shape[1]:
         raise RobustEvalError(
-            f"adversarial labels: expected class indices below the model's {logits.shape[-1]} outputs, got {int(y.max())}"
+            f"adversarial labels: expected class indices below the model's {logits.shape[1]} outputs,"
+            f" got {int(y.max())}"
         )
     correct = logits.argmax(dim=1) == y
     idx = correct.nonzero().flatten()
@@ -294,7 +301,8 @@ def _norm_summary(norms: torch.Tensor, correct: torch.Tensor) -> dict[str, Any]:
     """Quantiles of the minimal perturbation over the correctly classified samples, and FMN's failures."""
     attacked = norms[correct].numpy()
     found = attacked[np.isfinite(attacked)]
-    quantiles = {f"q{int(q * 100)}": float(np.quantile(found, q)) for q in (0.1, 0.25, 0.5, 0.75, 0.9)} if len(found) else {}
+    levels = (0.1, 0.25, 0.5, 0.75, 0.9) if len(found) else ()
+    quantiles = {f"q{round(q * 100)}": float(np.quantile(found, q)) for q in levels}
     return {"attacked": int(len(attacked)), "not_found": int(len(attacked) - len(found)), **quantiles}
 
 

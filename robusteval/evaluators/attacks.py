@@ -1,7 +1,8 @@
 """Thin wrappers over foolbox 3 and AutoAttack: one place that handles their pitfalls.
 
 Every wrapper runs the library's own attack with the given configuration (nothing is
-re-implemented or weakened); it only handles what both libraries leave to the caller: grad
+re-implemented or weakened, except that foolbox 3.3.4's broken L2 FMN projection is fixed in
+:class:`L2FMN`); it only handles what both libraries leave to the caller: grad
 mode (attacks must run outside ``no_grad``/``inference_mode``), eval mode, frozen weights
 (foolbox backpropagates into parameter ``.grad``), batching, seeding of the global RNG the
 libraries draw random starts from (restored afterwards), and AutoAttack's log warnings.
@@ -65,6 +66,7 @@ FIXED_EPS_ATTACKS: Registry[FixedEpsAttack] = Registry("attack")
 FIXED_EPS_ATTACKS.add("fgsm", FixedEpsAttack(LINF, lambda steps: fb.attacks.FGSM()))
 FIXED_EPS_ATTACKS.add("linf_pgd", FixedEpsAttack(LINF, _pgd(fb.attacks.LinfPGD)))
 FIXED_EPS_ATTACKS.add("l2_pgd", FixedEpsAttack(L2, _pgd(fb.attacks.L2PGD)))
+
 
 class L2FMN(fb.attacks.L2FMNAttack):
     """foolbox's L2 FMN with its projection fixed.
@@ -255,7 +257,8 @@ def autoattack_cascade(
             idx = robust.nonzero().flatten()
             if len(idx):
                 aa.attacks_to_run = [stage]  # type: ignore[attr-defined]
-                _, y_adv = aa.run_standard_evaluation(x[idx], y[idx], batch_size=batch_size)  # type: ignore[attr-defined]
+                run = aa.run_standard_evaluation  # type: ignore[attr-defined]
+                _, y_adv = run(x[idx], y[idx], batch_size=batch_size)
                 robust[idx] = y_adv.to(robust.device) == y[idx]
             flags[stage] = robust.clone()
     aa.attacks_to_run = stages  # type: ignore[attr-defined]
