@@ -77,9 +77,13 @@ def load_model(
 
 def _load_export(path: Path) -> nn.Module:
     try:
-        return torch.export.load(str(path)).module()
+        module = torch.export.load(str(path)).module()
     except Exception as exc:  # corrupt archives raise many different types
         raise RobustEvalError(f"{path} is not a readable torch.export archive: {_short(exc)}") from exc
+    # .module() patches train()/eval() to raise; the graph already fixes the mode it was exported in,
+    # so restore nn.Module's flag-setting methods (as copy.deepcopy of the module does anyway).
+    del module.train, module.eval
+    return module
 
 
 def _load_torchscript(path: Path) -> nn.Module:
