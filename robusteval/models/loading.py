@@ -109,11 +109,14 @@ def _torch_load(path: Path, trust_pickle: bool) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "Weights only load failed" not in str(exc):
-            raise RobustEvalError(f"{path} is not a readable model file: {_short(exc)}") from exc
+        # only a pickle that imports code (a GLOBAL outside torch's allow-list) is a full module;
+        # any other unpickling failure (e.g. "Unsupported operand" on garbage bytes) is an unreadable file
+        if "GLOBAL" not in str(exc):
+            raise RobustEvalError(f"{path} is not a readable model file (truncated or not a torch file): "
+                                  f"{_short(exc.__context__ or exc)}") from exc
         if not trust_pickle:
             raise RobustEvalError(PICKLE_REFUSED.format(path=path)) from None
-    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as exc:
+    except Exception as exc:  # truncated or garbage files raise many types (RuntimeError, EOFError, KeyError, ...)
         raise RobustEvalError(f"{path} is not a readable model file (truncated or not a torch file): "
                               f"{_short(exc)}") from exc
     try:
