@@ -154,6 +154,7 @@ def test_build_family_saves_and_reuses_members(tmp_path: Path, monkeypatch: pyte
     members = list(build_family(_net(), settings=settings, example_input=x, train_data=None, out_dir=tmp_path,
                                 progress=False))
     assert [m.id for m in members] == ["dense", "magnitude@0.5", "magnitude@0.8", "l1_filter@0.5", "l1_filter@0.8"]
+    assert members[0].info["macs_reduction"] == 0.0
     assert members[0].info["sparsity"] == 0.0 and members[2].info["sparsity"] == pytest.approx(0.8, abs=1e-3)
     assert len(list(tmp_path.glob("*.pt2"))) == 5
 

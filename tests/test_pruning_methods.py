@@ -126,6 +126,7 @@ def test_l1_filter_removes_lowest_l1_filters_and_macs(arch: str) -> None:
     assert member.info["macs"] < 0.6 * build_macs(dense, x)
     assert member.info["structured"] and member.info["params"] < sum(p.numel() for p in dense.parameters())
     assert member.model(x).shape == dense.eval()(x).shape
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in member.model.modules())
 
 
 def build_macs(model: nn.Module, x: torch.Tensor) -> int:

@@ -150,7 +150,9 @@ def dense_member(dense: nn.Module, *, settings: PruneSettings, example_input: to
     info = model_info(model, x, prunable=list(layers), measure_latency=settings.measure_latency,
                       latency_repeats=settings.latency_repeats)
     info.update(method="dense", target_ratio=0.0, structured=False, warnings=[], prune_seconds=0.0,
-                recovery={"finetune_epochs": 0, "bn_recalibrated": False})
+                params_reduction=0.0, macs_reduction=0.0, recovery={"finetune_epochs": 0, "bn_recalibrated": False})
+    if "latency_ms" in info:
+        info["speedup"] = {key: 1.0 for key in info["latency_ms"]}
     return FamilyMember("dense", "dense", 0.0, model, info)
 
 
