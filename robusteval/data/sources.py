@@ -3,6 +3,7 @@
 (images become float NCHW in [0, 1] on access)."""
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,8 +48,9 @@ def load_npz_source(path: Path) -> LabeledArrays:
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise RobustEvalError(f"{path} is not a readable .npz file: {exc}") from exc
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # empty, garbage, or a broken zip
+        raise RobustEvalError(f"{path} is not a readable .npz file (expected numpy.savez output): "
+                              f"{type(exc).__name__}: {str(exc).strip()[:160]}") from exc
     if "x" not in arrays or "y" not in arrays:
         raise RobustEvalError(f"{path}: expected arrays 'x' and 'y', got {sorted(arrays)}")
     x, y = arrays["x"], arrays["y"]
