@@ -32,7 +32,7 @@ def load_imagefolder(root: str | os.PathLike[str], size: int | None = None) -> L
         files += [(p, label) for p in sorted((root / cls).iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
         raise RobustEvalError(f"image folder {root} contains no images")
-    key = hashlib.sha256(f"{size}".encode())
+    key = hashlib.sha256(f"{root.resolve()}:{size}".encode())
     for p, _ in files:
         st = p.stat()
         key.update(f"{p.relative_to(root)}:{st.st_size}:{st.st_mtime_ns}".encode())
@@ -40,10 +40,21 @@ def load_imagefolder(root: str | os.PathLike[str], size: int | None = None) -> L
     cached = load_npz(cache)
     if cached is not None:
         return LabeledArrays(cached["x"], cached["y"], tuple(classes), root.name)
-    x = np.stack([_decode(p, size) for p, _ in files])
+    decoded = [_decode(p, size) for p, _ in files]
+    odd = next((i for i, a in enumerate(decoded) if a.shape != decoded[0].shape), None)
+    if odd is not None:
+        raise RobustEvalError(
+            f"images in {root} differ in size: {files[0][0]} is {_hw(decoded[0])}, {files[odd][0]} is "
+            f"{_hw(decoded[odd])}; expected one size (resize them first)"
+        )
+    x = np.stack(decoded)
     y = np.array([label for _, label in files], dtype=np.int64)
     save_npz(cache, x=x, y=y)
     return LabeledArrays(x, y, tuple(classes), root.name)
+
+
+def _hw(image: np.ndarray) -> str:
+    return f"{image.shape[1]}x{image.shape[0]}"
 
 
 def _decode(path: Path, size: int | None) -> np.ndarray:
