@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 
@@ -63,9 +64,15 @@ def _file_arch(spec: str, num_classes: int) -> nn.Module:
     if not callable(factory):
         raise RobustEvalError(f"{path} has no callable {factory_name!r}")
     try:
-        model = factory(num_classes=num_classes)
-    except TypeError:
-        model = factory()
+        params = list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):  # some builtins have no signature
+        params = []
+    takes_classes = any(p.name == "num_classes" or p.kind is p.VAR_KEYWORD for p in params)
+    try:
+        model = factory(num_classes=num_classes) if takes_classes else factory()
+    except Exception as exc:  # user code: report any failure in one line
+        text = str(exc).strip().splitlines()
+        raise RobustEvalError(f"{spec} failed: {type(exc).__name__}: {text[0] if text else ''}") from exc
     if not isinstance(model, nn.Module):
         raise RobustEvalError(f"{spec} returned {type(model).__name__}, expected a torch.nn.Module")
     return model
