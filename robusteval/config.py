@@ -145,12 +145,23 @@ class AuditConfig:
         return dataclasses.asdict(self)
 
     def digest(self) -> str:
-        """A short hash of the configuration, recorded with every result."""
-        text = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        """A short hash of the configuration, recorded with every result; equal configs hash equally."""
+        text = json.dumps(_canonical(self.to_dict()), sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def replace(self, **sections: Any) -> AuditConfig:
         return dataclasses.replace(self, **sections)
+
+
+def _canonical(value: Any) -> Any:
+    """``epochs: 1`` from YAML (1.0) and ``epochs=1`` from Python compare equal, so write them alike."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    return value
 
 
 def load_config(path: str | Path | None) -> AuditConfig:
