@@ -82,4 +82,5 @@ def test_missing_pkg_resources_names_the_fix() -> None:
         """
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert "cannot import robustbench" in done.stdout and "setuptools<81" in done.stdout, done.stdout + done.stderr[-2000:]
+    message = done.stdout + done.stderr[-2000:]
+    assert "cannot import robustbench" in done.stdout and "setuptools<81" in done.stdout, message

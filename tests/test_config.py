@@ -47,9 +47,11 @@ def _error(data: Any) -> str:
     [
         ({"datta": {}}, "config: unknown key 'datta' (did you mean 'data'?)"),
         ({"data": {"sourse": "bundled"}}, "config: data: unknown key 'sourse' (did you mean 'source'?)"),
-        ({"evaluate": {"corruption": {"severity": [1]}}}, "evaluate.corruption: unknown key 'severity' (did you mean 'severities'?)"),
+        ({"evaluate": {"corruption": {"severity": [1]}}},
+         "evaluate.corruption: unknown key 'severity' (did you mean 'severities'?)"),
         ({"pruning": {"finetune": {"epoch": 1}}}, "pruning.finetune: unknown key 'epoch' (did you mean 'epochs'?)"),
-        ({"evaluate": {"ood": {"scores": {"score": ["msp"]}}}}, "evaluate.ood.scores: unknown key 'score' (did you mean 'scores'?)"),
+        ({"evaluate": {"ood": {"scores": {"score": ["msp"]}}}},
+         "evaluate.ood.scores: unknown key 'score' (did you mean 'scores'?)"),
     ],
 )
 def test_unknown_keys_suggest_and_name_the_section(data: dict[str, Any], expected: str) -> None:
@@ -83,7 +85,8 @@ def test_wrong_types(data: Any, expected: str) -> None:
         ({"data": {"subset": 0}}, "subset must be positive, got 0"),
         ({"data": {"batch_size": 0}}, "batch_size must be positive"),
         ({"evaluate": {"corruption": {"subset": -5}}}, "evaluate.corruption: subset must be positive, got -5"),
-        ({"evaluate": {"corruption": {"severities": [0, 6]}}}, "severities must be a non-empty list from 1 to 5, got [0, 6]"),
+        ({"evaluate": {"corruption": {"severities": [0, 6]}}},
+         "severities must be a non-empty list from 1 to 5, got [0, 6]"),
         ({"evaluate": {"corruption": {"severities": []}}}, "severities must be a non-empty list from 1 to 5"),
         ({"evaluate": {"corruption": {"corruptions": ["gausian_noise"]}}},
          "unknown corruption 'gausian_noise' (did you mean 'gaussian_noise'?)"),

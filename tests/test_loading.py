@@ -171,7 +171,8 @@ def test_truncated_files_fail_in_one_line(kind: str, resnet: nn.Module, x: torch
 
 @pytest.mark.parametrize(
     "content",
-    [b"", b"\x00\xffnot a model\x13" * 50, b"plain text, not a model file\n" * 20, b"\x80\x02}q\x00", b"PK\x03\x04broken zip"],
+    [b"", b"\x00\xffnot a model\x13" * 50, b"plain text, not a model file\n" * 20, b"\x80\x02}q\x00",
+     b"PK\x03\x04broken zip"],
     ids=["empty", "binary", "text", "cut_legacy_pickle", "broken_zip"],
 )
 def test_garbage_files_fail_in_one_line(content: bytes, tmp_path: Path) -> None:
@@ -259,7 +260,9 @@ def test_check_model_accepts_a_fitting_model(resnet: nn.Module) -> None:
     ],
     ids=["class_count", "input_size", "channels", "nan", "tuple", "4d_output"],
 )
-def test_check_model_errors(model: Callable[[], nn.Module], shape: tuple[int, int, int], classes: int, match: str) -> None:
+def test_check_model_errors(
+    model: Callable[[], nn.Module], shape: tuple[int, int, int], classes: int, match: str
+) -> None:
     with pytest.raises(RobustEvalError, match=match) as exc:
         check_model(model().eval(), shape, classes, name="m.pt")
     assert _one_line(exc).startswith("m.pt")
