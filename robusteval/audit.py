@@ -25,7 +25,7 @@ from robusteval.evaluators.adversarial import craft_transfer, evaluate_adversari
 from robusteval.evaluators.corruption import corruption_summary, noise_summary
 from robusteval.models.loading import load_model
 from robusteval.models.wrap import check_model, with_normalization
-from robusteval.pruning import FamilyMember, build_family, dense_member
+from robusteval.pruning import FamilyMember, build_family, model_info
 from robusteval.results import RunDir, build_summary
 
 PACKAGES = ("robusteval", "torch", "torchvision", "foolbox", "robustbench", "pyautoattack", "torch-pruning",
@@ -130,24 +130,31 @@ def _state_sha(model: nn.Module) -> str:
 def _family(dense: nn.Module, candidate: str | Path | nn.Module | None, config: AuditConfig,
             clean: LabeledArrays, example: torch.Tensor, run: RunDir, progress: bool):
     """The dense member, then the pruned members (built, or reloaded from the run directory)."""
-    from robusteval.pruning import PruneSettings
-
-    settings = config.pruning or PruneSettings()
     if candidate is not None:
-        yield dense_member(dense, settings=settings, example_input=example)
+        yield _plain_member(dense, DENSE_ID, "dense", example, latency=True)
         model, _ = _load(candidate, config, clean, "pruned model")
         stem = Path(candidate).stem if not isinstance(candidate, nn.Module) else "candidate"
-        member = dense_member(model, settings=settings, example_input=example)
-        member.info.update(method="given", target_ratio=float(member.info.get("sparsity", 0.0)))
-        yield FamilyMember(stem, "given", member.info["target_ratio"], model, member.info)
+        yield _plain_member(model, stem, "given", example, latency=True, dense=dense)
         return
     if config.pruning is None:  # evaluate only: no latency timing, the quickest sanity check
-        yield dense_member(dense, settings=PruneSettings(measure_latency=False), example_input=example)
+        yield _plain_member(dense, DENSE_ID, "dense", example, latency=False)
         return
     train = load_source(config.data.train, seed=config.data.seed, download=config.data.download) \
         if config.data.train else None
-    yield from build_family(dense, settings=settings, example_input=example, train_data=train,
+    yield from build_family(dense, settings=config.pruning, example_input=example, train_data=train,
                             out_dir=run.path / "models", progress=progress)
+
+
+def _plain_member(model: nn.Module, model_id: str, method: str, example: torch.Tensor, *, latency: bool,
+                  dense: nn.Module | None = None) -> FamilyMember:
+    """A given (not pruned here) model with its costs; opaque models (TorchScript, export) have no
+    inspectable layers, so their sparsity and MACs are unknown (null)."""
+    info = model_info(model, example, dense=dense, measure_latency=latency)
+    if not info["layer_sparsity"]:
+        info.update(sparsity=None, macs=None, macs_effective=None)
+    ratio = float(info["sparsity"] or 0.0)
+    info.update(method=method, target_ratio=ratio, structured=False, recovery={}, warnings=[])
+    return FamilyMember(model_id, method, ratio, model, info)
 
 
 def _register(run: RunDir, member: FamilyMember) -> None:

@@ -25,7 +25,7 @@ PICKLE_REFUSED = (
     "{path} is a pickled full model (torch.save(model)); unpickling it can run arbitrary code, "
     "so it is refused. If you trust its source, pass --trust-pickle; better, re-export it safely: "
     "torch.save(model.state_dict(), 'model.pt') with --arch, or torch.export.save(torch.export.export("
-    "model, (example,)), 'model.pt2')"
+    "model, (example,), dynamic_shapes=({0: torch.export.Dim('batch')},)), 'model.pt2')"
 )
 
 
@@ -77,13 +77,36 @@ def load_model(
 
 def _load_export(path: Path) -> nn.Module:
     try:
-        module = torch.export.load(str(path)).module()
+        program = torch.export.load(str(path))
+        module = program.module()
     except Exception as exc:  # corrupt archives raise many different types
         raise RobustEvalError(f"{path} is not a readable torch.export archive: {_short(exc)}") from exc
     # .module() patches train()/eval() to raise; the graph already fixes the mode it was exported in,
     # so restore nn.Module's flag-setting methods (as copy.deepcopy of the module does anyway).
     del module.train, module.eval
-    return module
+    inputs = [n for n in program.graph.nodes if n.op == "placeholder" and n.name in program.graph_signature.user_inputs]
+    value = inputs[0].meta.get("val") if len(inputs) == 1 else None
+    batch = value.shape[0] if value is not None and value.ndim > 0 else None
+    return FixedBatch(module, batch) if isinstance(batch, int) else module
+
+
+class FixedBatch(nn.Module):
+    """Runs a program exported with a static batch size on any batch: chunks, zero-padding the last."""
+
+    def __init__(self, program: nn.Module, batch: int) -> None:
+        super().__init__()
+        self.program = program
+        self.batch = batch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = []
+        for start in range(0, x.shape[0], self.batch):
+            chunk = x[start:start + self.batch]
+            n = chunk.shape[0]
+            if n < self.batch:
+                chunk = torch.cat([chunk, chunk.new_zeros(self.batch - n, *chunk.shape[1:])])
+            outs.append(self.program(chunk)[:n])
+        return torch.cat(outs)
 
 
 def _load_torchscript(path: Path) -> nn.Module:
