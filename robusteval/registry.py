@@ -50,6 +50,17 @@ class Registry(Generic[T]):
 def unknown_name_message(kind: str, name: str, known: object) -> str:
     """'unknown <kind> 'x' (did you mean 'y'?); known: a, b, c'."""
     names = sorted(known)  # type: ignore[call-overload]
-    close = difflib.get_close_matches(name, names, n=1)
+    close = difflib.get_close_matches(name.lower(), names, n=5, cutoff=0.6)
+    close.sort(key=lambda candidate: _edit_distance(name.lower(), candidate.lower()))
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return f"unknown {kind} {name!r}{hint}; known: {', '.join(names)}"
+
+
+def _edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance, to rank difflib's candidates (its ratio ties on one-letter typos)."""
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
