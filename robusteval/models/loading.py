@@ -25,7 +25,7 @@ PICKLE_REFUSED = (
     "{path} is a pickled full model (torch.save(model)); unpickling it can run arbitrary code, "
     "so it is refused. If you trust its source, pass --trust-pickle; better, re-export it safely: "
     "torch.save(model.state_dict(), 'model.pt') with --arch, or torch.export.save(torch.export.export("
-    "model, (example,), dynamic_shapes=({0: torch.export.Dim('batch')},)), 'model.pt2')"
+    "model, (example,), dynamic_shapes=({{0: torch.export.Dim('batch')}},)), 'model.pt2')"
 )
 
 
