@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from torch import nn
 
 from robusteval.errors import RobustEvalError
 from robusteval.models.archs import build_arch
-from robusteval.models.loading import detect_format, extract_state_dict, load_model
+from robusteval.models.loading import PICKLE_REFUSED, detect_format, extract_state_dict, load_model
 from robusteval.models.wrap import Normalized, check_model, parse_floats, with_normalization
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
@@ -89,10 +90,15 @@ def test_torchscript_reloads_identically(how: str, resnet: nn.Module, x: torch.T
     torch.testing.assert_close(_logits(loaded, x), _logits(resnet, x), atol=1e-6, rtol=0)
 
 
-def test_torch_export_reloads_identically_and_wraps(resnet: nn.Module, x: torch.Tensor, tmp_path: Path) -> None:
+def test_torch_export_reloads_identically_and_wraps(
+    resnet: nn.Module, x: torch.Tensor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exported exactly as the pickle refusal advises, so following that advice gives a usable file."""
+    advice = re.search(r"torch\.export\.save\(.*'model\.pt2'\)", PICKLE_REFUSED.format(path="m.pt"))
+    assert advice is not None
+    monkeypatch.chdir(tmp_path)
+    exec(advice.group(0), {"torch": torch, "model": resnet, "example": x})
     path = tmp_path / "model.pt2"
-    program = torch.export.export(resnet, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},))
-    torch.export.save(program, path)
     assert detect_format(path) == "export"
     loaded = load_model(path)
     assert not loaded.training
