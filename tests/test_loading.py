@@ -108,6 +108,19 @@ def test_torch_export_reloads_identically_and_wraps(
     torch.testing.assert_close(_logits(wrapped, x), _logits(resnet, (x - 0.5) / 0.25), atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("batch", [1, 3, 9])
+def test_static_batch_export_runs_on_any_batch(batch: int, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 10)).eval()
+    path = tmp_path / "static.pt2"
+    torch.export.save(torch.export.export(model, (torch.rand(4, 3, 8, 8),)), path)  # batch fixed at 4
+    loaded = load_model(path)
+    check_model(loaded, (3, 8, 8), 10)
+    x = torch.rand(batch, 3, 8, 8, generator=torch.Generator().manual_seed(batch))
+    torch.testing.assert_close(_logits(loaded, x), _logits(model, x), atol=1e-6, rtol=0)
+
+
 def test_pickled_module_refused_unless_trusted(resnet: nn.Module, x: torch.Tensor, tmp_path: Path) -> None:
     path = tmp_path / "full.pt"
     torch.save(resnet, path)
