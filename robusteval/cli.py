@@ -129,26 +129,10 @@ def _config(args: argparse.Namespace, default: str | None) -> Any:
     """The config file (or preset) with command-line overrides applied, then validated."""
     import dataclasses
 
-    import yaml
-
-    from robusteval.config import CONFIG_DIR, config_from_dict
+    from robusteval.config import config_from_dict, read_config_file
 
     name = args.config or default
-    data: dict[str, Any] = {}
-    where = "command line"
-    if name:
-        path = Path(name)
-        if not path.exists() and not path.suffix and (CONFIG_DIR / f"{name}.yaml").is_file():
-            path = CONFIG_DIR / f"{name}.yaml"
-        if not path.is_file():
-            raise RobustEvalError(f"config file {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise RobustEvalError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
-        if not isinstance(data, dict):
-            raise RobustEvalError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-        where = str(path)
+    data, where = read_config_file(name) if name else ({}, "command line")
     o = vars(args)
 
     def put(section: str, key: str, value: Any) -> None:

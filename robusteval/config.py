@@ -168,6 +168,12 @@ def load_config(path: str | Path | None) -> AuditConfig:
     """Read a YAML config; a bare name (``quick``) means ``configs/<name>.yaml``; None → defaults."""
     if path is None:
         return AuditConfig()
+    data, where = read_config_file(path)
+    return config_from_dict(data, where=where)
+
+
+def read_config_file(path: str | Path) -> tuple[dict[str, Any], str]:
+    """The raw mapping of a YAML config (or preset name) and where it came from, before validation."""
     p = Path(path)
     if not p.exists() and not p.suffix and (CONFIG_DIR / f"{path}.yaml").is_file():
         p = CONFIG_DIR / f"{path}.yaml"
@@ -177,7 +183,9 @@ def load_config(path: str | Path | None) -> AuditConfig:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as exc:
         raise RobustEvalError(f"{p} is not valid YAML: {str(exc).splitlines()[0]}") from exc
-    return config_from_dict(data, where=str(p))
+    if not isinstance(data, dict):
+        raise RobustEvalError(f"{p}: expected a mapping at the top level, got {type(data).__name__}")
+    return data, str(p)
 
 
 def config_from_dict(data: Any, where: str = "config") -> AuditConfig:
