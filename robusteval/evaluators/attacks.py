@@ -211,30 +211,6 @@ def _autoattack_log() -> Iterator[_Collect]:
         logger.propagate = propagate
 
 
-class _ContiguousGradFn(torch.autograd.Function):
-    """Identity whose backward makes the input gradient contiguous (AutoAttack calls ``grad.view``,
-    which fails on the channels-last gradients some exported or channels-last models produce)."""
-
-    @staticmethod
-    def forward(ctx: object, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return grad.contiguous()
-
-
-class ContiguousGrad(nn.Module):
-    """Wraps a model so gradients w.r.t. its input are contiguous; outputs are unchanged."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(_ContiguousGradFn.apply(x))
-
-
 def build_autoattack(
     model: nn.Module, *, eps: float, preset: str, n_classes: int, iters: int, targets: int, seed: int,
     device: torch.device,
@@ -246,7 +222,6 @@ def build_autoattack(
     Target counts are capped at ``n_classes - 1``; APGD-T needs at least 4 classes and is dropped below.
     """
     AutoAttack = autoattack_module().AutoAttack
-    model = ContiguousGrad(model)
     if preset == "standard":
         aa = AutoAttack(model, norm="Linf", eps=eps, version="standard", seed=seed, device=device)
     else:
