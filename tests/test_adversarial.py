@@ -144,3 +144,11 @@ def test_bad_inputs_raise_one_line_errors(x: torch.Tensor, y: torch.Tensor, mess
     with pytest.raises(RobustEvalError, match=message) as info:
         evaluate_adversarial(tiny_net(), x, y, settings=SETTINGS)
     assert "\n" not in str(info.value)
+
+
+def test_channels_last_strided_inputs_give_the_same_numbers(run) -> None:
+    """Images decoded as NHWC and permuted keep NHWC strides; AutoAttack's grad.view once failed on them."""
+    model, x, y, expected = run
+    strided = x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    assert not strided.is_contiguous()
+    assert evaluate_adversarial(model, strided, y, settings=SETTINGS).metrics == expected.metrics

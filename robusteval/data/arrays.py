@@ -52,7 +52,8 @@ class LabeledArrays:
         """Float32 NCHW images in [0, 1] for the rows in ``index``."""
         part = self.x[index]
         if part.dtype == np.uint8:
-            return torch.from_numpy(np.ascontiguousarray(part)).permute(0, 3, 1, 2).float().div_(255.0)
+            # contiguous NCHW: a permuted view keeps NHWC strides, which some libraries (AutoAttack) reject
+            return torch.from_numpy(np.ascontiguousarray(part)).permute(0, 3, 1, 2).contiguous().float().div_(255.0)
         return torch.from_numpy(np.ascontiguousarray(part)).clamp_(0.0, 1.0)
 
     def labels(self, index: np.ndarray | slice) -> torch.Tensor:

@@ -143,7 +143,9 @@ def validate_inputs(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, tor
         raise RobustEvalError("adversarial labels: " + expected(f"shape ({len(x)},), one per image", tuple(y.shape)))
     if y.device != x.device:
         raise RobustEvalError(f"adversarial labels are on {y.device} but images on {x.device}: expected one device")
-    x, y = x.detach().to(torch.float32).clone(), y.detach().to(torch.int64).clone()  # clones: no inference tensors
+    # contiguous clones: no inference tensors, and AutoAttack's grad.view needs standard strides
+    x = x.detach().to(torch.float32).clone(memory_format=torch.contiguous_format)
+    y = y.detach().to(torch.int64).clone()
     if not torch.isfinite(x).all():
         raise RobustEvalError(f"adversarial images contain {int((~torch.isfinite(x)).sum())} NaN or infinite values")
     lo, hi = float(x.min()), float(x.max())

@@ -76,7 +76,8 @@ def render_report(analysis: Analysis, summary: Mapping[str, Any], records: Seque
                   manifest: Mapping[str, Any], *, title: str = "robusteval report") -> str:
     """The report as one HTML string."""
     parts = {
-        "verdict": _verdict(analysis), "curves": _curves(analysis), "corruption": _corruptions(analysis),
+        "verdict": _recovery(summary) + _verdict(analysis), "curves": _curves(analysis),
+        "corruption": _corruptions(analysis) + _condition_notes(records, "corruption"),
         "robustness": _robustness(analysis), "calibration": _calibration_ood(analysis, records),
         "models": _models(summary, records), "metadata": _metadata(manifest, summary),
     }
@@ -175,6 +176,39 @@ def _verdict(analysis: Analysis) -> str:
             f"leaves tolerance; amber: leaves it; red: out already at the smallest ratio. \"Within noise\": the 95% "
             f"paired-bootstrap interval of the drop contains 0.</p>"
             + _table(header, rows) + f'<ul class="verdict">{lines}</ul>')
+
+
+def _recovery(summary: Mapping[str, Any]) -> str:
+    """What recovery followed pruning, per method: the report must say it (it changes the picture)."""
+    by_method: dict[str, set[str]] = {}
+    for m in summary.get("models", []):
+        if m.get("method") in (None, "dense", "given"):
+            continue
+        rec = m.get("recovery") or {}
+        steps = []
+        if rec.get("finetune_epochs"):
+            steps.append(f"fine-tuned {rec['finetune_epochs']:g} epoch(s)")
+        if rec.get("bn_recalibrated"):
+            steps.append("BatchNorm re-calibrated")
+        by_method.setdefault(m["method"], set()).add(", ".join(steps) or "no recovery (one-shot pruning only)")
+    if not by_method:
+        return ""
+    items = "".join(f"<li><b>{_e(method)}</b>: {_e('; '.join(sorted(steps)))}</li>" for method, steps in by_method.items())
+    return f'<p class="note">Recovery after pruning, before evaluation:</p><ul class="recovery">{items}</ul>'
+
+
+def _condition_notes(records: Sequence[Mapping[str, Any]], family: str) -> str:
+    """How the inputs of each condition of ``family`` were made (generated or read from files, deviations)."""
+    notes: dict[str, str] = {}
+    for r in records:
+        if r.get("family") == family and r.get("note"):
+            name = (r.get("meta") or {}).get("corruption") or r["condition"]
+            notes.setdefault(str(name), str(r["note"]))
+    if not notes:
+        return ""
+    return ("<h3>How the corrupted inputs were made</h3>"
+            + _table(["corruption", "source and difference from the reference"],
+                     [[_e(k), _e(v)] for k, v in notes.items()], cls="text"))
 
 
 def _curve_keys(analysis: Analysis, patterns: Sequence[str]) -> list[str]:
