@@ -145,8 +145,8 @@ def test_digest_is_stable_and_changes_with_values() -> None:
 
 def test_digest_equal_for_equal_configs() -> None:
     """Spelling out a default (``epochs: 0`` reads as 0.0) or building in Python must not change the digest."""
-    implicit = config_from_dict({"pruning": {"ratios": [0.5]}})
-    explicit = config_from_dict({"pruning": {"ratios": [0.5], "finetune": {"epochs": 0}}})
+    implicit = config_from_dict({"pruning": {"ratios": [0.5], "finetune": {"epochs": 0}}})
+    explicit = config_from_dict({"pruning": {"ratios": [0.5], "finetune": {"epochs": 0, "max_images": 10000}}})
     python = AuditConfig(pruning=PruneSettings(ratios=(0.5,), finetune=FinetuneSettings(epochs=0)))
     assert implicit == explicit == python
     assert implicit.digest() == explicit.digest() == python.digest()

@@ -81,13 +81,29 @@ def test_bn_recalibration_matches_batch_statistics() -> None:
     torch.testing.assert_close(bn.running_mean, feats.mean((0, 2, 3)), rtol=1e-5, atol=1e-6)
 
 
-def test_structured_methods_recalibrate_bn_by_default() -> None:
-    member = prune_model(_net(), "l1_filter", 0.5, settings=PruneSettings(**FAST),
+def test_bn_recalibration_by_default_and_structured_only_mode() -> None:
+    structured_only = PruneSettings(**dict(FAST, bn_recalibration="structured"))
+    member = prune_model(_net(), "l1_filter", 0.5, settings=structured_only,
                          example_input=torch.rand(1, 3, 8, 8), train_data=_data())
     assert member.info["recovery"]["bn_recalibrated"] and member.info["structured"]
-    unstructured = prune_model(_net(), "magnitude", 0.5, settings=PruneSettings(**FAST),
+    unstructured = prune_model(_net(), "magnitude", 0.5, settings=structured_only,
                                example_input=torch.rand(1, 3, 8, 8), train_data=_data())
     assert not unstructured.info["recovery"]["bn_recalibrated"]
+    default = prune_model(_net(), "magnitude", 0.5, settings=PruneSettings(**dict(FAST, bn_recalibration=True)),
+                          example_input=torch.rand(1, 3, 8, 8), train_data=_data())
+    assert default.info["recovery"]["bn_recalibrated"] and PruneSettings().bn_recalibration is True
+
+
+def test_default_recovery_fine_tunes_briefly_and_is_skipped_without_data() -> None:
+    settings = PruneSettings()
+    assert settings.finetune.epochs == 0.5 and settings.finetune.max_images == 10000
+    member = prune_model(_net(), "magnitude", 0.5, settings=PruneSettings(measure_latency=False),
+                         example_input=torch.rand(1, 3, 8, 8), train_data=_data())
+    n = len(_data())
+    assert member.info["recovery"]["finetune_steps"] == -(-int(0.5 * n) // 128)
+    skipped = prune_model(_net(), "magnitude", 0.5, settings=PruneSettings(measure_latency=False),
+                          example_input=torch.rand(1, 3, 8, 8), train_data=None)
+    assert any("fine-tuning" in w and "skipped" in w for w in skipped.info["warnings"])
 
 
 def test_random_crop_flip_moves_pixels_only() -> None:

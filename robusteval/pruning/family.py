@@ -109,20 +109,20 @@ def prune_model(
             raise RobustEvalError(f"pruning method {method!r} needs training data, got none (pass --data)")
         ctx.batch = _data_batch(train_data, settings, x.device)
     ft = settings.finetune
-    if ft.epochs > 0 and train_data is None:
-        raise RobustEvalError(f"fine-tuning for {ft.epochs:g} epochs needs training data, got none (pass --data)")
     recal = settings.recalibrates_bn(spec.structured)
     warnings = []
+    if ft.epochs > 0 and train_data is None:
+        warnings.append(f"fine-tuning ({ft.epochs:g} epochs) skipped: no training data")
     if recal and train_data is None:
         warnings.append("BatchNorm re-calibration skipped: no training data")
     if settings.schedule == "iterative" and ft.epochs == 0:
         warnings.append("iterative schedule without fine-tuning between cycles")
-    bn_done = False
+    bn_done, steps = False, 0
     for cycle, cycle_ratio in enumerate(_cycle_ratios(ratio, settings)):
         if cycle_ratio > 0:
             spec.prune(model, cycle_ratio, ctx)
         if train_data is not None:
-            finetune(model, train_data, ft, layers=ctx.layers, masks=ctx.masks, seed=settings.seed + cycle)
+            steps += finetune(model, train_data, ft, layers=ctx.layers, masks=ctx.masks, seed=settings.seed + cycle)
             if recal:
                 bn_done = recalibrate_bn(model, train_data, batches=settings.bn_batches,
                                          batch_size=ft.batch_size, seed=settings.seed + cycle) or bn_done
@@ -134,11 +134,10 @@ def prune_model(
     info = model_info(model, x, dense=dense, prunable=list(ctx.layers), measure_latency=settings.measure_latency,
                       latency_repeats=settings.latency_repeats, dense_latency=dense_latency)
     warnings += [f"layer {name} is fully pruned (layer collapse)" for name in info["collapsed_layers"]]
-    cycles = len(_cycle_ratios(ratio, settings))
     info.update(method=method, target_ratio=ratio, structured=spec.structured, reference=spec.reference,
                 schedule=settings.schedule, warnings=warnings, prune_seconds=seconds,
-                recovery={"finetune_epochs": ft.epochs * cycles if train_data is not None else 0,
-                          "bn_recalibrated": bn_done})
+                recovery={"finetune_epochs": steps * ft.batch_size / len(train_data) if steps else 0,
+                          "finetune_steps": steps, "bn_recalibrated": bn_done})
     return FamilyMember(member_id(method, ratio), method, ratio, model, info)
 
 

@@ -51,9 +51,12 @@ def finetune(
 ) -> int:
     """Fine-tune ``model`` in place (SGD + cosine LR); removed weights are re-zeroed after every step.
 
-    Returns the number of optimizer steps taken (ceil(epochs × len(data) / batch_size)).
+    Returns the number of optimizer steps taken: ceil(min(epochs × len(data), max_images) / batch_size).
     """
-    steps = math.ceil(settings.epochs * len(data) / settings.batch_size)
+    images = settings.epochs * len(data)
+    if settings.max_images is not None:
+        images = min(images, settings.max_images)
+    steps = math.ceil(images / settings.batch_size)
     if steps <= 0:
         return 0
     device = next(model.parameters()).device

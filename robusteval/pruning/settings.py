@@ -27,9 +27,14 @@ def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
 
 @dataclass(frozen=True)
 class FinetuneSettings:
-    """Recovery fine-tuning: SGD with momentum and a cosine learning rate; ``epochs`` may be fractional."""
+    """Recovery fine-tuning: SGD with momentum and a cosine learning rate; ``epochs`` may be fractional.
 
-    epochs: float = 0
+    The default is a short recovery sized for a CPU: half an epoch, at most ``max_images`` images
+    (None: no cap), so every pruned model is compared after the usual recovery step.
+    """
+
+    epochs: float = 0.5
+    max_images: int | None = 10000
     lr: float = 0.01
     batch_size: int = 128
     momentum: float = 0.9
@@ -38,6 +43,8 @@ class FinetuneSettings:
 
     def __post_init__(self) -> None:
         _positive("finetune epochs", self.epochs, allow_zero=True)
+        if self.max_images is not None:
+            _positive("finetune max_images", self.max_images)
         _positive("finetune lr", self.lr)
         _positive("finetune momentum", self.momentum, allow_zero=True)
         _positive("finetune weight_decay", self.weight_decay, allow_zero=True)
@@ -62,7 +69,7 @@ class PruneSettings:
     keep_last: bool = True
     synflow_rounds: int = 100
     finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
-    bn_recalibration: str | bool = "structured"
+    bn_recalibration: str | bool = True
     bn_batches: int = 20
     seed: int = 0
     data_samples_per_class: int = 10
