@@ -139,8 +139,11 @@ def _family(dense: nn.Module, candidate: str | Path | nn.Module | None, config: 
     if config.pruning is None:  # evaluate only: no latency timing, the quickest sanity check
         yield _plain_member(dense, DENSE_ID, "dense", example, latency=False)
         return
-    train = load_source(config.data.train, seed=config.data.seed, download=config.data.download) \
-        if config.data.train else None
+    spec = config.data.train_spec()
+    train = load_source(spec, seed=config.data.seed, download=config.data.download) if spec else None
+    if train is not None and (train.image_shape, train.classes) != (clean.image_shape, clean.classes):
+        raise RobustEvalError(f"training data {spec!r} ({train.num_classes} classes, images {train.image_shape}) does "
+                              f"not match the evaluation data ({clean.num_classes} classes, images {clean.image_shape})")
     yield from build_family(dense, settings=config.pruning, example_input=example, train_data=train,
                             out_dir=run.path / "models", progress=progress)
 

@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     model_opts.add_argument("--data", help="evaluation data: bundled, cifar10, cifar100, svhn (add :train for the "
                             "training split), imagefolder:PATH, npz:PATH (default: bundled)")
     model_opts.add_argument("--train-data", help="data for SNIP/GraSP, fine-tuning and BatchNorm re-calibration "
-                            "(default: bundled:train)")
+                            "(default: the training split of a built-in --data source; none for imagefolder:/npz:)")
     model_opts.add_argument("--subset", type=int, help="evaluate on a seeded class-balanced sample of N images")
     model_opts.add_argument("--config", help="YAML config (a path, or a preset name from configs/: clean, quick, ...)")
     model_opts.add_argument("--out", help="run directory (default: reports/<timestamp>); rerunning the same "

@@ -36,10 +36,21 @@ def _check_positive(name: str, value: int | float | None) -> None:
 
 @dataclass(frozen=True)
 class DataSettings:
-    """Evaluation data (``source``), training data for pruning/recovery (``train``), batching."""
+    """Evaluation data (``source``), training data for pruning/recovery (``train``), batching.
+
+    ``train: auto`` takes the training split of a built-in source (``bundled`` → ``bundled:train``,
+    ``cifar10`` → ``cifar10:train``, …) and none for ``imagefolder:``/``npz:`` (give it explicitly).
+    """
+
+    def train_spec(self) -> str | None:
+        """The training data spec that ``train`` stands for."""
+        if self.train != "auto":
+            return self.train
+        kind = self.source.partition(":")[0]
+        return None if kind in ("imagefolder", "npz") else f"{kind}:train"
 
     source: str = "bundled"
-    train: str | None = "bundled:train"
+    train: str | None = "auto"
     subset: int | None = None
     seed: int = 0
     batch_size: int = 250

@@ -106,7 +106,7 @@ def prune_model(
                        generator=torch.Generator().manual_seed(settings.seed))
     if spec.needs_data:
         if train_data is None:
-            raise RobustEvalError(f"pruning method {method!r} needs training data, got none (pass --data)")
+            raise RobustEvalError(f"pruning method {method!r} needs training data, got none (pass --train-data)")
         ctx.batch = _data_batch(train_data, settings, x.device)
     ft = settings.finetune
     recal = settings.recalibrates_bn(spec.structured)
