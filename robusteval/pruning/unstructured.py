@@ -25,7 +25,7 @@ def magnitude_scores(model: nn.Module, ctx: PruneContext) -> dict[str, torch.Ten
 
 def _require_batch(ctx: PruneContext, method: str) -> tuple[torch.Tensor, torch.Tensor]:
     if ctx.batch is None:
-        raise RobustEvalError(f"pruning method {method!r} needs training data, got none (pass --data)")
+        raise RobustEvalError(f"pruning method {method!r} needs training data, got none (pass --train-data)")
     return ctx.batch
 
 
