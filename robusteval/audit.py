@@ -64,8 +64,12 @@ def audit(model: str | Path | nn.Module, *, config: AuditConfig | None = None, o
                         download=config.data.download)
     example = clean.images(slice(0, 2))
     dense, dense_sha = _load(reference if reference is not None else model, config, clean, "model")
-    _start_manifest(run, config, clean, {DENSE_ID: dense_sha}, command)
-    members = list(_family(dense, model if reference is not None else None, config, clean, example, run, progress))
+    shas, candidate = {DENSE_ID: dense_sha}, None
+    if reference is not None:
+        given, shas[_candidate_id(model)] = _load(model, config, clean, "pruned model")
+        candidate = (_candidate_id(model), given)
+    _start_manifest(run, config, clean, shas, command)
+    members = list(_family(dense, candidate, config, clean, example, run, progress))
     for m in members:
         _register(run, m)
     models = [ModelEntry(m.id, m.model) for m in members]
@@ -127,14 +131,18 @@ def _state_sha(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _family(dense: nn.Module, candidate: str | Path | nn.Module | None, config: AuditConfig,
+def _candidate_id(model: str | Path | nn.Module) -> str:
+    """A given pruned model is named after its file (never "dense", the reference's id)."""
+    stem = "candidate" if isinstance(model, nn.Module) else Path(model).stem
+    return "candidate" if stem == DENSE_ID else stem
+
+
+def _family(dense: nn.Module, candidate: tuple[str, nn.Module] | None, config: AuditConfig,
             clean: LabeledArrays, example: torch.Tensor, run: RunDir, progress: bool):
     """The dense member, then the pruned members (built, or reloaded from the run directory)."""
     if candidate is not None:
         yield _plain_member(dense, DENSE_ID, "dense", example, latency=True)
-        model, _ = _load(candidate, config, clean, "pruned model")
-        stem = Path(candidate).stem if not isinstance(candidate, nn.Module) else "candidate"
-        yield _plain_member(model, stem, "given", example, latency=True, dense=dense)
+        yield _plain_member(candidate[1], candidate[0], "given", example, latency=True, dense=dense)
         return
     if config.pruning is None:  # evaluate only: no latency timing, the quickest sanity check
         yield _plain_member(dense, DENSE_ID, "dense", example, latency=False)

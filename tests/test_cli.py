@@ -160,3 +160,26 @@ def test_help(command, capsys):
         main([command, "--help"])
     assert exc.value.code == 0
     assert "usage: robusteval" in capsys.readouterr().out
+
+
+def test_audit_a_pruned_model_against_its_reference_with_a_gate(resnet_files, tmp_path, capsys):
+    from robusteval.pruning import FinetuneSettings, PruneSettings, prune_model, save_member
+
+    dense = build_arch("cifar_resnet20", 10).eval()
+    dense.load_state_dict(torch.load(resnet_files / "state.pt", weights_only=True))
+    settings = PruneSettings(measure_latency=False, finetune=FinetuneSettings(epochs=0))
+    member = prune_model(dense, "magnitude", 0.5, settings=settings, example_input=torch.rand(2, 3, 32, 32),
+                         train_data=None)
+    pruned = save_member(member, tmp_path / "family", example_input=torch.rand(2, 3, 32, 32))
+    gate = tmp_path / "gate.yaml"
+    gate.write_text("rules:\n  clean/accuracy: {max_drop: 1.0}\n  calibration/ece: {max_increase: 1.0}\n")
+    out, junit = tmp_path / "run", tmp_path / "junit.xml"
+    _run(["audit", str(pruned), "--reference", str(resnet_files / "state.pt"), "--arch", "cifar_resnet20",
+          "--config", "clean", "--subset", "100", "--gate", str(gate), "--junit", str(junit), "--out", str(out),
+          "--quiet", "--no-report"], capsys)
+    summary = json.loads((out / "summary.json").read_text())
+    assert [m["id"] for m in summary["models"]] == ["dense", "magnitude@0.5"]
+    assert summary["models"][1]["method"] == "given"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["model_sha256"]) == {"dense", "magnitude@0.5"}
+    assert ET.parse(junit).getroot().get("tests") == "2"
