@@ -12,9 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from robusteval.audit import audit
+from robusteval.audit import demo
 from robusteval.config import load_config
-from robusteval.models.bundled import BUNDLED_MODEL
 from robusteval.report import write_report
 
 BUDGET_S = 600.0
@@ -29,7 +28,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.keep or tmp) / "demo"
         start = time.perf_counter()
-        run = audit(BUNDLED_MODEL, config=config, out=out, progress=False)
+        run = demo(config=config, out=out, progress=False)
         audited = time.perf_counter()
         write_report(run.path, tolerance=config.analysis.tolerance, tolerances=config.analysis.tolerances)
         end = time.perf_counter()

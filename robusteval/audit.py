@@ -1,6 +1,7 @@
 """The Python API: ``audit`` (load → prune → evaluate → results → report) and ``prune``."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import platform
 import sys
@@ -84,6 +85,15 @@ def audit(model: str | Path | nn.Module, *, config: AuditConfig | None = None, o
         _adversarial(models, clean, run, config, progress)
     summary = write_summary(run, config, time.time() - started)
     return Run(run.path, summary)
+
+
+def demo(*, config: AuditConfig, out: str | Path, progress: bool = True, command: list[str] | None = None) -> Run:
+    """The embedded default: audit the bundled ResNet-20 (``config`` is usually ``configs/quick.yaml``)."""
+    from robusteval.models.bundled import BUNDLED_ARCH, BUNDLED_MODEL
+
+    model_settings = dataclasses.replace(config.model, arch=BUNDLED_ARCH, mean=None, std=None)
+    return audit(BUNDLED_MODEL, config=config.replace(model=model_settings), out=out, progress=progress,
+                 command=command)
 
 
 def prune(model: str | Path | nn.Module, *, config: AuditConfig, out: str | Path | None = None,

@@ -265,16 +265,12 @@ def _gate(run_dir: Path, rules_path: str, junit: str | None, reference: str | No
 def _cmd_demo(args: argparse.Namespace, command: list[str]) -> int:
     import time
 
-    from robusteval.audit import audit
-    from robusteval.models.bundled import BUNDLED_MODEL
+    from robusteval.audit import demo
+    from robusteval.config import load_config
 
-    args.model, args.arch, args.data, args.train_data, args.subset = str(BUNDLED_MODEL), "cifar_resnet20", None, None, None
-    args.mean = args.std = args.methods = args.ratios = args.finetune_epochs = None
-    args.batch_size = args.threads = args.seed = None
-    args.trust_pickle = False
-    config = _config(args, args.config)
+    config = load_config(args.config)
     start = time.perf_counter()
-    run = audit(BUNDLED_MODEL, config=config, out=args.out, progress=not args.quiet, command=command)
+    run = demo(config=config, out=args.out, progress=not args.quiet, command=command)
     code = _finish(run.path, config, args)
     print(f"demo finished in {time.perf_counter() - start:.0f} s")
     return code

@@ -91,7 +91,7 @@ def test_bn_recalibration_by_default_and_structured_only_mode() -> None:
     assert not unstructured.info["recovery"]["bn_recalibrated"]
     default = prune_model(_net(), "magnitude", 0.5, settings=PruneSettings(**dict(FAST, bn_recalibration=True)),
                           example_input=torch.rand(1, 3, 8, 8), train_data=_data())
-    assert default.info["recovery"]["bn_recalibrated"] and PruneSettings().bn_recalibration is True
+    assert default.info["recovery"]["bn_recalibrated"] and PruneSettings().bn_recalibration == "structured"
 
 
 def test_default_recovery_fine_tunes_briefly_and_is_skipped_without_data() -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
+BUNDLED_ARCH = "cifar_resnet20"
 BUNDLED_MODEL = ASSETS / "cifar_resnet20.safetensors"
 BUNDLED_META = ASSETS / "cifar_resnet20.json"
 

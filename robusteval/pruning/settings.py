@@ -69,7 +69,7 @@ class PruneSettings:
     keep_last: bool = True
     synflow_rounds: int = 100
     finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
-    bn_recalibration: str | bool = True
+    bn_recalibration: str | bool = "structured"
     bn_batches: int = 20
     seed: int = 0
     data_samples_per_class: int = 10
