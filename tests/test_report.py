@@ -175,3 +175,23 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     assert page["headings"] == list(SECTIONS.values())
     assert page["images"] >= 10 and page["broken"] == 0
     assert not page["overflow"]  # no horizontal scrolling on a laptop-sized window
+
+
+def test_report_states_recovery_and_how_corrupted_inputs_were_made() -> None:
+    from robusteval.report.html import _condition_notes, _recovery
+
+    summary = {"models": [
+        {"id": "dense", "method": "dense"},
+        {"id": "magnitude@0.5", "method": "magnitude", "recovery": {"finetune_epochs": 0.256, "bn_recalibrated": False}},
+        {"id": "l1_filter@0.5", "method": "l1_filter", "recovery": {"finetune_epochs": 0, "bn_recalibrated": True}},
+        {"id": "random@0.5", "method": "random", "recovery": {}},
+    ]}
+    text = _recovery(summary)
+    assert "<b>magnitude</b>: fine-tuned 0.26 epoch(s)" in text
+    assert "<b>l1_filter</b>: BatchNorm re-calibrated" in text
+    assert "<b>random</b>: no recovery" in text
+    records = [{"family": "corruption", "condition": "corruption/frost/3", "meta": {"corruption": "frost"},
+                "note": "generated on the fly (cifar parameters): procedural frost textures"},
+               {"family": "clean", "condition": "clean", "note": "the evaluation data as given"}]
+    notes = _condition_notes(records, "corruption")
+    assert "frost" in notes and "procedural" in notes and "evaluation data as given" not in notes

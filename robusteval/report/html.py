@@ -187,7 +187,7 @@ def _recovery(summary: Mapping[str, Any]) -> str:
         rec = m.get("recovery") or {}
         steps = []
         if rec.get("finetune_epochs"):
-            steps.append(f"fine-tuned {rec['finetune_epochs']:g} epoch(s)")
+            steps.append(f"fine-tuned {rec['finetune_epochs']:.2g} epoch(s)")
         if rec.get("bn_recalibrated"):
             steps.append("BatchNorm re-calibrated")
         by_method.setdefault(m["method"], set()).add(", ".join(steps) or "no recovery (one-shot pruning only)")
