@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from robusteval.audit import demo
+from robusteval.api import demo
 from robusteval.config import load_config
 from robusteval.report import write_report
 

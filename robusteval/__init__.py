@@ -5,20 +5,17 @@ only; ``load_config`` reads a YAML preset. See README.md.
 """
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["AuditConfig", "audit", "load_config", "prune"]
+__all__ = ["AuditConfig", "audit", "demo", "load_config", "prune"]
+_LAZY = {"audit": "robusteval.api", "demo": "robusteval.api", "prune": "robusteval.api",
+         "AuditConfig": "robusteval.config", "load_config": "robusteval.config"}
 
 
 def __getattr__(name: str) -> Any:
     """Import the heavy API (torch, foolbox, …) only when it is used."""
-    if name in ("audit", "prune"):
-        from robusteval import audit as module
-
-        return getattr(module, name)
-    if name in ("AuditConfig", "load_config"):
-        from robusteval import config
-
-        return getattr(config, name)
-    raise AttributeError(f"module 'robusteval' has no attribute {name!r}")
+    if name not in _LAZY:
+        raise AttributeError(f"module 'robusteval' has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name]), name)

@@ -176,7 +176,7 @@ def _names(text: str | None) -> list[str] | None:
 
 
 def _cmd_audit(args: argparse.Namespace, command: list[str]) -> int:
-    from robusteval.audit import audit
+    from robusteval.api import audit
 
     config = _config(args, None)
     run = audit(args.model, config=config, out=args.out, reference=args.reference, progress=not args.quiet,
@@ -187,7 +187,7 @@ def _cmd_audit(args: argparse.Namespace, command: list[str]) -> int:
 def _cmd_evaluate(args: argparse.Namespace, command: list[str]) -> int:
     import dataclasses
 
-    from robusteval.audit import audit
+    from robusteval.api import audit
 
     config = dataclasses.replace(_config(args, "clean"), pruning=None)
     run = audit(args.model, config=config, out=args.out, progress=not args.quiet, command=command)
@@ -195,7 +195,7 @@ def _cmd_evaluate(args: argparse.Namespace, command: list[str]) -> int:
 
 
 def _cmd_prune(args: argparse.Namespace, command: list[str]) -> int:
-    from robusteval.audit import prune
+    from robusteval.api import prune
 
     config = _config(args, None)
     run = prune(args.model, config=config, out=args.out, progress=not args.quiet, command=command)
@@ -265,7 +265,7 @@ def _gate(run_dir: Path, rules_path: str, junit: str | None, reference: str | No
 def _cmd_demo(args: argparse.Namespace, command: list[str]) -> int:
     import time
 
-    from robusteval.audit import demo
+    from robusteval.api import demo
     from robusteval.config import load_config
 
     config = load_config(args.config)

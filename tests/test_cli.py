@@ -183,3 +183,13 @@ def test_audit_a_pruned_model_against_its_reference_with_a_gate(resnet_files, tm
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(manifest["model_sha256"]) == {"dense", "magnitude@0.5"}
     assert ET.parse(junit).getroot().get("tests") == "2"
+
+
+def test_top_level_api_is_importable_lazily():
+    import robusteval
+    from robusteval import AuditConfig, audit, demo, load_config, prune
+
+    assert callable(audit) and callable(prune) and callable(demo)
+    assert isinstance(load_config("clean"), AuditConfig)
+    with pytest.raises(AttributeError):
+        robusteval.nonexistent  # noqa: B018
