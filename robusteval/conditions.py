@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,6 +25,9 @@ from robusteval.evaluators.agreement import AgreementEvaluator
 from robusteval.evaluators.base import Evaluator
 from robusteval.evaluators.calibration import CalibrationEvaluator
 from robusteval.evaluators.ood import OODEvaluator
+
+if TYPE_CHECKING:
+    from robusteval.config import AuditConfig, CorruptionSettings
 
 Transform = Callable[[torch.Tensor, int], torch.Tensor]
 
@@ -53,7 +57,7 @@ class Condition:
         return self.data.labels(slice(start, stop))
 
 
-def evaluators_for(condition: Condition, config: "AuditConfig") -> list[Evaluator]:  # noqa: F821
+def evaluators_for(condition: Condition, config: AuditConfig) -> list[Evaluator]:
     """Fresh evaluator objects for one model on ``condition``."""
     ev = config.evaluate
     if condition.family == "ood":
@@ -82,7 +86,7 @@ def metric_key(evaluator: str, condition: Condition, name: str) -> str:
     return f"{evaluator}/{condition.key}/{name}"
 
 
-def build_conditions(config: "AuditConfig", clean: LabeledArrays) -> list[Condition]:  # noqa: F821
+def build_conditions(config: AuditConfig, clean: LabeledArrays) -> list[Condition]:
     """Every condition the config asks for, clean first (OOD needs each model's clean logits)."""
     ev = config.evaluate
     seed = config.data.seed
@@ -114,8 +118,7 @@ def build_conditions(config: "AuditConfig", clean: LabeledArrays) -> list[Condit
     return conditions
 
 
-def _corruption_conditions(settings: "CorruptionSettings", clean: LabeledArrays,  # noqa: F821
-                           seed: int) -> list[Condition]:
+def _corruption_conditions(settings: CorruptionSettings, clean: LabeledArrays, seed: int) -> list[Condition]:
     base = clean.stratified(settings.subset, seed)
     files = Path(settings.files) if settings.files else None
     on_disk = set(available_corruption_files(files)) if files else set()

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,6 +27,9 @@ from robusteval.errors import RobustEvalError
 from robusteval.evaluators.accuracy import per_sample_correct
 from robusteval.evaluators.base import Outputs
 from robusteval.results import RunDir, encode_bits
+
+if TYPE_CHECKING:
+    from robusteval.config import AuditConfig
 
 DENSE_ID = "dense"
 
@@ -48,7 +51,7 @@ class EngineSettings:
 
 
 def run_conditions(models: Sequence[ModelEntry], conditions: Sequence[Condition], run: RunDir,
-                   config: Any, settings: EngineSettings) -> None:
+                   config: AuditConfig, settings: EngineSettings) -> None:
     """Evaluate every model on every condition, skipping (model, condition) pairs already recorded."""
     by_id = {m.id: m for m in models}
     if DENSE_ID not in by_id:
@@ -66,7 +69,7 @@ def run_conditions(models: Sequence[ModelEntry], conditions: Sequence[Condition]
 
 
 def _forward_set(condition: Condition, todo: list[ModelEntry], by_id: dict[str, ModelEntry],
-                 config: Any) -> list[ModelEntry]:
+                 config: AuditConfig) -> list[ModelEntry]:
     """Models to run: those without a record, plus dense when pruned ones need its logits."""
     needs_dense = config.evaluate.agreement and condition.family != "ood" and any(m.id != DENSE_ID for m in todo)
     if needs_dense and all(m.id != DENSE_ID for m in todo):
@@ -118,7 +121,7 @@ def _prefetch(condition: Condition, work: list) -> Iterator[torch.Tensor]:
 
 
 def _record(condition: Condition, todo: list[ModelEntry], by_id: dict[str, ModelEntry], run: RunDir,
-            config: Any, settings: EngineSettings) -> None:
+            config: AuditConfig, settings: EngineSettings) -> None:
     labels = condition.labels(0, len(condition))
     n_shards = len(_batches(len(condition), settings))
     dense = _load_logits(run, condition, DENSE_ID, n_shards) if _has_shards(run, condition, DENSE_ID) else None
