@@ -215,11 +215,10 @@ def _finish(run_dir: Path, config: Any, args: argparse.Namespace) -> int:
 
 
 def _report(run_dir: Path, tolerance: float, tolerances: dict[str, float]) -> None:
-    from robusteval.analysis import analyse_run, format_verdict_table, verdict_lines
-    from robusteval.report import write_report
+    from robusteval.analysis import format_verdict_table, verdict_lines
+    from robusteval.report.html import build_report
 
-    path = write_report(run_dir, tolerance=tolerance, tolerances=tolerances)
-    analysis = analyse_run(run_dir, tolerance=tolerance, tolerances=tolerances)
+    path, analysis = build_report(run_dir, tolerance=tolerance, tolerances=tolerances)
     if analysis.methods:
         print("\nPrune potential (largest ratio within tolerance of dense), by metric family:")
         print(format_verdict_table(analysis))

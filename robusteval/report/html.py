@@ -58,6 +58,12 @@ _ATTACK_KEY = re.compile(rf"^adversarial/(?P<transfer>transfer/)?(?P<attack>[^/]
 def write_report(run_dir: Path, *, tolerance: float = DEFAULT_TOLERANCE,
                  tolerances: Mapping[str, float] | None = None) -> Path:
     """Write report.html, analysis.json and summary.csv into ``run_dir``; return the report's path."""
+    return build_report(run_dir, tolerance=tolerance, tolerances=tolerances)[0]
+
+
+def build_report(run_dir: Path, *, tolerance: float = DEFAULT_TOLERANCE,
+                 tolerances: Mapping[str, float] | None = None) -> tuple[Path, Analysis]:
+    """:func:`write_report`, also returning the analysis it rendered (for the terminal verdict)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RobustEvalError(f"expected a run directory, got {str(run_dir)!r} (not a directory)")
@@ -69,7 +75,7 @@ def write_report(run_dir: Path, *, tolerance: float = DEFAULT_TOLERANCE,
     out = run_dir / "report.html"
     out.write_text(render_report(analysis, summary, records, manifest, title=f"robusteval report: {run_dir.name}"),
                    encoding="utf-8")
-    return out
+    return out, analysis
 
 
 def render_report(analysis: Analysis, summary: Mapping[str, Any], records: Sequence[Mapping[str, Any]],
