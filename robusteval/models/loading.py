@@ -1,7 +1,8 @@
 """Safe model loading: state_dict (+ arch), safetensors (+ arch), TorchScript, torch.export.
 
 A pickled full module (``torch.save(model)``) runs arbitrary code when unpickled, so it is
-refused unless the caller passes ``trust_pickle=True``; loading never falls back silently to
+refused unless the caller passes ``trust_pickle=True``, and so is a torch.export archive with a
+member that needs the full unpickler (``export_archive``); loading never falls back silently to
 unsafe unpickling. Every loaded model is returned in eval mode.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch import nn
 
 from robusteval.errors import RobustEvalError
 from robusteval.models.archs import build_arch
+from robusteval.models.export_archive import load_program
 
 STATE_DICT_PREFIXES = ("module.", "_orig_mod.")
 NESTED_KEYS = ("state_dict", "model", "model_state_dict", "net")
@@ -64,7 +66,7 @@ def load_model(
         raise RobustEvalError(f"model file {path} is empty")
     fmt = detect_format(path)
     if fmt == "export":
-        model = _load_export(path)
+        model = _load_export(path, trust_pickle)
     elif fmt == "torchscript":
         model = _load_torchscript(path)
     elif fmt == "safetensors":
@@ -75,10 +77,12 @@ def load_model(
     return model.eval()
 
 
-def _load_export(path: Path) -> nn.Module:
+def _load_export(path: Path, trust_pickle: bool) -> nn.Module:
     try:
-        program = torch.export.load(str(path))
+        program = load_program(path, trust_pickle=trust_pickle)
         module = program.module()
+    except RobustEvalError:
+        raise
     except Exception as exc:  # corrupt archives raise many different types
         raise RobustEvalError(f"{path} is not a readable torch.export archive: {_short(exc)}") from exc
     # .module() patches train()/eval() to raise; the graph already fixes the mode it was exported in,
