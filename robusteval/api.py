@@ -24,7 +24,7 @@ from robusteval.engine import DENSE_ID, EngineSettings, ModelEntry, run_conditio
 from robusteval.errors import RobustEvalError
 from robusteval.evaluators.adversarial import craft_transfer, evaluate_adversarial, select_sample
 from robusteval.evaluators.corruption import corruption_summary, noise_summary
-from robusteval.models.loading import load_model
+from robusteval.models.loading import file_sha256, load_model
 from robusteval.models.wrap import check_model, with_normalization
 from robusteval.pruning import FamilyMember, build_family, model_info
 from robusteval.results import RunDir, build_summary
@@ -127,7 +127,7 @@ def _load(model: str | Path | nn.Module, config: AuditConfig, clean: LabeledArra
         path = Path(model)
         loaded = load_model(path, arch=config.model.arch, num_classes=clean.num_classes,
                             trust_pickle=config.model.trust_pickle)
-        sha = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+        sha = file_sha256(path) if path.is_file() else ""
         name = str(path)
     loaded = with_normalization(loaded, config.model.mean, config.model.std)
     check_model(loaded, clean.image_shape, clean.num_classes, name)

@@ -14,7 +14,7 @@ from torch import nn
 
 from robusteval.errors import RobustEvalError
 from robusteval.models.archs import build_arch
-from robusteval.models.loading import PICKLE_REFUSED, detect_format, extract_state_dict, load_model
+from robusteval.models.loading import PICKLE_REFUSED, detect_format, extract_state_dict, file_sha256, load_model
 from robusteval.models.wrap import Normalized, check_model, parse_floats, with_normalization
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
@@ -312,3 +312,22 @@ def test_parse_floats() -> None:
         with pytest.raises(RobustEvalError, match="--mean: expected comma-separated numbers") as exc:
             parse_floats(bad, "--mean")
         _one_line(exc)
+
+
+def test_file_sha256_streams(tmp_path: Path) -> None:
+    """The manifest's model hash equals hashlib's and reads in chunks (a 64 MiB file never sits in memory)."""
+    import hashlib
+    import tracemalloc
+
+    small = tmp_path / "small.bin"
+    small.write_bytes(os.urandom(3 * (1 << 20) + 17))  # several chunks and a partial one
+    assert file_sha256(small) == hashlib.sha256(small.read_bytes()).hexdigest()
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as f:
+        f.truncate(64 << 20)
+    tracemalloc.start()
+    digest = file_sha256(big)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert digest == hashlib.sha256(bytes(64 << 20)).hexdigest()
+    assert peak < 8 << 20, f"hashing held {peak / 2**20:.0f} MiB"

@@ -7,6 +7,7 @@ unsafe unpickling. Every loaded model is returned in eval mode.
 """
 from __future__ import annotations
 
+import hashlib
 import pickle
 import warnings
 import zipfile
@@ -29,6 +30,15 @@ PICKLE_REFUSED = (
     "torch.save(model.state_dict(), 'model.pt') with --arch, or torch.export.save(torch.export.export("
     "model, (example,), dynamic_shapes=({{0: torch.export.Dim('batch')}},)), 'model.pt2')"
 )
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    """The sha256 of the file at ``path``, read in 1 MiB chunks (model files can be many GB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def detect_format(path: Path) -> str:
