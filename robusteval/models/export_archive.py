@@ -82,14 +82,25 @@ def _weights_only(data: bytes) -> bool:
 
 
 def load_program(path: Path, *, trust_pickle: bool) -> torch.export.ExportedProgram:
-    """``torch.export.load(path)`` after checking it runs no code (unless trusted), with torch's log kept quiet."""
+    """``torch.export.load(path)`` after checking it runs no code (unless trusted).
+
+    torch logs a failed deserialisation with a traceback and then raises a generic error that
+    points at "the warnings above"; the log is captured instead and its cause is the one-line error.
+    """
     if not trust_pickle:
         unsafe = unsafe_members(path)
         if unsafe:
             listed = ", ".join(unsafe[:3]) + (f" and {len(unsafe) - 3} more" if len(unsafe) > 3 else "")
             raise RobustEvalError(UNSAFE_ARCHIVE.format(path=path, what=listed))
-    with _quiet_torch_logs(), _weights_only_loads(not trust_pickle):
-        return torch.export.load(str(path))
+    with _captured_torch_logs() as records, _weights_only_loads(not trust_pickle):
+        try:
+            return torch.export.load(str(path))
+        except Exception as exc:  # corrupt archives raise many different types
+            causes = [r.exc_info[1] for r in records if r.exc_info and r.exc_info[1] is not None]
+            cause = causes[0] if causes else exc
+            first = str(cause).split("  (Could this error message be improved?")[0].strip().splitlines()
+            raise RobustEvalError(f"{path} is not a readable torch.export archive: {type(cause).__name__}: "
+                                  f"{first[0][:200] if first else ''}") from exc
 
 
 @contextmanager
@@ -112,15 +123,31 @@ def _set_env(values: dict[str, str | None]) -> None:
             os.environ[key] = value
 
 
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 @contextmanager
-def _quiet_torch_logs() -> Iterator[None]:
-    """torch.export logs failed deserialisation with a traceback; our caller reports it in one line."""
-    loggers = [logging.getLogger(name) for name in _LOGGERS]
-    levels = [logger.level for logger in loggers]
+def _captured_torch_logs() -> Iterator[list[logging.LogRecord]]:
+    """Route torch.export's log records (tracebacks included) to a list instead of the terminal.
+
+    torch attaches handlers to some of these loggers itself, so every existing logger under them
+    gets the collector as its only handler for the duration (records are never formatted: one of
+    torch's fallback warnings has a format string its arguments do not fill).
+    """
+    collector = _Collect()
+    names = [n for n in logging.root.manager.loggerDict if n.startswith(tuple(f"{p}." for p in _LOGGERS))]
+    loggers = [logging.getLogger(n) for n in (*_LOGGERS, *names)]
+    saved = [(logger.handlers, logger.propagate) for logger in loggers]
     for logger in loggers:
-        logger.setLevel(logging.CRITICAL + 1)
+        logger.handlers, logger.propagate = [collector], False
     try:
-        yield
+        yield collector.records
     finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
+        for logger, (handlers, propagate) in zip(loggers, saved):
+            logger.handlers, logger.propagate = handlers, propagate
