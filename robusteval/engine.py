@@ -7,9 +7,7 @@ A run killed at any moment loses at most the shard in flight; a rerun skips what
 """
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +24,7 @@ from robusteval.conditions import Condition, evaluators_for, metric_key
 from robusteval.errors import RobustEvalError
 from robusteval.evaluators.accuracy import per_sample_correct
 from robusteval.evaluators.base import Outputs
-from robusteval.results import RunDir, encode_bits
+from robusteval.results import RunDir, encode_bits, write_atomic
 
 if TYPE_CHECKING:
     from robusteval.config import AuditConfig
@@ -180,13 +178,7 @@ def _load_logits(run: RunDir, condition: Condition, model_id: str, n_shards: int
 
 
 def _save_shard(path: Path, logits: torch.Tensor) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        np.save(f, logits.numpy())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: np.save(f, logits.numpy()))
 
 
 def _safe(model_id: str) -> str:

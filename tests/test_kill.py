@@ -52,3 +52,139 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path):
     assert json.loads((killed / "summary.json").read_text()) == json.loads((whole / "summary.json").read_text())
     manifest = json.loads((killed / "manifest.json").read_text())
     assert manifest["resumed"] is True
+
+
+# --- fault injection: SIGKILL at points spread over pruning, evaluation, attacks and report writing ---------------
+
+FAULT_CONFIG = """\
+data: {source: bundled, train: null, subset: 300, batch_size: 25, shard_size: 50}
+pruning: {methods: [magnitude], ratios: [0.5, 0.9], finetune: {epochs: 0}, bn_recalibration: false,
+          measure_latency: false}
+evaluate:
+  calibration: {}
+  agreement: true
+  corruption: {corruptions: [gaussian_noise, fog, contrast], severities: [1, 3], subset: 150}
+  noise: {eps: [0.1], subset: 150}
+  adversarial: {sample_size: 60, batch_size: 30, linf_eps: [0.0039216], l2_eps: [], attacks: [fgsm, linf_pgd],
+                pgd_steps: 20, autoattack_eps: [], min_norm: [], transfer: [fgsm], large_eps: null}
+"""
+
+
+def _cli_child(argv: list[str]) -> None:
+    """A forkserver child: the CLI with its output discarded; the exit code is the CLI's."""
+    sys.stdout = sys.stderr = open(os.devnull, "w")
+    torch.set_num_threads(1)
+    from robusteval.cli import main
+
+    sys.exit(main(argv))
+
+
+@pytest.fixture(scope="module")
+def forkserver():
+    """Children forked from a server that imported robusteval once: each audit starts in milliseconds,
+    so kill points are cheap, and each is still a separate process killed with a real SIGKILL."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["robusteval.cli", "robusteval.api", "robusteval.report.html", "robusteval.gate"])
+    warm = ctx.Process(target=time.sleep, args=(0,))  # start the server (the imports) before any timing
+    warm.start()
+    warm.join(300)
+    return ctx
+
+
+def _comparable(path: Path) -> dict:
+    """summary.json without wall-clock timings (``prune_seconds``): everything else must be identical."""
+    summary = json.loads(path.read_text())
+    for entry in summary["models"]:
+        entry.pop("prune_seconds", None)
+    return summary
+
+
+PHASES = ("pruning", "evaluation", "attacks", "report")
+
+
+def _phase(out: Path, evaluated: int) -> str:
+    """The stage an audit in ``out`` has reached, from what it has written (records are complete lines)."""
+    from robusteval.results import read_jsonl
+
+    if (out / "summary.json").exists():
+        return "report"
+    records = list(read_jsonl(out / "records.jsonl"))
+    if len(records) >= evaluated:
+        return "attacks"
+    if records or (out / "shards").exists() or (out / "transfer.pt").exists():
+        return "evaluation"
+    return "pruning"
+
+
+def _fault_injection(tmp_path: Path, ctx, per_phase: int, seed: int) -> dict[str, int]:
+    """SIGKILL audits ``per_phase`` times in each stage, at random times within it: kills chain on one run
+    directory (each rerun resumes the killed one) and move through the stages in order. Whenever a rerun
+    finishes, its summary.json must equal an uninterrupted run's, and the next kill starts a fresh directory."""
+    import random
+
+    torch.manual_seed(0)
+    model, config, gate = tmp_path / "model.pt", tmp_path / "config.yaml", tmp_path / "gate.yaml"
+    torch.save(build_arch("lenet_300_100", 10).state_dict(), model)
+    config.write_text(FAULT_CONFIG)
+    gate.write_text("rules:\n  clean/accuracy: {min: 0.0}\n")
+    evaluated = 0  # records before the attacks, known after the uninterrupted run
+
+    def run(out: Path, target: str | None = None, wait: float = 0.0) -> tuple[str | None, dict[str, float]]:
+        """Audit into ``out``, killed ``wait`` s after it reaches stage ``target``: (stage on disk after the
+        kill or None when it finished first, when each stage began). A finished run is checked."""
+        argv = ["audit", str(model), "--arch", "lenet_300_100", "--config", str(config), "--out", str(out),
+                "--quiet", "--gate", str(gate), "--junit", str(out / "junit.xml")]
+        proc = ctx.Process(target=_cli_child, args=(argv,))
+        proc.start()
+        began: dict[str, float] = {}
+        while proc.is_alive():
+            began.setdefault(_phase(out, evaluated) if evaluated else "pruning", time.perf_counter())
+            if target in began and time.perf_counter() - began[target] >= wait:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.join()
+                return _phase(out, evaluated), began
+            time.sleep(0.005)
+        proc.join()
+        began["end"] = time.perf_counter()
+        assert proc.exitcode == 0, f"the audit in {out.name} exited {proc.exitcode}"
+        assert (out / "report.html").is_file() and (out / "junit.xml").is_file()
+        assert _comparable(out / "summary.json") == _comparable(tmp_path / "whole" / "summary.json"), out.name
+        return None, began
+
+    run(tmp_path / "whole")
+    evaluated = sum(1 for line in (tmp_path / "whole" / "records.jsonl").open() if '"adversarial"' not in line[:200])
+    _, began = run(tmp_path / "timeline")
+    stamps = [began.get(p) for p in (*PHASES, "end")]
+    duration = {p: max(0.05, (next(t for t in stamps[k + 1:] if t) - stamps[k]) if stamps[k] else 0.05)
+                for k, p in enumerate(PHASES)}
+
+    rng, hits, chain = random.Random(seed), dict.fromkeys(PHASES, 0), 0
+    for phase in PHASES:
+        for j in range(per_phase):
+            wait = duration[phase] * (j + rng.random()) / per_phase
+            landed, _ = run(tmp_path / f"chain{chain}", phase, wait)
+            if landed is None:  # it finished (and matched) before the kill: kill a fresh one instead
+                chain += 1
+                landed, _ = run(tmp_path / f"chain{chain}", phase, wait)
+            if landed is not None:
+                hits[landed] += 1
+    run(tmp_path / f"chain{chain}")
+    print(f"fault injection: {sum(hits.values())} SIGKILL points over {chain + 1} run directories, by stage "
+          f"reached: {hits}; stage durations (s): { {p: round(d, 2) for p, d in duration.items()} }")
+    return hits
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
+def test_sigkill_at_24_points_across_every_stage_loses_nothing(tmp_path, forkserver):
+    hits = _fault_injection(tmp_path, forkserver, per_phase=6, seed=1)
+    assert sum(hits.values()) >= 20
+    assert all(hits.values()), hits
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
+def test_sigkill_at_60_points_loses_nothing(tmp_path, forkserver):
+    hits = _fault_injection(tmp_path, forkserver, per_phase=15, seed=2)
+    assert sum(hits.values()) >= 50

@@ -6,6 +6,8 @@ unsafe unpickling. Every loaded model is returned in eval mode.
 """
 from __future__ import annotations
 
+import errno
+import os
 import pickle
 import warnings
 import zipfile
@@ -59,7 +61,12 @@ def load_model(
     """
     path = Path(path)
     if not path.is_file():
-        raise RobustEvalError(f"model file {path} does not exist")
+        try:
+            os.stat(path)  # follows links: a loop raises ELOOP
+            state = "is a directory" if path.is_dir() else "is not a regular file"
+        except OSError as exc:
+            state = "is a symlink loop" if exc.errno == errno.ELOOP else "does not exist"
+        raise RobustEvalError(f"model file {path} {state}")
     if path.stat().st_size == 0:
         raise RobustEvalError(f"model file {path} is empty")
     fmt = detect_format(path)
