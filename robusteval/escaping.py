@@ -38,8 +38,9 @@ def markdown_code(text: object) -> str:
 
 
 def workflow_data(text: object) -> str:
-    """The message of a GitHub workflow command, escaped as the Actions toolkit's ``escapeData``."""
-    return str(text).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    """The message of a GitHub workflow command, escaped as the Actions toolkit's ``escapeData``
+    (other control characters, which the log would render, become visible escapes)."""
+    return visible(str(text).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A"))
 
 
 def workflow_property(text: object) -> str:
