@@ -38,7 +38,7 @@ def detect_format(path: Path) -> str:
     if zipfile.is_zipfile(path):
         try:
             names = zipfile.ZipFile(path).namelist()
-        except (zipfile.BadZipFile, OSError) as exc:
+        except (zipfile.BadZipFile, OSError, UnicodeDecodeError) as exc:  # a member name that is not UTF-8
             raise RobustEvalError(f"{path} is not a readable model file: {exc}") from exc
         if any(n.endswith("/archive_format") or n.endswith("/models/model.json") for n in names):
             return "export"
