@@ -74,8 +74,8 @@ def _audit(run: RunDir, model: str | Path | nn.Module, config: AuditConfig,
     if reference is not None:
         given, shas[_candidate_id(model)] = _load(model, config, clean, "pruned model")
         candidate = (_candidate_id(model), given)
+    conditions = build_conditions(config, clean)  # every data source is read before anything is written
     _start_manifest(run, config, clean, shas, command)
-    conditions = build_conditions(config, clean)  # every data source is read before any pruning starts
     members = list(_family(dense, candidate, config, clean, example, run, progress))
     for m in members:
         _register(run, m)
@@ -196,8 +196,9 @@ def _register(run: RunDir, member: FamilyMember) -> None:
 
 def _start_manifest(run: RunDir, config: AuditConfig, clean: LabeledArrays, model_sha: dict[str, str],
                     command: list[str] | None) -> None:
-    """Write the manifest; refuse to mix results of a different config into an existing run."""
-    old = run.read_manifest()
+    """Write the manifest; refuse to mix results of a different config into an existing run (one that
+    recorded nothing yet, e.g. stopped by bad input, starts over)."""
+    old = run.read_manifest() if run.models() or run.done() else None
     if old is not None and old.get("config_digest") != config.digest():
         raise RobustEvalError(f"{run.path} holds results of a different configuration; use a new --out")
     if old is not None and old.get("model_sha256") != model_sha:

@@ -156,7 +156,7 @@ class RunDir:
                         cut_torn_tail(path)
                     except OSError as exc:
                         raise RobustEvalError(f"cannot repair {path}: {exc.strerror or exc}") from exc
-                for tmp in self.path.glob(".*.tmp"):  # left by a crash inside write_atomic
+                for tmp in self.path.rglob(".*.tmp"):  # left by a crash inside write_atomic
                     tmp.unlink(missing_ok=True)
                 yield self
         except BaseException:

@@ -194,3 +194,13 @@ def test_a_failed_audit_leaves_no_empty_run_directory(tmp_path, capsys):
 def test_reading_a_run_directory_creates_nothing(tmp_path):
     RunDir(tmp_path / "absent").records()
     assert not (tmp_path / "absent").exists()
+
+
+def test_a_run_stopped_by_bad_input_before_any_result_can_be_rerun_with_a_fixed_config(inputs, whole, tmp_path,
+                                                                                       capsys):
+    out = tmp_path / "run"
+    bad = ["--train-data", f"npz:{tmp_path / 'absent.npz'}", "--finetune-epochs", "0.1"]
+    assert _audit(inputs, out, *bad) == 2  # the training data is read after the manifest is written
+    assert "absent.npz does not exist" in _error_line(capsys)
+    assert _audit(inputs, out) == 0
+    assert _summary(out) == _summary(whole)
