@@ -201,10 +201,10 @@ def _names(text: str | None) -> list[str] | None:
 def _cmd_audit(args: argparse.Namespace, command: list[str]) -> int:
     from robusteval.api import audit
 
-    config = _config(args, None)
+    config, rules = _config(args, None), _rules(args)
     run = audit(args.model, config=config, out=args.out, reference=args.reference, progress=not args.quiet,
                 command=command)
-    return _finish(run.path, config, args)
+    return _finish(run.path, config, args, rules)
 
 
 def _cmd_evaluate(args: argparse.Namespace, command: list[str]) -> int:
@@ -212,9 +212,9 @@ def _cmd_evaluate(args: argparse.Namespace, command: list[str]) -> int:
 
     from robusteval.api import audit
 
-    config = dataclasses.replace(_config(args, "clean"), pruning=None)
+    config, rules = dataclasses.replace(_config(args, "clean"), pruning=None), _rules(args)
     run = audit(args.model, config=config, out=args.out, progress=not args.quiet, command=command)
-    return _finish(run.path, config, args)
+    return _finish(run.path, config, args, rules)
 
 
 def _cmd_prune(args: argparse.Namespace, command: list[str]) -> int:
@@ -227,13 +227,20 @@ def _cmd_prune(args: argparse.Namespace, command: list[str]) -> int:
     return 0
 
 
-def _finish(run_dir: Path, config: Any, args: argparse.Namespace) -> int:
+def _rules(args: argparse.Namespace) -> list[Any] | None:
+    """The --gate rules, read before the audit so a bad rules file fails before any work."""
+    from robusteval.gate import load_rules
+
+    return load_rules(args.gate) if getattr(args, "gate", None) else None
+
+
+def _finish(run_dir: Path, config: Any, args: argparse.Namespace, rules: list[Any] | None = None) -> int:
     """Report, verdict table and gate after an audit."""
     print(f"results: {visible(run_dir / 'summary.json')}")
     if not getattr(args, "no_report", False):
         _report(run_dir, config.analysis.tolerance, config.analysis.tolerances)
-    if getattr(args, "gate", None):
-        return _gate(run_dir, args.gate, args.junit, None)
+    if rules is not None:
+        return _gate(run_dir, rules, args.junit, None)
     return 0
 
 
@@ -268,14 +275,15 @@ def _cmd_report(args: argparse.Namespace, command: list[str]) -> int:
 def _cmd_gate(args: argparse.Namespace, command: list[str]) -> int:
     if not Path(args.run_dir).is_dir():
         raise RobustEvalError(f"expected a run directory, got {args.run_dir!r} (not a directory)")
-    return _gate(Path(args.run_dir), args.gate, args.junit, args.reference)
+    from robusteval.gate import load_rules
+
+    return _gate(Path(args.run_dir), load_rules(args.gate), args.junit, args.reference)
 
 
-def _gate(run_dir: Path, rules_path: str, junit: str | None, reference: str | None) -> int:
-    from robusteval.gate import evaluate_gate, github_annotations, load_rules, markdown_summary, write_junit
+def _gate(run_dir: Path, rules: list[Any], junit: str | None, reference: str | None) -> int:
+    from robusteval.gate import evaluate_gate, github_annotations, markdown_summary, write_junit
     from robusteval.results import RunDir
 
-    rules = load_rules(rules_path)
     result = evaluate_gate(RunDir(run_dir).read_summary(), rules, reference=reference)
     if junit:
         write_junit(result, junit)

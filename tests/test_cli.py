@@ -228,6 +228,16 @@ def test_bad_config_values_are_rejected_before_any_work(lenet, tmp_path, capsys,
     assert not out.exists()  # nothing started
 
 
+def test_a_bad_gate_file_fails_before_the_audit(lenet, tmp_path, capsys):
+    gate = tmp_path / "gate.yaml"
+    gate.write_text("rules:\n  clean/accuracy: {max_dorp: 0.01}\n")
+    out = tmp_path / "o"
+    assert _evaluate(lenet, out, "--gate", str(gate)) == 2
+    line = _error_line(capsys)
+    assert str(gate) in line and "did you mean 'max_drop'" in line
+    assert not out.exists()
+
+
 def test_a_binary_config_is_bad_input(lenet, tmp_path, capsys):
     config = tmp_path / "bin.yaml"
     config.write_bytes(bytes(range(256)) * 4)
