@@ -287,7 +287,7 @@ def incomplete_message(summary: Mapping[str, Any]) -> str | None:
     missing = summary.get("missing") or []
     if not missing:
         return None
-    first = missing[0] if isinstance(missing[0], Mapping) else {}
+    first = missing[0] if isinstance(missing, list) and isinstance(missing[0], Mapping) else {}
     return (f"the run is incomplete: {len(missing)} planned result(s) are missing (e.g. model "
             f"{first.get('model')!r} on condition {first.get('condition')!r}); rerun the audit on the same "
             "directory to compute them")
