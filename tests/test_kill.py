@@ -65,14 +65,15 @@ evaluate:
   agreement: true
   corruption: {corruptions: [gaussian_noise, fog, contrast], severities: [1, 3], subset: 150}
   noise: {eps: [0.1], subset: 150}
-  adversarial: {sample_size: 60, batch_size: 30, linf_eps: [0.0039216], l2_eps: [], attacks: [fgsm, linf_pgd],
-                pgd_steps: 20, autoattack_eps: [], min_norm: [], transfer: [fgsm], large_eps: null}
+  adversarial: {sample_size: 100, batch_size: 50, linf_eps: [0.002, 0.0039216, 0.008], l2_eps: [],
+                attacks: [fgsm, linf_pgd], pgd_steps: 40, autoattack_eps: [], min_norm: [linf], min_norm_steps: 50,
+                transfer: [fgsm], large_eps: null}
 """
 
 
-def _cli_child(argv: list[str]) -> None:
-    """A forkserver child: the CLI with its output discarded; the exit code is the CLI's."""
-    sys.stdout = sys.stderr = open(os.devnull, "w")
+def _cli_child(argv: list[str], log: str) -> None:
+    """A forkserver child: the CLI with its output (progress included) in ``log``; exits with its code."""
+    sys.stdout = sys.stderr = open(log, "w", buffering=1)
     torch.set_num_threads(1)
     from robusteval.cli import main
 
@@ -101,27 +102,24 @@ def _comparable(path: Path) -> dict:
     return summary
 
 
-PHASES = ("pruning", "evaluation", "attacks", "report")
+#: stage → what the audit prints when it enters it (progress bars, the attack loop, the summary line)
+STAGES = {"pruning": "pruning", "evaluation": "evaluating", "attacks": "adversarial: attacking",
+          "report": "results: "}
 
 
-def _phase(out: Path, evaluated: int) -> str:
-    """The stage an audit in ``out`` has reached, from what it has written (records are complete lines)."""
-    from robusteval.results import read_jsonl
-
-    if (out / "summary.json").exists():
-        return "report"
-    records = list(read_jsonl(out / "records.jsonl"))
-    if len(records) >= evaluated:
-        return "attacks"
-    if records or (out / "shards").exists() or (out / "transfer.pt").exists():
-        return "evaluation"
-    return "pruning"
+def _stage(log: Path) -> str | None:
+    """The stage the audit writing ``log`` is in: the one whose marker it printed last."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    found = [(text.rfind(marker), stage) for stage, marker in STAGES.items() if marker in text]
+    return max(found)[1] if found else None
 
 
-def _fault_injection(tmp_path: Path, ctx, per_phase: int, seed: int) -> dict[str, int]:
-    """SIGKILL audits ``per_phase`` times in each stage, at random times within it: kills chain on one run
-    directory (each rerun resumes the killed one) and move through the stages in order. Whenever a rerun
-    finishes, its summary.json must equal an uninterrupted run's, and the next kill starts a fresh directory."""
+def _fault_injection(tmp_path: Path, ctx, per_stage: int, seed: int) -> dict[str, int]:
+    """SIGKILL audits ``per_stage`` times in each stage, at a random time after the process entered it
+    (read from its own output). Kills chain on one run directory (each rerun resumes the killed one)
+    and move through the stages in order. Whenever a rerun finishes, its summary.json must equal an
+    uninterrupted run's, and the next kill starts a fresh directory."""
+    import itertools
     import random
 
     torch.manual_seed(0)
@@ -129,56 +127,64 @@ def _fault_injection(tmp_path: Path, ctx, per_phase: int, seed: int) -> dict[str
     torch.save(build_arch("lenet_300_100", 10).state_dict(), model)
     config.write_text(FAULT_CONFIG)
     gate.write_text("rules:\n  clean/accuracy: {min: 0.0}\n")
-    evaluated = 0  # records before the attacks, known after the uninterrupted run
+    logs = (tmp_path / f"run{i}.log" for i in itertools.count())
 
     def run(out: Path, target: str | None = None, wait: float = 0.0) -> tuple[str | None, dict[str, float]]:
-        """Audit into ``out``, killed ``wait`` s after it reaches stage ``target``: (stage on disk after the
-        kill or None when it finished first, when each stage began). A finished run is checked."""
+        """Audit into ``out``, killed ``wait`` s after it enters stage ``target``: (the stage it was killed in,
+        or None when it finished first; when it entered each stage). A finished run is checked."""
+        log = next(logs)
         argv = ["audit", str(model), "--arch", "lenet_300_100", "--config", str(config), "--out", str(out),
-                "--quiet", "--gate", str(gate), "--junit", str(out / "junit.xml")]
-        proc = ctx.Process(target=_cli_child, args=(argv,))
+                "--gate", str(gate), "--junit", str(out / "junit.xml")]
+        proc = ctx.Process(target=_cli_child, args=(argv, str(log)))
         proc.start()
         began: dict[str, float] = {}
         while proc.is_alive():
-            began.setdefault(_phase(out, evaluated) if evaluated else "pruning", time.perf_counter())
-            if target in began and time.perf_counter() - began[target] >= wait:
+            if (stage := _stage(log)) is not None:
+                began.setdefault(stage, time.perf_counter())
+            entered = [t for s, t in began.items() if target and STAGES_ORDER.index(s) >= STAGES_ORDER.index(target)]
+            if entered and time.perf_counter() - min(entered) >= wait:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.join()
-                return _phase(out, evaluated), began
+                return _stage(log), began
             time.sleep(0.005)
         proc.join()
         began["end"] = time.perf_counter()
-        assert proc.exitcode == 0, f"the audit in {out.name} exited {proc.exitcode}"
+        assert proc.exitcode == 0, f"the audit in {out.name} exited {proc.exitcode}: {log.read_text()[-500:]}"
         assert (out / "report.html").is_file() and (out / "junit.xml").is_file()
         assert _comparable(out / "summary.json") == _comparable(tmp_path / "whole" / "summary.json"), out.name
         return None, began
 
     run(tmp_path / "whole")
-    evaluated = sum(1 for line in (tmp_path / "whole" / "records.jsonl").open() if '"adversarial"' not in line[:200])
     _, began = run(tmp_path / "timeline")
-    stamps = [began.get(p) for p in (*PHASES, "end")]
-    duration = {p: max(0.05, (next(t for t in stamps[k + 1:] if t) - stamps[k]) if stamps[k] else 0.05)
-                for k, p in enumerate(PHASES)}
+    stamps = [began.get(s) for s in (*STAGES_ORDER, "end")]
+    duration = {s: max(0.02, next(t for t in stamps[k + 1:] if t) - stamps[k]) if stamps[k] else 0.02
+                for k, s in enumerate(STAGES_ORDER)}
 
-    rng, hits, chain = random.Random(seed), dict.fromkeys(PHASES, 0), 0
-    for phase in PHASES:
-        for j in range(per_phase):
-            wait = duration[phase] * (j + rng.random()) / per_phase
-            landed, _ = run(tmp_path / f"chain{chain}", phase, wait)
+    rng, hits, chain = random.Random(seed), dict.fromkeys(STAGES_ORDER, 0), 0
+    for stage in STAGES_ORDER:
+        for j in range(per_stage):
+            wait = duration[stage] * (j + rng.random()) / per_stage
+            landed, _ = run(tmp_path / f"chain{chain}", stage, wait)
             if landed is None:  # it finished (and matched) before the kill: kill a fresh one instead
                 chain += 1
-                landed, _ = run(tmp_path / f"chain{chain}", phase, wait)
+                landed, _ = run(tmp_path / f"chain{chain}", stage, wait)
             if landed is not None:
                 hits[landed] += 1
+            if landed is not None and STAGES_ORDER.index(landed) > STAGES_ORDER.index(stage):
+                run(tmp_path / f"chain{chain}")  # past the target stage: finish (and check) it, start afresh
+                chain += 1
     run(tmp_path / f"chain{chain}")
-    print(f"fault injection: {sum(hits.values())} SIGKILL points over {chain + 1} run directories, by stage "
-          f"reached: {hits}; stage durations (s): { {p: round(d, 2) for p, d in duration.items()} }")
+    print(f"fault injection: {sum(hits.values())} SIGKILL points over {chain + 1} run directories, by the stage "
+          f"the process was in: {hits}; stage durations (s): { {s: round(d, 2) for s, d in duration.items()} }")
     return hits
+
+
+STAGES_ORDER = tuple(STAGES)
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
 def test_sigkill_at_24_points_across_every_stage_loses_nothing(tmp_path, forkserver):
-    hits = _fault_injection(tmp_path, forkserver, per_phase=6, seed=1)
+    hits = _fault_injection(tmp_path, forkserver, per_stage=6, seed=1)
     assert sum(hits.values()) >= 20
     assert all(hits.values()), hits
 
@@ -186,5 +192,5 @@ def test_sigkill_at_24_points_across_every_stage_loses_nothing(tmp_path, forkser
 @pytest.mark.integration
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
 def test_sigkill_at_60_points_loses_nothing(tmp_path, forkserver):
-    hits = _fault_injection(tmp_path, forkserver, per_phase=15, seed=2)
+    hits = _fault_injection(tmp_path, forkserver, per_stage=15, seed=2)
     assert sum(hits.values()) >= 50
