@@ -22,6 +22,7 @@ from robusteval.data.arrays import LabeledArrays
 from robusteval.data.sources import load_source
 from robusteval.engine import DENSE_ID, EngineSettings, ModelEntry, run_conditions
 from robusteval.errors import RobustEvalError
+from robusteval.escaping import visible
 from robusteval.evaluators.adversarial import craft_transfer, evaluate_adversarial, select_sample
 from robusteval.evaluators.corruption import corruption_summary, noise_summary
 from robusteval.models.loading import load_model
@@ -257,7 +258,7 @@ def _adversarial(models: list[ModelEntry], clean: LabeledArrays, run: RunDir, co
         if (m.id, "adversarial") in done:
             continue
         if progress:
-            print(f"adversarial: attacking {m.id} on {len(y)} images", file=sys.stderr, flush=True)
+            print(f"adversarial: attacking {visible(m.id)} on {len(y)} images", file=sys.stderr, flush=True)
         start = time.perf_counter()
         result = evaluate_adversarial(m.module, x, y, settings=settings)
         run.add_record({"model": m.id, "condition": "adversarial", "family": "adversarial", "n": len(y),

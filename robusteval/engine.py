@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from robusteval.conditions import Condition, evaluators_for, metric_key
 from robusteval.errors import RobustEvalError
+from robusteval.escaping import visible
 from robusteval.evaluators.accuracy import per_sample_correct
 from robusteval.evaluators.base import Outputs
 from robusteval.results import RunDir, encode_bits, write_atomic
@@ -92,7 +93,7 @@ def _compute_shards(condition: Condition, forward: list[ModelEntry], run: RunDir
         n = shard[-1][1] - shard[0][0]
         bar.update(n * (len(forward) - len(pending)))
         work += [(k, b, pending) for b in shard] if pending else []
-    bar.set_postfix_str(condition.key, refresh=False)
+    bar.set_postfix_str(visible(condition.key), refresh=False)
     partial: dict[str, list[torch.Tensor]] = {}
     for (k, (start, stop, index), pending), x in zip(work, _prefetch(condition, work)):
         with torch.inference_mode():
