@@ -22,12 +22,13 @@ from robusteval.data.arrays import LabeledArrays
 from robusteval.data.sources import load_source
 from robusteval.engine import DENSE_ID, EngineSettings, ModelEntry, run_conditions
 from robusteval.errors import RobustEvalError
+from robusteval.escaping import visible
 from robusteval.evaluators.adversarial import craft_transfer, evaluate_adversarial, select_sample
 from robusteval.evaluators.corruption import corruption_summary, noise_summary
 from robusteval.models.loading import file_sha256, load_model
 from robusteval.models.wrap import check_model, with_normalization
 from robusteval.pruning import FamilyMember, build_family, model_info
-from robusteval.results import RunDir, build_summary
+from robusteval.results import RunDir, build_summary, missing_results, write_atomic
 
 PACKAGES = ("robusteval", "torch", "torchvision", "foolbox", "robustbench", "pyautoattack", "torch-pruning",
             "numpy", "scipy")
@@ -58,9 +59,14 @@ def audit(model: str | Path | nn.Module, *, config: AuditConfig | None = None, o
     write the run directory ``out``. With ``reference``, ``model`` is an already pruned model
     compared against the dense ``reference`` (no pruning)."""
     config = config or AuditConfig()
-    started = time.time()
     _threads(config)
-    run = RunDir(out or default_out())
+    with RunDir(out or default_out()).writing() as run:
+        return _audit(run, model, config, reference, progress, command)
+
+
+def _audit(run: RunDir, model: str | Path | nn.Module, config: AuditConfig,
+           reference: str | Path | nn.Module | None, progress: bool, command: list[str] | None) -> Run:
+    started = time.time()
     clean = load_source(config.data.source, subset=config.data.subset, seed=config.data.seed,
                         download=config.data.download)
     example = clean.images(slice(0, 2))
@@ -69,12 +75,12 @@ def audit(model: str | Path | nn.Module, *, config: AuditConfig | None = None, o
     if reference is not None:
         given, shas[_candidate_id(model)] = _load(model, config, clean, "pruned model")
         candidate = (_candidate_id(model), given)
+    conditions = build_conditions(config, clean)  # every data source is read before anything is written
     _start_manifest(run, config, clean, shas, command)
     members = list(_family(dense, candidate, config, clean, example, run, progress))
     for m in members:
         _register(run, m)
     models = [ModelEntry(m.id, m.model) for m in members]
-    conditions = build_conditions(config, clean)
     adv = config.evaluate.adversarial
     if adv is not None and adv.transfer:
         conditions += _transfer_conditions(run, dense, clean, config)
@@ -83,7 +89,8 @@ def audit(model: str | Path | nn.Module, *, config: AuditConfig | None = None, o
                    EngineSettings(config.data.batch_size, config.data.shard_size, progress, provenance))
     if adv is not None:
         _adversarial(models, clean, run, config, progress)
-    summary = write_summary(run, config, time.time() - started)
+    plan = ([m.id for m in members], [c.key for c in conditions] + (["adversarial"] if adv is not None else []))
+    summary = write_summary(run, config, time.time() - started, plan)
     return Run(run.path, summary)
 
 
@@ -102,14 +109,16 @@ def prune(model: str | Path | nn.Module, *, config: AuditConfig, out: str | Path
     if config.pruning is None:
         raise RobustEvalError("prune needs pruning methods and ratios (--methods, --ratios or a config)")
     _threads(config)
-    run = RunDir(out or default_out())
-    clean = load_source(config.data.source, subset=config.data.subset, seed=config.data.seed,
-                        download=config.data.download)
-    dense, sha = _load(model, config, clean, "model")
-    _start_manifest(run, config, clean, {DENSE_ID: sha}, command)
-    for m in _family(dense, None, config, clean, clean.images(slice(0, 2)), run, progress):
-        _register(run, m)
-    return Run(run.path, write_summary(run, config, None))
+    with RunDir(out or default_out()).writing() as run:
+        clean = load_source(config.data.source, subset=config.data.subset, seed=config.data.seed,
+                            download=config.data.download)
+        dense, sha = _load(model, config, clean, "model")
+        _start_manifest(run, config, clean, {DENSE_ID: sha}, command)
+        ids = []
+        for m in _family(dense, None, config, clean, clean.images(slice(0, 2)), run, progress):
+            _register(run, m)
+            ids.append(m.id)
+        return Run(run.path, write_summary(run, config, None, (ids, [])))
 
 
 def _threads(config: AuditConfig) -> None:
@@ -188,8 +197,9 @@ def _register(run: RunDir, member: FamilyMember) -> None:
 
 def _start_manifest(run: RunDir, config: AuditConfig, clean: LabeledArrays, model_sha: dict[str, str],
                     command: list[str] | None) -> None:
-    """Write the manifest; refuse to mix results of a different config into an existing run."""
-    old = run.read_manifest()
+    """Write the manifest; refuse to mix results of a different config into an existing run (one that
+    recorded nothing yet, e.g. stopped by bad input, starts over)."""
+    old = run.read_manifest() if run.models() or run.done() else None
     if old is not None and old.get("config_digest") != config.digest():
         raise RobustEvalError(f"{run.path} holds results of a different configuration; use a new --out")
     if old is not None and old.get("model_sha256") != model_sha:
@@ -233,7 +243,7 @@ def _transfer_conditions(run: RunDir, dense: nn.Module, clean: LabeledArrays, co
         idx = select_sample(len(clean), settings=settings).numpy()
         x, y = clean.images(idx), clean.labels(idx)
         crafted = {"y": y, "x": craft_transfer(dense, x, y, settings=settings)}
-        torch.save(crafted, path)
+        write_atomic(path, lambda f: torch.save(crafted, f))
     return [transfer_condition(f"adversarial/transfer/{key}", x_adv, crafted["y"], clean.classes)
             for key, x_adv in crafted["x"].items()]
 
@@ -248,7 +258,7 @@ def _adversarial(models: list[ModelEntry], clean: LabeledArrays, run: RunDir, co
         if (m.id, "adversarial") in done:
             continue
         if progress:
-            print(f"adversarial: attacking {m.id} on {len(y)} images", file=sys.stderr, flush=True)
+            print(f"adversarial: attacking {visible(m.id)} on {len(y)} images", file=sys.stderr, flush=True)
         start = time.perf_counter()
         result = evaluate_adversarial(m.module, x, y, settings=settings)
         run.add_record({"model": m.id, "condition": "adversarial", "family": "adversarial", "n": len(y),
@@ -258,11 +268,14 @@ def _adversarial(models: list[ModelEntry], clean: LabeledArrays, run: RunDir, co
                         "seconds": round(time.perf_counter() - start, 3)})
 
 
-def write_summary(run: RunDir, config: AuditConfig, seconds: float | None) -> dict[str, Any]:
-    """summary.json from the run directory's records, with corruption/noise aggregates."""
+def write_summary(run: RunDir, config: AuditConfig, seconds: float | None,
+                  plan: tuple[list[str], list[str]]) -> dict[str, Any]:
+    """summary.json from the run directory's records, with corruption/noise aggregates; ``plan``
+    (model ids, condition keys) is what the run set out to compute, so a missing result shows."""
     records = run.records()
-    models = run.models()
-    summary = build_summary(DENSE_ID, models, records, {"config_digest": config.digest()})
+    missing = missing_results(*plan, {(r["model"], r["condition"]) for r in records})
+    summary = build_summary(DENSE_ID, run.models(), records,
+                            {"config_digest": config.digest(), "complete": not missing, "missing": missing})
     flat = {m["id"]: m["metrics"] for m in summary["models"]}
     for extra in (corruption_summary(flat, DENSE_ID), noise_summary(flat)):
         for entry in summary["models"]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from robusteval.errors import GateFailed, RobustEvalError
+from robusteval.escaping import visible
 
 EPILOG = "Exit codes: 0 success, 1 gate failed, 2 bad input, 3 internal error. Docs: README.md."
 
@@ -26,12 +27,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args, ["robusteval", *argv]) or 0)
     except GateFailed as exc:
-        print(f"robusteval: gate failed: {exc}", file=sys.stderr)
+        print(f"robusteval: gate failed: {visible(exc)}", file=sys.stderr)
         return exc.exit_code
     except RobustEvalError as exc:
         if args.verbose:
             raise
-        print(f"robusteval: error: {exc}", file=sys.stderr)
+        print(f"robusteval: error: {visible(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("robusteval: interrupted; rerun the same command to resume from what was recorded", file=sys.stderr)
@@ -40,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             raise
         first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-        print(f"robusteval: internal error: {type(exc).__name__}: {first} (rerun with --verbose for the "
+        print(f"robusteval: internal error: {type(exc).__name__}: {visible(first)} (rerun with --verbose for the "
               "traceback)", file=sys.stderr)
         return 3
 
@@ -126,42 +127,64 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace, default: str | None) -> Any:
-    """The config file (or preset) with command-line overrides applied, then validated."""
+    """The config file (or preset) with command-line overrides applied, then validated; an error a
+    flag causes names that flag, not the file."""
     import dataclasses
 
     from robusteval.config import config_from_dict, read_config_file
 
     name = args.config or default
     data, where = read_config_file(name) if name else ({}, "command line")
-    o = vars(args)
-
-    def put(section: str, key: str, value: Any) -> None:
-        if value is not None:
-            data.setdefault(section, {})
-            if not isinstance(data[section], dict):
-                data[section] = {}
-            data[section][key] = value
-
-    put("data", "source", o.get("data"))
-    put("data", "train", o.get("train_data"))
-    put("data", "subset", o.get("subset"))
-    put("data", "batch_size", o.get("batch_size"))
-    put("data", "seed", o.get("seed"))
-    put("model", "arch", o.get("arch"))
-    put("model", "mean", _floats(o.get("mean"), "--mean"))
-    put("model", "std", _floats(o.get("std"), "--std"))
-    if o.get("trust_pickle"):
-        put("model", "trust_pickle", True)
-    put("pruning", "methods", _names(o.get("methods")))
-    put("pruning", "ratios", _floats(o.get("ratios"), "--ratios"))
-    if o.get("finetune_epochs") is not None:
-        data.setdefault("pruning", {}).setdefault("finetune", {})["epochs"] = o["finetune_epochs"]
-    if o.get("threads") is not None:
-        data["threads"] = o["threads"]
-    config = config_from_dict(data, where=where)
-    if o.get("reference"):
+    flags = _overrides(vars(args))
+    try:
+        config = config_from_dict(_apply(data, flags), where=where)
+    except RobustEvalError:
+        config_from_dict(data, where=where)  # the file's own error comes first
+        for flag in flags:
+            config_from_dict(_apply(data, [flag]), where=flag[0])
+        raise
+    if getattr(args, "reference", None):
         config = dataclasses.replace(config, pruning=None)
     return config
+
+
+#: command-line flags that override a config key: (flag, argparse attribute, key path in the config)
+_CONFIG_FLAGS = (
+    ("--data", "data", ("data", "source")), ("--train-data", "train_data", ("data", "train")),
+    ("--subset", "subset", ("data", "subset")), ("--batch-size", "batch_size", ("data", "batch_size")),
+    ("--seed", "seed", ("data", "seed")), ("--arch", "arch", ("model", "arch")), ("--mean", "mean", ("model", "mean")),
+    ("--std", "std", ("model", "std")), ("--trust-pickle", "trust_pickle", ("model", "trust_pickle")),
+    ("--methods", "methods", ("pruning", "methods")), ("--ratios", "ratios", ("pruning", "ratios")),
+    ("--finetune-epochs", "finetune_epochs", ("pruning", "finetune", "epochs")), ("--threads", "threads", ("threads",)),
+)
+
+
+def _overrides(o: dict[str, Any]) -> list[tuple[str, tuple[str, ...], Any]]:
+    """(the flag as given, key path in the config, value) for every config flag on the command line."""
+    parse = {"mean": lambda t: _floats(t, "--mean"), "std": lambda t: _floats(t, "--std"),
+             "methods": _names, "ratios": lambda t: _floats(t, "--ratios")}
+    out = []
+    for flag, attr, path in _CONFIG_FLAGS:
+        given = o.get(attr)
+        if given is not None and given is not False:
+            label = flag if given is True else f"{flag} {given}"
+            out.append((label, path, parse[attr](given) if attr in parse else given))
+    return out
+
+
+def _apply(data: dict[str, Any], flags: list[tuple[str, tuple[str, ...], Any]]) -> dict[str, Any]:
+    """A copy of ``data`` with each flag's value at its key path (a non-mapping section is replaced)."""
+    import copy
+
+    out = copy.deepcopy(data)
+    for _, path, value in flags:
+        node = out
+        for key in path[:-1]:
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        node[path[-1]] = value
+    return out
 
 
 def _floats(text: str | None, what: str) -> list[float] | None:
@@ -178,10 +201,10 @@ def _names(text: str | None) -> list[str] | None:
 def _cmd_audit(args: argparse.Namespace, command: list[str]) -> int:
     from robusteval.api import audit
 
-    config = _config(args, None)
+    config, rules = _config(args, None), _rules(args)
     run = audit(args.model, config=config, out=args.out, reference=args.reference, progress=not args.quiet,
                 command=command)
-    return _finish(run.path, config, args)
+    return _finish(run.path, config, args, rules)
 
 
 def _cmd_evaluate(args: argparse.Namespace, command: list[str]) -> int:
@@ -189,9 +212,9 @@ def _cmd_evaluate(args: argparse.Namespace, command: list[str]) -> int:
 
     from robusteval.api import audit
 
-    config = dataclasses.replace(_config(args, "clean"), pruning=None)
+    config, rules = dataclasses.replace(_config(args, "clean"), pruning=None), _rules(args)
     run = audit(args.model, config=config, out=args.out, progress=not args.quiet, command=command)
-    return _finish(run.path, config, args)
+    return _finish(run.path, config, args, rules)
 
 
 def _cmd_prune(args: argparse.Namespace, command: list[str]) -> int:
@@ -199,32 +222,42 @@ def _cmd_prune(args: argparse.Namespace, command: list[str]) -> int:
 
     config = _config(args, None)
     run = prune(args.model, config=config, out=args.out, progress=not args.quiet, command=command)
-    print(f"family of {len(run.summary['models'])} models saved in {run.path / 'models'}")
-    print(f"summary: {run.path / 'summary.json'}")
+    print(f"family of {len(run.summary['models'])} models saved in {visible(run.path / 'models')}")
+    print(f"summary: {visible(run.path / 'summary.json')}")
     return 0
 
 
-def _finish(run_dir: Path, config: Any, args: argparse.Namespace) -> int:
+def _rules(args: argparse.Namespace) -> list[Any] | None:
+    """The --gate rules, read before the audit so a bad rules file fails before any work."""
+    from robusteval.gate import load_rules
+
+    return load_rules(args.gate) if getattr(args, "gate", None) else None
+
+
+def _finish(run_dir: Path, config: Any, args: argparse.Namespace, rules: list[Any] | None = None) -> int:
     """Report, verdict table and gate after an audit."""
-    print(f"results: {run_dir / 'summary.json'}")
+    print(f"results: {visible(run_dir / 'summary.json')}")
     if not getattr(args, "no_report", False):
         _report(run_dir, config.analysis.tolerance, config.analysis.tolerances)
-    if getattr(args, "gate", None):
-        return _gate(run_dir, args.gate, args.junit, None)
+    if rules is not None:
+        return _gate(run_dir, rules, args.junit, None)
     return 0
 
 
 def _report(run_dir: Path, tolerance: float, tolerances: dict[str, float]) -> None:
     from robusteval.analysis import format_verdict_table, verdict_lines
     from robusteval.report.html import build_report
+    from robusteval.results import RunDir, incomplete_message
 
     path, analysis = build_report(run_dir, tolerance=tolerance, tolerances=tolerances)
     if analysis.methods:
         print("\nPrune potential (largest ratio within tolerance of dense), by metric family:")
-        print(format_verdict_table(analysis))
+        print("\n".join(map(visible, format_verdict_table(analysis).splitlines())))
         for line in verdict_lines(analysis):
-            print(f"- {line}")
-    print(f"\nreport: {path}")
+            print(f"- {visible(line)}")
+    print(f"\nreport: {visible(path)}")
+    if problem := incomplete_message(RunDir(run_dir).read_summary()):
+        print(f"robusteval: warning: {visible(problem)}", file=sys.stderr)
 
 
 def _cmd_report(args: argparse.Namespace, command: list[str]) -> int:
@@ -242,14 +275,15 @@ def _cmd_report(args: argparse.Namespace, command: list[str]) -> int:
 def _cmd_gate(args: argparse.Namespace, command: list[str]) -> int:
     if not Path(args.run_dir).is_dir():
         raise RobustEvalError(f"expected a run directory, got {args.run_dir!r} (not a directory)")
-    return _gate(Path(args.run_dir), args.gate, args.junit, args.reference)
+    from robusteval.gate import load_rules
+
+    return _gate(Path(args.run_dir), load_rules(args.gate), args.junit, args.reference)
 
 
-def _gate(run_dir: Path, rules_path: str, junit: str | None, reference: str | None) -> int:
-    from robusteval.gate import evaluate_gate, github_annotations, load_rules, markdown_summary, write_junit
+def _gate(run_dir: Path, rules: list[Any], junit: str | None, reference: str | None) -> int:
+    from robusteval.gate import evaluate_gate, github_annotations, markdown_summary, write_junit
     from robusteval.results import RunDir
 
-    rules = load_rules(rules_path)
     result = evaluate_gate(RunDir(run_dir).read_summary(), rules, reference=reference)
     if junit:
         write_junit(result, junit)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ import yaml
 
 from robusteval.data.corruptions import BENCHMARK_CORRUPTIONS, CORRUPTIONS, DEFAULT_NOISE_EPS, EXTRA_CORRUPTIONS
 from robusteval.data.ood_sets import OOD_SETS
+from robusteval.data.sources import parse_spec
+from robusteval.analysis import check_tolerances
 from robusteval.errors import RobustEvalError
 from robusteval.evaluators.adversarial import AdversarialSettings
 from robusteval.evaluators.calibration import CalibrationSettings
@@ -32,6 +35,43 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 def _check_positive(name: str, value: int | float | None) -> None:
     if value is not None and value <= 0:
         raise RobustEvalError(f"{name} must be positive, got {value!r}")
+
+
+def _check_specs(what: str, specs: dict[str, str]) -> None:
+    for name, spec in specs.items():
+        try:
+            parse_spec(spec)
+        except RobustEvalError as exc:
+            raise RobustEvalError(f"{what} {name!r}: {exc}") from None
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, also reading ``1e9`` and ``1.0e9`` as floats: YAML 1.1 (PyYAML's
+    resolver) makes them strings, YAML 1.2 and every other tool read numbers."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                              re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+                              list("-+0123456789."))
+
+
+def read_yaml_file(path: Path, what: str) -> Any:
+    """The parsed YAML of a text file; unreadable, binary or malformed files are one-line errors."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RobustEvalError(f"{what} {path} is not UTF-8 text (byte {exc.start}): expected a YAML file") from None
+    except OSError as exc:
+        raise RobustEvalError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RobustEvalError(f"{what} {path} is not valid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise RobustEvalError(f"{what} {path} is nested too deeply to be a {what}") from None
 
 
 @dataclass(frozen=True)
@@ -60,6 +100,11 @@ class DataSettings:
     def __post_init__(self) -> None:
         for name in ("subset", "batch_size", "shard_size"):
             _check_positive(name, getattr(self, name))
+        if self.seed < 0:
+            raise RobustEvalError(f"seed must be a non-negative integer, got {self.seed!r}")
+        for spec in (self.source, self.train):
+            if spec not in (None, "auto"):
+                parse_spec(spec)
 
 
 @dataclass(frozen=True)
@@ -116,6 +161,7 @@ class OODConfig:
         for name in self.sets:
             OOD_SETS.get(name)
         _check_positive("subset", self.subset)
+        _check_specs("OOD source", self.sources)
 
 
 @dataclass(frozen=True)
@@ -131,6 +177,9 @@ class EvaluateSettings:
     shift: dict[str, str] = field(default_factory=dict)
     adversarial: AdversarialSettings | None = None
 
+    def __post_init__(self) -> None:
+        _check_specs("shift set", self.shift)
+
 
 @dataclass(frozen=True)
 class AnalysisSettings:
@@ -138,6 +187,9 @@ class AnalysisSettings:
 
     tolerance: float = 0.005
     tolerances: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_tolerances(self.tolerance, self.tolerances)
 
 
 @dataclass(frozen=True)
@@ -151,6 +203,9 @@ class AuditConfig:
     analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
     threads: int | None = None
     device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        _check_positive("threads", self.threads)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -190,10 +245,7 @@ def read_config_file(path: str | Path) -> tuple[dict[str, Any], str]:
         p = CONFIG_DIR / f"{path}.yaml"
     if not p.is_file():
         raise RobustEvalError(f"config file {p} does not exist")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise RobustEvalError(f"{p} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    data = read_yaml_file(p, "config file") or {}
     if not isinstance(data, dict):
         raise RobustEvalError(f"{p}: expected a mapping at the top level, got {type(data).__name__}")
     return data, str(p)
@@ -203,27 +255,31 @@ def config_from_dict(data: Any, where: str = "config") -> AuditConfig:
     return _build(AuditConfig, data, where)
 
 
-def _build(cls: type, data: Any, where: str) -> Any:
+def _loc(where: str, path: str) -> str:
+    """'file: section.key' for messages (``where`` may itself contain ':', e.g. a flag's value)."""
+    return f"{where}: {path}" if path else where
+
+
+def _build(cls: type, data: Any, where: str, path: str = "") -> Any:
     if isinstance(data, cls):
         return data
     if not isinstance(data, dict):
-        raise RobustEvalError(f"{where}: expected a mapping, got {type(data).__name__}")
+        raise RobustEvalError(f"{_loc(where, path)}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in data.items():
         if key not in names:
-            raise RobustEvalError(f"{where}: {unknown_name_message('key', str(key), names)}")
-        kwargs[key] = _convert(hints[key], value, f"{where}: {key}" if ":" not in where else f"{where}.{key}")
+            raise RobustEvalError(f"{_loc(where, path)}: {unknown_name_message('key', str(key), names)}")
+        kwargs[key] = _convert(hints[key], value, where, f"{path}.{key}" if path else str(key))
     try:
         return cls(**kwargs)
-    except RobustEvalError as exc:
-        raise RobustEvalError(f"{where}: {exc}") from None
-    except (TypeError, ValueError) as exc:
-        raise RobustEvalError(f"{where}: {exc}") from None
+    except (RobustEvalError, TypeError, ValueError) as exc:
+        raise RobustEvalError(f"{_loc(where, path)}: {exc}") from None
 
 
-def _convert(tp: Any, value: Any, where: str) -> Any:
+def _convert(tp: Any, value: Any, where: str, path: str) -> Any:
+    loc = _loc(where, path)
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         options = typing.get_args(tp)
@@ -232,27 +288,26 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         errors = []
         for option in (o for o in options if o is not type(None)):
             try:
-                return _convert(option, value, where)
+                return _convert(option, value, where, path)
             except RobustEvalError as exc:
                 errors.append(str(exc))
-        raise RobustEvalError(errors[0] if len(errors) == 1 else f"{where}: unexpected value {value!r}")
+        raise RobustEvalError(errors[0] if len(errors) == 1 else f"{loc}: unexpected value {value!r}")
     if dataclasses.is_dataclass(tp):
-        return _build(tp, {} if value is None else value, where)
+        return _build(tp, {} if value is None else value, where, path)
     if origin is tuple:
         if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-            raise RobustEvalError(f"{where}: expected a list, got {value!r}")
+            raise RobustEvalError(f"{loc}: expected a list, got {value!r}")
         (item,) = typing.get_args(tp)[:1]
-        return tuple(_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value))
+        return tuple(_convert(item, v, where, f"{path}[{i}]") for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):
-            raise RobustEvalError(f"{where}: expected a mapping, got {value!r}")
+            raise RobustEvalError(f"{loc}: expected a mapping, got {value!r}")
         k_tp, v_tp = typing.get_args(tp)
-        return {_convert(k_tp, k, where): _convert(v_tp, v, f"{where}.{k}") for k, v in value.items()}
+        return {_convert(k_tp, k, where, path): _convert(v_tp, v, where, f"{path}.{k}") for k, v in value.items()}
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if typing.get_origin(tp) is typing.Literal or tp is Any:
         return value
     if isinstance(tp, type) and isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
         return value
-    raise RobustEvalError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
-
+    raise RobustEvalError(f"{loc}: expected {getattr(tp, '__name__', tp)}, got {value!r}")

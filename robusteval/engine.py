@@ -7,9 +7,7 @@ A run killed at any moment loses at most the shard in flight; a rerun skips what
 """
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,9 +22,10 @@ from tqdm import tqdm
 
 from robusteval.conditions import Condition, evaluators_for, metric_key
 from robusteval.errors import RobustEvalError
+from robusteval.escaping import visible
 from robusteval.evaluators.accuracy import per_sample_correct
 from robusteval.evaluators.base import Outputs
-from robusteval.results import RunDir, encode_bits
+from robusteval.results import RunDir, encode_bits, write_atomic
 
 if TYPE_CHECKING:
     from robusteval.config import AuditConfig
@@ -94,7 +93,7 @@ def _compute_shards(condition: Condition, forward: list[ModelEntry], run: RunDir
         n = shard[-1][1] - shard[0][0]
         bar.update(n * (len(forward) - len(pending)))
         work += [(k, b, pending) for b in shard] if pending else []
-    bar.set_postfix_str(condition.key, refresh=False)
+    bar.set_postfix_str(visible(condition.key), refresh=False)
     partial: dict[str, list[torch.Tensor]] = {}
     for (k, (start, stop, index), pending), x in zip(work, _prefetch(condition, work)):
         with torch.inference_mode():
@@ -180,13 +179,7 @@ def _load_logits(run: RunDir, condition: Condition, model_id: str, n_shards: int
 
 
 def _save_shard(path: Path, logits: torch.Tensor) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        np.save(f, logits.numpy())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: np.save(f, logits.numpy()))
 
 
 def _safe(model_id: str) -> str:

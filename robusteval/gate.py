@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from robusteval.analysis import drop
+from robusteval.config import read_yaml_file
 from robusteval.errors import RobustEvalError
+from robusteval.escaping import markdown_cell, markdown_code, workflow_data, workflow_property, xml_text
 from robusteval.registry import unknown_name_message
+from robusteval.results import incomplete_message, write_atomic
 
 BUDGETS = ("max_drop", "max_relative_drop", "max_increase", "min", "max")
 _NEEDS_REFERENCE = {"max_drop", "max_relative_drop", "max_increase"}
@@ -78,15 +79,7 @@ class GateResult:
 def load_rules(path: str | Path) -> list[Rule]:
     """Read and validate a rules YAML file (see the module docstring)."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise RobustEvalError(f"cannot read gate file {path}: {exc.strerror or exc}") from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise RobustEvalError(f"{path}: not valid YAML{where}: {problem}") from exc
+    data = read_yaml_file(path, "gate file")
     return parse_rules(data, source=str(path))
 
 
@@ -154,6 +147,8 @@ def _check(rule: Rule, model: str, metrics: Mapping[str, Any], reference: Mappin
 def evaluate_gate(summary: Mapping[str, Any], rules: Sequence[Rule], *, reference: str | None = None,
                   models: Sequence[str] | None = None) -> GateResult:
     """Check every rule on every non-reference model (or on ``models``) of a run's summary."""
+    if problem := incomplete_message(summary):
+        raise RobustEvalError(f"cannot gate: {problem}")
     entries = {m["id"]: m.get("metrics") or {} for m in summary.get("models", [])}
     reference = reference or summary.get("dense")
     if reference not in entries:
@@ -161,9 +156,11 @@ def evaluate_gate(summary: Mapping[str, Any], rules: Sequence[Rule], *, referenc
     for model in models or ():
         if model not in entries:
             raise RobustEvalError(unknown_name_message("model", model, entries))
-    chosen = list(models) if models else [m for m in entries if m != reference]
-    if not chosen:
-        raise RobustEvalError(f"the run has no model besides the reference {reference!r} to gate")
+    chosen = list(models) if models else [m for m in entries if m != reference] or [reference]
+    relative = [r.name for r in rules if r.budget in _NEEDS_REFERENCE]
+    if chosen == [reference] and relative:
+        raise RobustEvalError(f"the run has only the model {reference!r}, so budget {relative[0]!r} has no reference "
+                              "to compare with; gate a single model with min/max budgets")
     checks = tuple(_check(r, m, entries[m], entries[reference], reference) for m in chosen for r in rules)
     return GateResult(reference, checks)
 
@@ -174,17 +171,21 @@ def write_junit(result: GateResult, path: str | Path) -> Path:
                       failures=str(len(result.failures)))
     for model in dict.fromkeys(c.model for c in result.checks):
         checks = [c for c in result.checks if c.model == model]
-        suite = ET.SubElement(root, "testsuite", name=f"robusteval gate: {model}", tests=str(len(checks)),
+        suite = ET.SubElement(root, "testsuite", name=xml_text(f"robusteval gate: {model}"), tests=str(len(checks)),
                               failures=str(sum(not c.passed for c in checks)), errors="0", skipped="0")
         for c in checks:
-            case = ET.SubElement(suite, "testcase", classname=f"robusteval.gate.{model}", name=c.rule.name)
+            case = ET.SubElement(suite, "testcase", classname=xml_text(f"robusteval.gate.{model}"),
+                                 name=xml_text(c.rule.name))
+            message = xml_text(c.message)
             if not c.passed:
-                ET.SubElement(case, "failure", message=c.message, type="GateFailed").text = c.message
+                ET.SubElement(case, "failure", message=message, type="GateFailed").text = message
             else:
-                ET.SubElement(case, "system-out").text = c.message
+                ET.SubElement(case, "system-out").text = message
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    try:
+        write_atomic(path, lambda f: ET.ElementTree(root).write(f, encoding="utf-8", xml_declaration=True))
+    except OSError as exc:
+        raise RobustEvalError(f"cannot write the JUnit file {path}: {exc.strerror or exc}") from exc
     return path
 
 
@@ -193,26 +194,21 @@ def markdown_summary(result: GateResult) -> str:
     n, bad = len(result.checks), len(result.failures)
     title = "passed" if result.passed else f"FAILED ({bad} of {n} checks)"
     lines = [f"### {'✅' if result.passed else '❌'} robusteval gate {title}", "",
-             f"Reference model: `{result.reference}`", "",
+             f"Reference model: {markdown_code(result.reference)}", "",
              "| model | metric | budget | reference | value | result |", "|---|---|---|---|---|---|"]
     for c in result.checks:
-        cells = [f"`{c.model}`", f"`{c.rule.metric}`", f"{c.rule.budget} {c.rule.limit:g}", _fmt(c.reference),
-                 _fmt(c.value), "pass" if c.passed else f"**FAIL**: {c.message.split(': ', 1)[-1]}"]
-        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+        cells = [markdown_code(c.model), markdown_code(c.rule.metric), f"{c.rule.budget} {c.rule.limit:g}",
+                 _fmt(c.reference), _fmt(c.value),
+                 "pass" if c.passed else f"**FAIL**: {c.message.removeprefix(f'{c.model}: ')}"]
+        lines.append("| " + " | ".join(markdown_cell(cell) for cell in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def github_annotations(result: GateResult) -> list[str]:
     """``::error`` workflow commands for GitHub Actions, one per failed check."""
-    return [f"::error title={_escape(f'robusteval gate: {c.rule.name}', prop=True)}::{_escape(c.message)}"
+    return [f"::error title={workflow_property(f'robusteval gate: {c.rule.name}')}::{workflow_data(c.message)}"
             for c in result.failures]
 
 
 def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.4g}"
-
-
-def _escape(text: str, *, prop: bool = False) -> str:
-    """GitHub workflow-command escaping (data: %, CR, LF; properties also ':' and ',')."""
-    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-    return text.replace(":", "%3A").replace(",", "%2C") if prop else text

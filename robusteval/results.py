@@ -7,33 +7,47 @@ Layout of a run directory::
     records.jsonl        one line per (model, condition): metrics and per-sample correctness
     shards/              partial logits of the condition in flight (deleted when its record lands)
     summary.json         the contract: schema_version, dense id, models with their metrics
+    run.lock             held (flock) by the process writing the run: pid, host, start time
 
-Lines are appended with a single ``write`` and fsync; a line cut short by a crash is ignored
-on reading, so a killed run loses at most the work in flight.
+Lines are appended with a single ``write`` and fsync. A line cut short by a crash is ignored on
+reading and cut off when the run is opened for writing again, so a killed run loses at most the
+work in flight and a rerun never appends onto a fragment.
 """
 from __future__ import annotations
 
 import base64
 import json
 import os
+import shutil
+import socket
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
+from robusteval.errors import RobustEvalError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; the run directory is not locked
+    fcntl = None  # type: ignore[assignment]
+
 SCHEMA_VERSION = 1
+LOCK_NAME = "run.lock"
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as indented JSON to ``path`` via a temporary file and rename."""
+def write_atomic(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """Let ``write`` fill a temporary file next to ``path``, fsync it and rename it over ``path``;
+    on any failure the temporary file is removed and ``path`` is left as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False, allow_nan=True)
-            f.write("\n")
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -42,9 +56,20 @@ def write_json_atomic(path: Path, data: Any) -> None:
         raise
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    write_atomic(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write ``data`` as indented JSON to ``path`` atomically."""
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, allow_nan=True) + "\n")
+
+
 def append_jsonl(path: Path, item: dict[str, Any]) -> None:
     """Append one JSON line in a single write, then fsync."""
     line = json.dumps(item, separators=(",", ":"), allow_nan=True) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
         f.write(line)
         f.flush()
@@ -65,6 +90,27 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
                 continue
 
 
+def cut_torn_tail(path: Path) -> int:
+    """Truncate ``path`` after its last newline (a line torn by a crash mid-append); bytes removed."""
+    if not path.is_file():
+        return 0
+    with open(path, "r+b") as f:
+        size = f.seek(0, os.SEEK_END)
+        end = size
+        while end > 0:
+            start = max(0, end - 65536)
+            f.seek(start)
+            chunk = f.read(end - start)
+            if (cut := chunk.rfind(b"\n")) >= 0:
+                end = start + cut + 1
+                break
+            end = start
+        if end < size:
+            f.truncate(end)
+            os.fsync(f.fileno())
+        return size - end
+
+
 def encode_bits(flags: np.ndarray) -> str:
     """Pack a boolean vector into base64 text (per-sample correctness in records)."""
     return base64.b64encode(np.packbits(np.asarray(flags, dtype=bool)).tobytes()).decode("ascii")
@@ -76,11 +122,11 @@ def decode_bits(text: str, n: int) -> np.ndarray:
 
 
 class RunDir:
-    """Reads and writes one run directory."""
+    """Reads and writes one run directory. Constructing one touches nothing on disk; writers
+    enter :meth:`writing` first."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
 
     @property
     def records_path(self) -> Path:
@@ -93,6 +139,52 @@ class RunDir:
     @property
     def shard_dir(self) -> Path:
         return self.path / "shards"
+
+    def locked(self) -> AbstractContextManager[None]:
+        """Hold the directory's lock (see :func:`_locked`)."""
+        return _locked(self.path / LOCK_NAME)
+
+    @contextmanager
+    def writing(self) -> Iterator[RunDir]:
+        """Create (or check) the directory, hold its lock, and cut lines torn by an earlier crash."""
+        created = not self.path.exists()
+        self._prepare()
+        try:
+            with self.locked():
+                for path in (self.records_path, self.models_path):
+                    try:
+                        cut_torn_tail(path)
+                    except OSError as exc:
+                        raise RobustEvalError(f"cannot repair {path}: {exc.strerror or exc}") from exc
+                for tmp in self.path.rglob(".*.tmp"):  # left by a crash inside write_atomic
+                    tmp.unlink(missing_ok=True)
+                yield self
+        except BaseException:
+            if created and [p.name for p in self.path.iterdir()] == [LOCK_NAME]:  # failed before writing
+                shutil.rmtree(self.path, ignore_errors=True)
+            raise
+
+    def _prepare(self) -> None:
+        """The directory must be new, empty or an earlier run: never write over a user's files."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RobustEvalError(f"run directory {self.path} exists and is not a directory")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            foreign = sorted(p.name for p in self.path.iterdir() if p.name != LOCK_NAME)
+        except OSError as exc:
+            raise RobustEvalError(f"cannot create run directory {self.path}: {exc.strerror or exc}") from exc
+        if foreign and not self.is_run():
+            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise RobustEvalError(f"run directory {self.path} is not empty and is not a robusteval run "
+                                  f"(no manifest.json; holds {shown}); choose a new or empty directory")
+
+    def is_run(self) -> bool:
+        """Whether the directory holds a robusteval manifest."""
+        try:
+            manifest = self.read_manifest()
+        except RobustEvalError:
+            return False
+        return manifest is not None and "config_digest" in manifest
 
     def records(self) -> list[dict[str, Any]]:
         """All complete records; for a repeated (model, condition) the last one wins."""
@@ -120,7 +212,15 @@ class RunDir:
 
     def read_manifest(self) -> dict[str, Any] | None:
         path = self.path / "manifest.json"
-        return json.loads(path.read_text()) if path.is_file() else None
+        if not path.is_file():
+            return None
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise RobustEvalError(f"{path} is not a readable JSON manifest: {exc}") from exc
+        if not isinstance(manifest, dict):
+            raise RobustEvalError(f"{path}: expected a JSON object, got {type(manifest).__name__}")
+        return manifest
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         write_json_atomic(self.path / "manifest.json", manifest)
@@ -129,20 +229,68 @@ class RunDir:
         write_json_atomic(self.path / "summary.json", summary)
 
     def read_summary(self) -> dict[str, Any]:
-        from robusteval.errors import RobustEvalError
-
         path = self.path / "summary.json"
         if not path.is_file():
             raise RobustEvalError(f"{self.path} is not a finished run: summary.json is missing")
         try:
-            summary = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise RobustEvalError(f"{path} is not valid JSON: {exc}") from exc
-        if summary.get("schema_version") != SCHEMA_VERSION:
-            raise RobustEvalError(
-                f"{path}: expected schema_version {SCHEMA_VERSION}, got {summary.get('schema_version')!r}"
-            )
+        if not isinstance(summary, dict) or summary.get("schema_version") != SCHEMA_VERSION:
+            got = summary.get("schema_version") if isinstance(summary, dict) else type(summary).__name__
+            raise RobustEvalError(f"{path}: expected schema_version {SCHEMA_VERSION}, got {got!r}")
         return summary
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``path`` (released by the kernel if the process dies, so a
+    lock left by a killed run is simply taken over); a second holder gets a one-line error."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise RobustEvalError(f"cannot write to run directory {path.parent}: {exc.strerror or exc}") from exc
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RobustEvalError(f"run directory {path.parent} is in use by {_holder(fd)}; wait for it "
+                                      "to finish or choose another directory") from None
+        holder = {"pid": os.getpid(), "host": socket.gethostname(),
+                  "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _holder(fd: int) -> str:
+    """'pid 12 on host h (started 2026-01-01T00:00:00+00:00)' from the lock file, as far as it says."""
+    try:
+        info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        return f"pid {int(info['pid'])} on host {info['host']} (started {info['started']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another robusteval process"
+
+
+def missing_results(planned_models: Iterable[str], planned_conditions: Iterable[str],
+                    done: set[tuple[str, str]]) -> list[dict[str, str]]:
+    """The planned (model, condition) pairs without a record."""
+    conditions = list(planned_conditions)
+    return [{"model": m, "condition": c} for m in planned_models for c in conditions if (m, c) not in done]
+
+
+def incomplete_message(summary: Mapping[str, Any]) -> str | None:
+    """None for a complete run, else one line saying what is missing and how to finish it."""
+    missing = summary.get("missing") or []
+    if not missing:
+        return None
+    first = missing[0] if isinstance(missing, list) and isinstance(missing[0], Mapping) else {}
+    return (f"the run is incomplete: {len(missing)} planned result(s) are missing (e.g. model "
+            f"{first.get('model')!r} on condition {first.get('condition')!r}); rerun the audit on the same "
+            "directory to compute them")
 
 
 def build_summary(dense_id: str, models: Iterable[dict[str, Any]], records: Iterable[dict[str, Any]],

@@ -193,3 +193,127 @@ def test_top_level_api_is_importable_lazily():
     assert isinstance(load_config("clean"), AuditConfig)
     with pytest.raises(AttributeError):
         robusteval.nonexistent  # noqa: B018
+
+
+# --- bad input is exit 2 with one line naming it; CI outputs cannot be injected -----------------------------------
+
+@pytest.fixture(scope="module")
+def lenet(tmp_path_factory):
+    d = tmp_path_factory.mktemp("lenet")
+    torch.manual_seed(0)
+    torch.save(build_arch("lenet_300_100", 10).state_dict(), d / "model.pt")
+    return d / "model.pt"
+
+
+def _evaluate(model, out, *extra):
+    return main(["evaluate", str(model), "--arch", "lenet_300_100", "--subset", "40", "--out", str(out), "--quiet",
+                 "--no-report", *extra])
+
+
+@pytest.mark.parametrize(("text", "names"), [
+    ("data: {seed: -1}\n", ["data", "seed", "-1"]),
+    ("threads: -2\n", ["threads", "-2"]),
+    ("analysis: {tolerance: -1}\n", ["analysis", "tolerance", "-1"]),
+    ("analysis: {tolerance: .nan}\n", ["analysis", "tolerance", "nan"]),
+    ("analysis: {tolerances: {clean/: .inf}}\n", ["analysis", "clean/", "inf"]),
+    ("evaluate: {shift: {mine: 'foo:bar'}}\n", ["shift set 'mine'", "unknown data source kind 'foo'"]),
+])
+def test_bad_config_values_are_rejected_before_any_work(lenet, tmp_path, capsys, text, names):
+    config = tmp_path / "bad.yaml"
+    config.write_text(text)
+    out = tmp_path / "o"
+    assert _evaluate(lenet, out, "--config", str(config)) == 2
+    line = _error_line(capsys)
+    assert str(config) in line and all(n in line for n in names), line
+    assert not out.exists()  # nothing started
+
+
+def test_a_bad_gate_file_fails_before_the_audit(lenet, tmp_path, capsys):
+    gate = tmp_path / "gate.yaml"
+    gate.write_text("rules:\n  clean/accuracy: {max_dorp: 0.01}\n")
+    out = tmp_path / "o"
+    assert _evaluate(lenet, out, "--gate", str(gate)) == 2
+    line = _error_line(capsys)
+    assert str(gate) in line and "did you mean 'max_drop'" in line
+    assert not out.exists()
+
+
+def test_a_binary_config_is_bad_input(lenet, tmp_path, capsys):
+    config = tmp_path / "bin.yaml"
+    config.write_bytes(bytes(range(256)) * 4)
+    assert _evaluate(lenet, tmp_path / "o", "--config", str(config)) == 2
+    assert f"config file {config} is not UTF-8 text" in _error_line(capsys)
+
+
+def test_yaml_1_2_exponent_floats_are_numbers(lenet, tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("data: {source: bundled}\nanalysis: {tolerance: 1.0e-2, tolerances: {clean/: 5e-3}}\n")
+    _run(["evaluate", str(lenet), "--arch", "lenet_300_100", "--subset", "40", "--config", str(config),
+          "--out", str(tmp_path / "o"), "--quiet", "--no-report"], capsys)
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["config"]["analysis"] == {"tolerance": 0.01, "tolerances": {"clean/": 0.005}}
+
+
+@pytest.mark.parametrize(("flags", "names"), [
+    (["--ratios", "0.5,1.5"], ["--ratios 0.5,1.5", "1.5"]),
+    (["--methods", "magnitud"], ["--methods magnitud", "did you mean 'magnitude'"]),
+    (["--threads", "-2"], ["--threads -2", "threads must be positive"]),
+    (["--seed", "-1"], ["--seed -1", "seed"]),
+    (["--data", "foo:bar"], ["--data foo:bar", "unknown data source kind 'foo'"]),
+])
+def test_flag_errors_name_the_flag_not_the_config(lenet, tmp_path, capsys, flags, names):
+    code = main(["audit", str(lenet), "--arch", "lenet_300_100", "--config", "clean", "--out", str(tmp_path / "o"),
+                 "--quiet", *flags])
+    assert code == 2
+    line = _error_line(capsys)
+    assert all(n in line for n in names) and "clean.yaml" not in line, line
+
+
+def test_a_directory_or_symlink_loop_as_model_says_so(tmp_path, capsys):
+    loop = tmp_path / "loop.pt"
+    loop.symlink_to(tmp_path / "other.pt")
+    (tmp_path / "other.pt").symlink_to(loop)
+    for path, state in ((tmp_path, "is a directory"), (loop, "is a symlink loop")):
+        assert _evaluate(path, tmp_path / "o") == 2
+        line = _error_line(capsys)
+        assert f"model file {path} {state}" in line, line
+
+
+def test_a_single_model_with_corruptions_is_reported_and_gated(lenet, tmp_path, capsys):
+    config, gate = tmp_path / "c.yaml", tmp_path / "gate.yaml"
+    config.write_text("evaluate: {calibration: {}, agreement: false,\n"
+                      "           corruption: {corruptions: [fog], severities: [1, 3], subset: 20}}\n")
+    gate.write_text("rules:\n  corruption/mean_accuracy: {min: 0.0}\n")
+    assert main(["evaluate", str(lenet), "--arch", "lenet_300_100", "--subset", "40", "--config", str(config),
+                 "--out", str(tmp_path / "o"), "--quiet", "--gate", str(gate)]) == 0, capsys.readouterr().err
+    assert "Accuracy per corruption and severity" in (tmp_path / "o" / "report.html").read_text()
+    assert "robusteval gate passed" in capsys.readouterr().out
+
+
+def test_names_with_newlines_cannot_inject_workflow_commands(lenet, tmp_path, capsys, monkeypatch):
+    """A candidate file named to forge '::error' lines: stdout keeps every name on its own line."""
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    evil = tmp_path / "evil\n::error title=pwned::owned\x1b[2J.pt"
+    evil.write_bytes(lenet.read_bytes())
+    gate = tmp_path / "gate.yaml"
+    gate.write_text("rules:\n  clean/accuracy: {max_drop: -1.0}\n")  # always fails: annotations are printed
+    out = tmp_path / "o"
+    code = main(["audit", str(evil), "--reference", str(lenet), "--arch", "lenet_300_100", "--config", "clean",
+                 "--subset", "40", "--out", str(out), "--quiet", "--gate", str(gate), "--junit",
+                 str(tmp_path / "junit.xml")])
+    captured = capsys.readouterr()
+    assert code == 1, captured.err
+    commands = [line for line in captured.out.splitlines() if line.startswith("::")]
+    assert len(commands) == 1 and commands[0].startswith("::error title=robusteval gate%3A clean/accuracy")
+    assert "%0A::error title=pwned::owned" in commands[0]
+    assert "\x1b" not in captured.out + captured.err
+    ET.parse(tmp_path / "junit.xml")
+    ids = [m["id"] for m in json.loads((out / "summary.json").read_text())["models"]]
+    assert ids == ["dense", "evil\n::error title=pwned::owned\x1b[2J"]  # the name itself is kept as given
+
+
+def test_error_messages_are_one_printable_line(tmp_path, capsys):
+    path = tmp_path / "no\nsuch\x1b[31m.pt"
+    assert _evaluate(path, tmp_path / "o") == 2
+    line = _error_line(capsys)
+    assert "\\x0asuch\\x1b[31m.pt does not exist" in line

@@ -151,3 +151,23 @@ def test_digest_equal_for_equal_configs() -> None:
     assert implicit == explicit == python
     assert implicit.digest() == explicit.digest() == python.digest()
     assert config_from_dict(implicit.to_dict()).digest() == implicit.digest()
+
+
+def test_yaml_exponent_floats_and_binary_files(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("analysis: {tolerance: 1.0e-2, tolerances: {clean/: 2E-3}}\ndata: {subset: 100}\n")
+    config = load_config(path)
+    assert config.analysis.tolerance == 0.01 and config.analysis.tolerances == {"clean/": 0.002}
+    assert config.data.subset == 100
+    path.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(RobustEvalError, match=r"c\.yaml is not UTF-8 text"):
+        load_config(path)
+
+
+def test_where_may_contain_colons() -> None:
+    with pytest.raises(RobustEvalError) as info:
+        config_from_dict({"data": {"source": "foo:bar"}}, where="--data foo:bar")
+    assert str(info.value) == ("--data foo:bar: data: unknown data source kind 'foo'; known: bundled, cifar10, "
+                               "cifar100, imagefolder, npz, svhn")
+    with pytest.raises(RobustEvalError, match=r"^C:\\run\.yaml: data\.seed: expected int, got 'x'$"):
+        config_from_dict({"data": {"seed": "x"}}, where="C:\\run.yaml")

@@ -128,3 +128,72 @@ def test_markdown_and_annotations_list_failures():
     assert note.startswith("::error title=robusteval gate%3A clean/accuracy max_drop 0.005::bad: ")
     passing = evaluate_gate(SUMMARY, rules, models=["good"])
     assert github_annotations(passing) == [] and "passed" in markdown_summary(passing)
+
+
+# --- user-controlled names cannot inject into CI outputs ----------------------------------------------------------
+
+EVIL_MODEL = "evil\n::error title=pwned::owned\r\x1b[31m\x00`|%,:"
+EVIL_METRIC = "clean/accuracy\n::set-output name=x::y\x07"
+EVIL = {"dense": "dense", "models": [{"id": "dense", "metrics": {"clean/accuracy": 0.9, EVIL_METRIC: 0.9}},
+                                     {"id": EVIL_MODEL, "metrics": {"clean/accuracy": 0.5, EVIL_METRIC: 0.5}}]}
+
+
+def _evil_result():
+    return evaluate_gate(EVIL, parse_rules({"rules": {"clean/accuracy": {"max_drop": 0.01},
+                                                      EVIL_METRIC: {"max_drop": 0.01}}}))
+
+
+def test_markdown_summary_has_no_raw_newline_from_a_name():
+    md = markdown_summary(_evil_result())
+    lines = md.splitlines()
+    assert len(lines) == 6 + 2  # title, blank, reference, blank, header, rule, one row per check
+    assert not any(line.startswith("::") for line in lines)
+    assert all(line.startswith("|") for line in lines[4:])
+    assert "\x1b" not in md and "\x00" not in md and "\\x0a::error title=pwned" in md
+    assert all(line.count("|") - line.count("\\|") == 7 for line in lines[4:])  # no extra column from a '|'
+
+
+def test_annotations_escape_data_and_properties_as_the_actions_toolkit():
+    notes = github_annotations(_evil_result())
+    assert len(notes) == 2
+    for note in notes:
+        assert "\n" not in note and "\r" not in note and note.startswith("::error title=")
+        title, _, message = note[len("::error title="):].partition("::")
+        assert ":" not in title and "," not in title  # properties: ':' and ',' escaped too
+    assert "evil%0A::error title=pwned::owned%0D" in notes[0] and "%25%2C%3A" not in notes[0].split("::", 2)[2]
+    assert "robusteval gate%3A clean/accuracy%0A%3A%3Aset-output name=x%3A%3Ay" in notes[1]
+
+
+def test_junit_is_well_formed_with_control_characters_in_names(tmp_path):
+    path = write_junit(_evil_result(), tmp_path / "junit.xml")
+    root = ET.parse(path).getroot()  # ill-formed XML raises here
+    names = [case.get("classname") for case in root.iter("testcase")]
+    assert names == ["robusteval.gate.evil\n::error title=pwned::owned\r\\u001b[31m\\u0000`|%,:"] * 2
+    assert "\\u0007" in root.findall(".//testcase")[1].get("name")
+
+
+def test_junit_to_an_unwritable_path_is_bad_input(tmp_path):
+    with pytest.raises(RobustEvalError, match="cannot write the JUnit file"):
+        write_junit(_evil_result(), tmp_path)  # a directory
+
+
+def test_a_single_model_run_is_gated_on_absolute_budgets_only():
+    summary = {"dense": "dense", "models": [{"id": "dense", "metrics": {"clean/accuracy": 0.9}}]}
+    result = evaluate_gate(summary, parse_rules({"rules": {"clean/accuracy": {"min": 0.95}}}))
+    assert [c.model for c in result.checks] == ["dense"] and not result.passed
+    with pytest.raises(RobustEvalError, match="only the model 'dense'.*min/max"):
+        evaluate_gate(summary, parse_rules({"rules": {"clean/accuracy": {"max_drop": 0.01}}}))
+
+
+def test_yaml_1_2_floats_are_numbers(tmp_path):
+    (rule,) = _rules("rules:\n  clean/accuracy: {max_drop: 5e-3}\n", tmp_path)
+    assert rule.limit == 0.005
+    (rule,) = _rules("rules:\n  clean/accuracy: {max_drop: 1.0e-2}\n", tmp_path)
+    assert rule.limit == 0.01
+
+
+def test_a_binary_gate_file_is_bad_input(tmp_path):
+    path = tmp_path / "gate.yaml"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe" + bytes(range(256)))
+    with pytest.raises(RobustEvalError, match="gate file .*gate.yaml is not UTF-8 text"):
+        load_rules(path)

@@ -195,3 +195,32 @@ def test_report_states_recovery_and_how_corrupted_inputs_were_made() -> None:
                {"family": "clean", "condition": "clean", "note": "the evaluation data as given"}]
     notes = _condition_notes(records, "corruption")
     assert "frost" in notes and "procedural" in notes and "evaluation data as given" not in notes
+
+
+def test_names_are_escaped_in_html_and_plots(tmp_path):
+    """A model id with markup, '$' (matplotlib mathtext) and control characters renders as text."""
+    run = write_synthetic_run(tmp_path / "run")
+    evil = "<script>alert(1)</script>$\\frac{$\x1b"
+    for name in ("summary.json", "records.jsonl", "models.jsonl"):
+        path = run / name
+        path.write_text(path.read_text(encoding="utf-8").replace("random@0.5", evil.replace("\\", "\\\\")
+                                                                  .replace("\x1b", "\\u001b")), encoding="utf-8")
+    text = write_report(run).read_text(encoding="utf-8")
+    assert "<script>alert" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+
+
+def test_a_single_model_with_corruptions_is_reported(tmp_path):
+    """No pruned members: the corruption section is a table of the model's own accuracies."""
+    from robusteval.results import RunDir, build_summary
+
+    run = RunDir(tmp_path / "one")
+    records = [{"model": "dense", "condition": f"corruption/{c}/{s}", "n": 10, "family": "corruption",
+                "metrics": {f"corruption/{c}/{s}/accuracy": 0.5 + s / 10}} for c in ("fog", "snow") for s in (1, 3)]
+    records.append({"model": "dense", "condition": "clean", "n": 10, "metrics": {"clean/accuracy": 0.9}})
+    for rec in records:
+        run.add_record(rec)
+    run.add_model({"id": "dense", "method": "dense", "target_ratio": 0.0})
+    run.write_summary(build_summary("dense", run.models(), records, {"complete": True, "missing": []}))
+    text = write_report(run.path).read_text(encoding="utf-8")
+    assert "<h2>Corruptions</h2>" in text and "Accuracy per corruption and severity" in text
+    assert "<td>fog</td><td>0.6</td><td>0.8</td>" in text

@@ -244,7 +244,7 @@ def test_stratified_subset_of_imbalanced_data(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("spec", "match"),
     [
-        ("cifar11", "unknown data source 'cifar11' \\(did you mean 'cifar10'\\?\\)"),
+        ("cifar11", "unknown data source kind 'cifar11' \\(did you mean 'cifar10'\\?\\)"),
         ("bundeled:train", "did you mean 'bundled'"),
         ("bundled:val", "expected split 'test' or 'train', got 'val'"),
         ("cifar10:validation", "expected split 'test' or 'train'"),

@@ -18,27 +18,37 @@ from robusteval.registry import unknown_name_message
 
 TORCHVISION_SETS = ("cifar10", "cifar100", "svhn")
 SPLITS = ("test", "train")
+PATH_KINDS = ("imagefolder", "npz")
 
 
 def load_source(spec: str, *, subset: int | None = None, seed: int = 0, download: bool = True) -> LabeledArrays:
     """Load the data named by ``spec``; ``subset`` picks a seeded class-balanced sample."""
-    kind, _, arg = spec.partition(":")
-    if kind in ("imagefolder", "npz"):
-        if not arg:
-            raise RobustEvalError(f"data source {spec!r}: expected {kind}:PATH")
+    kind, arg = parse_spec(spec)
+    if kind in PATH_KINDS:
         data = load_imagefolder(arg) if kind == "imagefolder" else load_npz_source(Path(arg))
     else:
-        split = arg or "test"
-        if split not in SPLITS:
-            raise RobustEvalError(f"data source {spec!r}: expected split 'test' or 'train', got {split!r}")
         loaders: dict[str, Callable[[], LabeledArrays]] = {
-            "bundled": lambda: load_bundled(split),
-            **{name: (lambda n=name: load_torchvision(n, split, download=download)) for name in TORCHVISION_SETS},
+            "bundled": lambda: load_bundled(arg),
+            **{name: (lambda n=name: load_torchvision(n, arg, download=download)) for name in TORCHVISION_SETS},
         }
-        if kind not in loaders:
-            raise RobustEvalError(unknown_name_message("data source", kind, [*loaders, "imagefolder", "npz"]))
         data = loaders[kind]()
     return data.stratified(subset, seed)
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """(kind, PATH or split) of a data source spec, checked without reading any data."""
+    kind, _, arg = spec.partition(":")
+    if kind in PATH_KINDS:
+        if not arg:
+            raise RobustEvalError(f"data source {spec!r}: expected {kind}:PATH")
+        return kind, arg
+    if kind not in ("bundled", *TORCHVISION_SETS):
+        known = ["bundled", *TORCHVISION_SETS, *PATH_KINDS]
+        raise RobustEvalError(unknown_name_message("data source kind", kind, known))
+    split = arg or "test"
+    if split not in SPLITS:
+        raise RobustEvalError(f"data source {spec!r}: expected split 'test' or 'train', got {split!r}")
+    return kind, split
 
 
 def load_npz_source(path: Path) -> LabeledArrays:

@@ -7,7 +7,9 @@ unsafe unpickling. Every loaded model is returned in eval mode.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import pickle
 import warnings
 import zipfile
@@ -48,7 +50,7 @@ def detect_format(path: Path) -> str:
     if zipfile.is_zipfile(path):
         try:
             names = zipfile.ZipFile(path).namelist()
-        except (zipfile.BadZipFile, OSError) as exc:
+        except (zipfile.BadZipFile, OSError, UnicodeDecodeError) as exc:  # a member name that is not UTF-8
             raise RobustEvalError(f"{path} is not a readable model file: {exc}") from exc
         if any(n.endswith("/archive_format") or n.endswith("/models/model.json") for n in names):
             return "export"
@@ -71,7 +73,12 @@ def load_model(
     """
     path = Path(path)
     if not path.is_file():
-        raise RobustEvalError(f"model file {path} does not exist")
+        try:
+            os.stat(path)  # follows links: a loop raises ELOOP
+            state = "is a directory" if path.is_dir() else "is not a regular file"
+        except OSError as exc:
+            state = "is a symlink loop" if exc.errno == errno.ELOOP else "does not exist"
+        raise RobustEvalError(f"model file {path} {state}")
     if path.stat().st_size == 0:
         raise RobustEvalError(f"model file {path} is empty")
     fmt = detect_format(path)

@@ -9,6 +9,7 @@ import base64
 import csv
 import fnmatch
 import html
+import io
 import json
 import math
 import re
@@ -18,6 +19,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -34,7 +36,7 @@ from robusteval.analysis import (
 )
 from robusteval.errors import RobustEvalError
 from robusteval.report import plots
-from robusteval.results import RunDir
+from robusteval.results import RunDir, incomplete_message, write_text_atomic
 
 SECTIONS = {
     "verdict": "Verdict", "curves": "Metrics vs prune ratio", "corruption": "Corruptions",
@@ -68,27 +70,31 @@ def build_report(run_dir: Path, *, tolerance: float = DEFAULT_TOLERANCE,
     if not run_dir.is_dir():
         raise RobustEvalError(f"expected a run directory, got {str(run_dir)!r} (not a directory)")
     run = RunDir(run_dir)
-    summary, records, manifest = run.read_summary(), run.records(), run.read_manifest() or {}
-    analysis = analyse(summary, records, tolerance=tolerance, tolerances=tolerances)
-    (run_dir / "analysis.json").write_text(json.dumps(analysis.to_json(), indent=1) + "\n", encoding="utf-8")
-    write_summary_csv(analysis, run_dir / "summary.csv")
-    out = run_dir / "report.html"
-    out.write_text(render_report(analysis, summary, records, manifest, title=f"robusteval report: {run_dir.name}"),
-                   encoding="utf-8")
+    with run.locked():
+        summary, records, manifest = run.read_summary(), run.records(), run.read_manifest() or {}
+        analysis = analyse(summary, records, tolerance=tolerance, tolerances=tolerances)
+        write_text_atomic(run_dir / "analysis.json", json.dumps(analysis.to_json(), indent=1) + "\n")
+        write_summary_csv(analysis, run_dir / "summary.csv")
+        out = run_dir / "report.html"
+        write_text_atomic(out, render_report(analysis, summary, records, manifest,
+                                             title=f"robusteval report: {run_dir.name}"))
     return out, analysis
 
 
 def render_report(analysis: Analysis, summary: Mapping[str, Any], records: Sequence[Mapping[str, Any]],
                   manifest: Mapping[str, Any], *, title: str = "robusteval report") -> str:
     """The report as one HTML string."""
-    parts = {
-        "verdict": _recovery(summary) + _verdict(analysis), "curves": _curves(analysis),
-        "corruption": _corruptions(analysis) + _condition_notes(records, "corruption"),
-        "robustness": _robustness(analysis), "calibration": _calibration_ood(analysis, records),
-        "models": _models(summary, records), "metadata": _metadata(manifest, summary),
-    }
+    with matplotlib.rc_context({"text.parse_math": False}):  # '$' in a model id is text, not mathtext
+        parts = {
+            "verdict": _recovery(summary) + _verdict(analysis), "curves": _curves(analysis),
+            "corruption": _corruptions(analysis) + _condition_notes(records, "corruption"),
+            "robustness": _robustness(analysis), "calibration": _calibration_ood(analysis, records),
+            "models": _models(summary, records), "metadata": _metadata(manifest, summary),
+        }
     present = {k: v for k, v in parts.items() if v}
-    body = "\n".join(f'<section id="{k}"><h2>{SECTIONS[k]}</h2>\n{v}\n</section>' for k, v in present.items())
+    warning = incomplete_message(summary)
+    sections = [f'<section id="{k}"><h2>{SECTIONS[k]}</h2>\n{v}\n</section>' for k, v in present.items()]
+    body = "\n".join(([f'<p class="incomplete">{_e(warning)}</p>'] if warning else []) + sections)
     nav = "".join(f'<a href="#{k}">{SECTIONS[k]}</a>' for k in present)
     n_pruned = len(analysis.models) - 1
     subtitle = (f"dense model {_e(analysis.dense)} vs {n_pruned} pruned models of {len(analysis.methods)} methods; "
@@ -101,7 +107,7 @@ def write_summary_csv(analysis: Analysis, path: Path) -> None:
     """One row per model × metric: value, dense value, drop, tolerance verdict and CI."""
     points = {(p.model, key): p for key, by_method in analysis.curves.items()
               for c in by_method.values() for p in c.points}
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    with io.StringIO(newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["model", "method", "ratio", "metric", "value", "dense", "drop", "within_tolerance",
                          "ci_low", "ci_high"])
@@ -112,6 +118,7 @@ def write_summary_csv(analysis: Analysis, path: Path) -> None:
                 ci = p.ci if p and p.ci else ("", "")
                 writer.writerow([m.id, m.method, m.ratio, key, value, "" if dense is None else dense,
                                  "" if p is None else p.drop, "" if p is None else p.within_tolerance, *ci])
+        write_text_atomic(path, f.getvalue())
 
 
 def chosen_models(analysis: Analysis) -> list[str]:
@@ -253,6 +260,10 @@ def _corruptions(analysis: Analysis) -> str:
         return ""
     names = list(dict.fromkeys(m["name"] for m in parsed))
     severities = sorted({m["severity"] for m in parsed}, key=float)
+    if not analysis.methods:  # one model, nothing to compare: its accuracies as a table
+        rows = [[_e(c), *(_num(dense.get(f"corruption/{c}/{s}/accuracy")) for s in severities)] for c in names]
+        return ("<h3>Accuracy per corruption and severity</h3>"
+                + _table(["corruption", *(f"severity {_e(s)}" for s in severities)], rows))
     panels = {}
     for method in analysis.methods:
         ids = {"dense": analysis.dense,
