@@ -55,9 +55,13 @@ def _parser() -> argparse.ArgumentParser:
 
     model_opts = argparse.ArgumentParser(add_help=False, parents=[common])
     model_opts.add_argument("model", help="model file: state_dict (.pt/.pth, needs --arch), .safetensors (needs "
-                            "--arch), TorchScript (.pt), torch.export archive (.pt2)")
+                            "--arch), TorchScript (.pt), torch.export archive (.pt2), ONNX (.onnx); or "
+                            "hf-hub:<org>/<repo> (its model.safetensors) or torchvision:<name>:<WEIGHTS>")
     model_opts.add_argument("--arch", help="architecture for weight-only files: a built-in name (e.g. "
-                            "cifar_resnet20, cifar_vgg16, wrn16_4), torchvision:<name>, or path/file.py:factory")
+                            "cifar_resnet20, cifar_vgg16, wrn16_4), torchvision:<name>, timm:<name>, or "
+                            "path/file.py:factory")
+    model_opts.add_argument("--checkpoint-key", help="checkpoint entry holding the weights, e.g. state_dict_ema "
+                            "(default: the regular weights under state_dict/model/...)")
     model_opts.add_argument("--data", help="evaluation data: bundled, cifar10, cifar100, svhn (add :train for the "
                             "training split), imagefolder:PATH, npz:PATH (default: bundled)")
     model_opts.add_argument("--train-data", help="data for SNIP/GraSP, fine-tuning and BatchNorm re-calibration "
@@ -148,6 +152,7 @@ def _config(args: argparse.Namespace, default: str | None) -> Any:
     put("data", "batch_size", o.get("batch_size"))
     put("data", "seed", o.get("seed"))
     put("model", "arch", o.get("arch"))
+    put("model", "checkpoint_key", o.get("checkpoint_key"))
     put("model", "mean", _floats(o.get("mean"), "--mean"))
     put("model", "std", _floats(o.get("std"), "--std"))
     if o.get("trust_pickle"):
