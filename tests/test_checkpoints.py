@@ -195,3 +195,21 @@ def test_prefixes_are_stripped_only_when_the_model_lacks_them() -> None:
     assert list(strip_prefixes(wrapped, nn.Linear(3, 2))) == ["weight", "bias"]
     mixed = extract_state_dict({"module.weight": torch.zeros(2, 3), "bias": torch.zeros(2)})
     assert list(strip_prefixes(mixed, nn.Linear(3, 2))) == ["module.weight", "bias"]  # strict load will say so
+
+
+def test_cli_evaluates_an_old_checkpoint_and_takes_the_ema_copy_on_request(tmp_path: Path,
+                                                                           caplog: pytest.LogCaptureFixture) -> None:
+    from robusteval.cli import main
+
+    old = tmp_path / "resnet20-12fca82f.th"
+    torch.save(_old_checkpoint(_trained_like(0), pytorch="0.4.0"), old, _use_new_zipfile_serialization=False)
+    args = ["--arch", "cifar_resnet20", "--subset", "20", "--quiet", "--no-report"]
+    assert main(["evaluate", str(old), *args, "--out", str(tmp_path / "old")]) == 0
+    both = tmp_path / "ckpt.pth"
+    torch.save({"state_dict": _trained_like(0).state_dict(), "state_dict_ema": _trained_like(1).state_dict()}, both)
+    with caplog.at_level(logging.WARNING):
+        assert main(["evaluate", str(both), *args, "--out", str(tmp_path / "regular")]) == 0
+    assert "using 'state_dict' (--checkpoint-key state_dict_ema takes the EMA copy)" in caplog.text
+    assert main(["evaluate", str(both), *args, "--checkpoint-key", "state_dict_ema", "--out", str(tmp_path / "ema")]) == 0
+    manifest = (tmp_path / "ema" / "manifest.json").read_text()
+    assert '"checkpoint_key": "state_dict_ema"' in manifest

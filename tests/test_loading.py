@@ -312,3 +312,61 @@ def test_parse_floats() -> None:
         with pytest.raises(RobustEvalError, match="--mean: expected comma-separated numbers") as exc:
             parse_floats(bad, "--mean")
         _one_line(exc)
+
+
+class _SmallBatchesOnly(nn.Module):
+    """A TorchScript export that works on the load-time probe (2 images) but refuses larger batches."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3 * 32 * 32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > 4:
+            raise ValueError("this export takes at most 4 images")
+        return self.fc(x.flatten(1))
+
+
+class _WrongRowsAbove4(nn.Module):
+    """A TorchScript export that silently returns only 4 rows for larger batches."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3 * 32 * 32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1))[:4]
+
+
+class _TracedForBatch2(nn.Module):
+    """Traced with a hard-coded batch of 2 (the probe's size): batch 1 (MAC counting) fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3 * 32 * 32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.reshape(2, -1))
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [(lambda: torch.jit.script(_SmallBatchesOnly()),
+      r"model 'dense' failed on a batch of 8 inputs .*: builtins.ValueError: this export takes at most 4 images$"),
+     (lambda: torch.jit.script(_WrongRowsAbove4()),
+      r"model 'dense' returned \(4, 10\) for a batch of 8 inputs: expected \(8, classes\)$"),
+     (lambda: torch.jit.trace(_TracedForBatch2(), torch.rand(2, 3, 32, 32)),
+      r"model 'dense' failed while its MACs and latency were measured on a batch of 1: RuntimeError: mat1 and mat2 shapes")],
+    ids=["raises", "wrong_rows", "batch_1"],
+)
+def test_torchscript_failing_only_on_larger_batches(make: Callable[[], nn.Module], match: str, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from robusteval.cli import main
+
+    path = tmp_path / "model.pt"
+    make().save(str(path))
+    code = main(["evaluate", str(path), "--subset", "20", "--batch-size", "8", "--out", str(tmp_path / "run"),
+                 "--quiet", "--no-report"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err, err
+    assert re.search(match, err), err
