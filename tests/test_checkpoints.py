@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from fixtures.loading import logits, one_line
 from robusteval.errors import RobustEvalError
 from robusteval.models.archs import build_arch
 from robusteval.models.checkpoint import extract_state_dict, strip_prefixes
@@ -33,15 +34,6 @@ def x() -> torch.Tensor:
     return torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 
 
-def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    with torch.inference_mode():
-        return model.eval()(x)
-
-
-def _one_line(exc: pytest.ExceptionInfo[RobustEvalError]) -> str:
-    text = str(exc.value)
-    assert text and "\n" not in text, f"expected a one-line message, got {text!r}"
-    return text
 
 
 def _akamaster_keys() -> dict[str, tuple[int, ...]]:
@@ -90,7 +82,7 @@ def test_old_public_checkpoint_gives_the_logits_pytorch_gives(pytorch: str, x: t
     reference = nn.DataParallel(build_arch("cifar_resnet20", 10))
     reference.load_state_dict(torch.load(path, weights_only=True)["state_dict"])
     loaded = load_model(path, arch="cifar_resnet20", num_classes=10)
-    assert torch.equal(_logits(loaded, x), _logits(reference.module, x))
+    assert torch.equal(logits(loaded, x), logits(reference.module.eval(), x))
     assert all(int(b) == 0 for k, b in loaded.state_dict().items() if k.endswith("num_batches_tracked"))
 
 
@@ -104,7 +96,7 @@ def test_a_current_checkpoint_missing_buffers_is_refused_as_pytorch_refuses_it(t
     torch.save({"state_dict": state}, path)
     with pytest.raises(RobustEvalError) as exc:
         load_model(path, arch="cifar_resnet20")
-    assert _one_line(exc).endswith("1 missing key: 'layer2.1.bn2.num_batches_tracked'")
+    assert one_line(exc).endswith("1 missing key: 'layer2.1.bn2.num_batches_tracked'")
 
 
 @pytest.mark.parametrize(
@@ -124,12 +116,12 @@ def test_a_current_checkpoint_missing_buffers_is_refused_as_pytorch_refuses_it(t
     ],
     ids=["renamed", "shapes", "unexpected", "missing"],
 )
-def test_wrong_checkpoints_say_what_differs_in_one_line(edit, expected: str, tmp_path: Path) -> None:
+def test_wrong_checkpoints_say_what_differs_inone_line(edit, expected: str, tmp_path: Path) -> None:
     path = tmp_path / "wrong.pt"
     torch.save({"state_dict": edit(_trained_like(0).state_dict()), "epoch": 3}, path)
     with pytest.raises(RobustEvalError) as exc:
         load_model(path, arch="cifar_resnet20")
-    assert _one_line(exc) == f"{path} does not fit architecture 'cifar_resnet20' with 10 classes: {expected}"
+    assert one_line(exc) == f"{path} does not fit architecture 'cifar_resnet20' with 10 classes: {expected}"
 
 
 @pytest.mark.parametrize("regular", ["state_dict", "model"])
@@ -141,11 +133,11 @@ def test_ema_copy_is_named_and_selectable(regular: str, x: torch.Tensor, tmp_pat
     torch.save({regular: weights.state_dict(), ema_key: ema.state_dict(), "optimizer": {"lr": 0.1}}, path)
     with caplog.at_level(logging.WARNING):
         loaded = load_model(path, arch="cifar_resnet20")
-    assert torch.equal(_logits(loaded, x), _logits(weights, x))
+    assert torch.equal(logits(loaded, x), logits(weights, x))
     assert f"under {regular!r} and an EMA copy under {ema_key!r}; using {regular!r}" in caplog.text
     assert f"--checkpoint-key {ema_key}" in caplog.text
     chosen = load_model(path, arch="cifar_resnet20", checkpoint_key=ema_key)
-    assert torch.equal(_logits(chosen, x), _logits(ema, x))
+    assert torch.equal(logits(chosen, x), logits(ema, x))
 
 
 def test_ema_only_checkpoint_says_so(x: torch.Tensor, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -154,7 +146,7 @@ def test_ema_only_checkpoint_says_so(x: torch.Tensor, tmp_path: Path, caplog: py
     torch.save({"ema": _prefixed(ema.state_dict(), "module."), "step": 1000}, path)
     with caplog.at_level(logging.WARNING):
         loaded = load_model(path, arch="cifar_resnet20")
-    assert torch.equal(_logits(loaded, x), _logits(ema, x))
+    assert torch.equal(logits(loaded, x), logits(ema, x))
     assert "holds only an EMA copy of the weights (under 'ema'); using it" in caplog.text
 
 
@@ -166,7 +158,7 @@ def test_non_tensor_entries_inside_the_weights_are_metadata(x: torch.Tensor, tmp
     model = _trained_like(0)
     path = tmp_path / "ckpt.pt"
     torch.save({"net": {**model.state_dict(), "epoch": 7, "arch": "resnet20"}, "acc": 0.9}, path)
-    assert torch.equal(_logits(load_model(path, arch="cifar_resnet20"), x), _logits(model, x))
+    assert torch.equal(logits(load_model(path, arch="cifar_resnet20"), x), logits(model, x))
 
 
 def test_checkpoint_key_errors_list_the_entries(tmp_path: Path) -> None:
@@ -175,7 +167,7 @@ def test_checkpoint_key_errors_list_the_entries(tmp_path: Path) -> None:
     torch.save({"student": state, "teacher": state, "epoch": 1}, path)
     with pytest.raises(RobustEvalError, match=r"several entries \('student', 'teacher'\).*--checkpoint-key") as exc:
         load_model(path, arch="cifar_resnet20")
-    _one_line(exc)
+    one_line(exc)
     with pytest.raises(RobustEvalError, match=r"no weights under 'ema'; its entries: 'student', 'teacher', 'epoch'"):
         load_model(path, arch="cifar_resnet20", checkpoint_key="ema")
 

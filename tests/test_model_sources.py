@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from fixtures.loading import logits, one_line
 from robusteval.errors import RobustEvalError
 from robusteval.models.archs import build_arch
 from robusteval.models.loading import load_model
@@ -30,15 +31,6 @@ def x() -> torch.Tensor:
     return torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
 
 
-def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    with torch.inference_mode():
-        return model.eval()(x)
-
-
-def _one_line(exc: pytest.ExceptionInfo[RobustEvalError]) -> str:
-    text = str(exc.value)
-    assert text and "\n" not in text, f"expected a one-line message, got {text!r}"
-    return text
 
 
 def _hf_repo(cache: Path, repo: str, files: dict[str, bytes]) -> Path:
@@ -79,7 +71,7 @@ def test_hf_hub_weights_load_from_the_cache(ref: str, hf_cache: Path, x: torch.T
     source = resolve_model(ref)
     assert source.path == snapshot / "model.safetensors" and source.arch is None
     loaded = load_model(ref, arch="cifar_resnet20")
-    assert torch.equal(_logits(loaded, x), _logits(model, x))
+    assert torch.equal(logits(loaded, x), logits(model, x))
 
 
 def test_hf_hub_timm_repo_names_its_architecture(hf_cache: Path, x: torch.Tensor, tmp_path: Path,
@@ -95,7 +87,7 @@ def test_hf_hub_timm_repo_names_its_architecture(hf_cache: Path, x: torch.Tensor
                                                             "config.json": json.dumps(config).encode()})
     with caplog.at_level(logging.WARNING):
         loaded = load_model("hf-hub:timm/test_efficientnet.r160_in1k", num_classes=10)  # the repo's 7 classes win
-    assert torch.equal(_logits(loaded, x), _logits(model, x))
+    assert torch.equal(logits(loaded, x), logits(model, x))
     assert "--mean 0.485,0.456,0.406 --std 0.229,0.224,0.225" in caplog.text
 
 
@@ -115,7 +107,7 @@ def test_hf_hub_offline_and_not_cached_names_the_cache_folder(home: bool, tmp_pa
     assert hf_cache_dir() == folder.parent
     with pytest.raises(RobustEvalError) as exc:
         load_model("hf-hub:acme/absent", arch="cifar_resnet20")
-    message = _one_line(exc)
+    message = one_line(exc)
     assert f"model.safetensors is not in the Hugging Face cache ({folder})" in message and "HF_HUB_OFFLINE" in message
 
 
@@ -129,14 +121,14 @@ def test_hf_hub_download_failure_names_the_cache_folder(hf_cache: Path, monkeypa
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_network)
     with pytest.raises(RobustEvalError) as exc:
         load_model("hf-hub:acme/absent", arch="cifar_resnet20")
-    assert f"({hf_cache / 'models--acme--absent'}) and downloading it failed (LocalEntryNotFoundError" in _one_line(exc)
+    assert f"({hf_cache / 'models--acme--absent'}) and downloading it failed (LocalEntryNotFoundError" in one_line(exc)
 
 
 @pytest.mark.parametrize("ref", ["hf-hub:no-slash", "hf-hub:a/b/c", "hf-hub:"])
 def test_hf_hub_malformed_reference(ref: str) -> None:
     with pytest.raises(RobustEvalError, match="expected hf-hub:<org>/<repo>") as exc:
         load_model(ref, arch="cifar_resnet20")
-    _one_line(exc)
+    one_line(exc)
 
 
 @pytest.fixture()
@@ -158,7 +150,7 @@ def test_torchvision_weights_load_from_the_torch_hub_cache(torch_home: Path, x: 
     import torchvision
 
     torch.manual_seed(0)
-    reference = torchvision.models.resnet18()
+    reference = torchvision.models.resnet18().eval()
     path = _resnet18_file(torch_home)
     assert path.name == "resnet18-f37072fd.pth"
     torch.save(reference.state_dict(), path)
@@ -167,7 +159,7 @@ def test_torchvision_weights_load_from_the_torch_hub_cache(torch_home: Path, x: 
     assert (source.path, source.num_classes) == (path, 1000)
     assert "--mean 0.485,0.456,0.406 --std 0.229,0.224,0.225" in caplog.text
     loaded = load_model(source, arch=None, num_classes=10)
-    assert torch.equal(_logits(loaded, x), _logits(reference, x))
+    assert torch.equal(logits(loaded, x), logits(reference, x))
 
 
 class _WritesFile:
@@ -183,7 +175,7 @@ def test_torchvision_cache_file_with_pickled_code_is_not_loaded(torch_home: Path
     torch.save({"conv1.weight": _WritesFile(target)}, _resnet18_file(torch_home))
     with pytest.raises(RobustEvalError, match="not a plain weights file") as exc:
         load_model("torchvision:resnet18:IMAGENET1K_V1")
-    _one_line(exc)
+    one_line(exc)
     assert not target.exists()
 
 
@@ -194,7 +186,7 @@ def test_torchvision_weights_not_cached_and_no_network(torch_home: Path, monkeyp
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
     with pytest.raises(RobustEvalError) as exc:
         load_model("torchvision:resnet18:IMAGENET1K_V1")
-    message = _one_line(exc)
+    message = one_line(exc)
     assert f"{_resnet18_file(torch_home)} is not in the torch hub cache and downloading it failed (URLError" in message
 
 
@@ -208,7 +200,7 @@ def test_torchvision_weights_not_cached_and_no_network(torch_home: Path, monkeyp
 def test_torchvision_weights_names_are_checked(ref: str, match: str, torch_home: Path) -> None:
     with pytest.raises(RobustEvalError, match=match) as exc:
         load_model(ref)
-    _one_line(exc)
+    one_line(exc)
 
 
 def test_torchvision_weights_as_arch_say_where_they_belong(tmp_path: Path) -> None:
@@ -222,15 +214,15 @@ def test_timm_arch_loads_a_state_dict(x: torch.Tensor, tmp_path: Path) -> None:
     model = timm.create_model("test_efficientnet", num_classes=10).eval()
     path = tmp_path / "model.pth"
     torch.save({"state_dict": model.state_dict(), "epoch": 300}, path)
-    assert torch.equal(_logits(load_model(path, arch="timm:test_efficientnet"), x), _logits(model, x))
+    assert torch.equal(logits(load_model(path, arch="timm:test_efficientnet"), x), logits(model, x))
     with pytest.raises(RobustEvalError, match=r"unknown timm model 'test_efficientnett' \(did you mean "
                                               r"'test_efficientnet'\?\); \d+ known$") as exc:
         build_arch("timm:test_efficientnett", 10)
-    _one_line(exc)
+    one_line(exc)
 
 
-def test_timm_missing_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_timm_missing_isone_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "timm", None)  # import timm raises ImportError
     with pytest.raises(RobustEvalError, match=r"needs timm: pip install 'robusteval\[timm\]'") as exc:
         build_arch("timm:resnet18", 10)
-    _one_line(exc)
+    one_line(exc)

@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from fixtures.loading import logits
 from robusteval.cli import main
 from robusteval.errors import RobustEvalError
 from robusteval.models.bundled import BUNDLED_ARCH, BUNDLED_MODEL
@@ -40,10 +41,6 @@ def _torch_model(files: Path) -> nn.Module:
     return load_model(files / "dense.pt", arch="cifar_resnet20")
 
 
-def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    with torch.inference_mode():
-        return model(x)
-
 
 @pytest.mark.parametrize(("name", "batch"), [("deployed.onnx", 1), ("deployed.onnx", 7), ("static.onnx", 1),
                                              ("static.onnx", 9)])
@@ -52,7 +49,7 @@ def test_onnx_logits_match_torch(name: str, batch: int, files: Path) -> None:
     assert isinstance(loaded, FixedBatch if name == "static.onnx" else OnnxModel)
     assert not has_gradients(loaded) and has_gradients(_torch_model(files))
     x = torch.rand(batch, 3, 32, 32, generator=torch.Generator().manual_seed(batch))
-    torch.testing.assert_close(_logits(loaded, x), _logits(_torch_model(files), x), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logits(loaded, x), logits(_torch_model(files), x), atol=1e-5, rtol=1e-5)
     check_model(with_normalization(loaded, (0.5,) * 3, (0.25,) * 3), (3, 32, 32), 10)
 
 

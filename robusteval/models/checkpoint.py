@@ -26,6 +26,7 @@ WEIGHT_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "mod
 EMA_KEYS = ("state_dict_ema", "model_ema", "ema", "ema_state_dict", "ema_model", "module_ema")
 PREFIXES = ("module.", "_orig_mod.")
 
+
 def extract_state_dict(obj: object, source: str = "model", *, key: str | None = None) -> OrderedDict[str, torch.Tensor]:
     """The tensors of a (possibly nested) checkpoint, its ``_metadata`` kept; non-tensor entries are dropped.
 

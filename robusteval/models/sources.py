@@ -36,7 +36,11 @@ _TRUE = {"1", "ON", "YES", "TRUE"}
 
 @dataclass(frozen=True)
 class ModelSource:
-    """A model reference resolved to a local file (the file whose sha256 the run records)."""
+    """A model reference resolved to a local file (the file whose sha256 the run records).
+
+    ``arch`` and ``num_classes`` are what the source itself says (an explicit ``--arch`` wins);
+    ``build`` builds the whole model when the source is more than weights (torchvision's builders).
+    """
 
     path: Path
     label: str
