@@ -182,8 +182,8 @@ def _plain_member(model: nn.Module, model_id: str, method: str, example: torch.T
     except RobustEvalError:
         raise
     except Exception as exc:  # the model's own code failed on a batch size the probe did not try
-        sizes = "batches of 1 and 128" if latency else "a batch of 1"
-        raise RobustEvalError(f"model {model_id!r} failed while its MACs and latency were measured on {sizes}: "
+        what = "MACs on a batch of 1" + (", latency on batches of 1 and 128" if latency else "")
+        raise RobustEvalError(f"model {model_id!r} failed while its costs were measured ({what}): "
                               f"{describe(exc)}") from exc
     if not has_gradients(model):  # an onnxruntime session: no torch layers to count, only its latency
         info.update(layer_sparsity={}, collapsed_layers=[], params=None, nonzero_params=None, params_reduction=None,

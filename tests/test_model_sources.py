@@ -226,3 +226,17 @@ def test_timm_missing_isone_line(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(RobustEvalError, match=r"needs timm: pip install 'robusteval\[timm\]'") as exc:
         build_arch("timm:resnet18", 10)
     one_line(exc)
+
+
+def test_cli_evaluates_a_hub_model_and_records_the_cached_file_hash(hf_cache: Path, tmp_path: Path) -> None:
+    pytest.importorskip("huggingface_hub")
+    from robusteval.cli import main
+
+    torch.manual_seed(0)
+    data = _safetensors_bytes(build_arch("cifar_resnet20", 10), tmp_path)
+    _hf_repo(hf_cache, "acme/cifar-resnet20", {"model.safetensors": data})
+    out = tmp_path / "run"
+    assert main(["evaluate", "hf-hub:acme/cifar-resnet20", "--arch", "cifar_resnet20", "--subset", "20", "--out",
+                 str(out), "--quiet", "--no-report"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model_sha256"] == {"dense": hashlib.sha256(data).hexdigest()}
