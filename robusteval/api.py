@@ -21,17 +21,20 @@ from robusteval.config import AuditConfig
 from robusteval.data.arrays import LabeledArrays
 from robusteval.data.sources import load_source
 from robusteval.engine import DENSE_ID, EngineSettings, ModelEntry, run_conditions
-from robusteval.errors import RobustEvalError
+from robusteval.errors import RobustEvalError, describe
 from robusteval.escaping import visible
 from robusteval.evaluators.adversarial import craft_transfer, evaluate_adversarial, select_sample
 from robusteval.evaluators.corruption import corruption_summary, noise_summary
 from robusteval.models.loading import file_sha256, load_model
-from robusteval.models.wrap import check_model, with_normalization
+from robusteval.models.sources import resolve_model
+from robusteval.models.wrap import check_model, has_gradients, with_normalization
 from robusteval.pruning import FamilyMember, build_family, model_info
 from robusteval.results import RunDir, build_summary, missing_results, write_atomic
 
 PACKAGES = ("robusteval", "torch", "torchvision", "foolbox", "robustbench", "pyautoattack", "torch-pruning",
             "numpy", "scipy")
+WHITE_BOX_SKIPPED = ("white-box attacks skipped: the model runs in onnxruntime, which gives no gradients; its "
+                     "adversarial numbers are the transfer attacks crafted on the torch reference (--reference)")
 
 
 @dataclass
@@ -82,7 +85,7 @@ def _audit(run: RunDir, model: str | Path | nn.Module, config: AuditConfig,
         _register(run, m)
     models = [ModelEntry(m.id, m.model) for m in members]
     adv = config.evaluate.adversarial
-    if adv is not None and adv.transfer:
+    if adv is not None and adv.transfer and has_gradients(dense):
         conditions += _transfer_conditions(run, dense, clean, config)
     provenance = (("config", config.digest()), ("seed", config.data.seed))
     run_conditions(models, conditions, run, config,
@@ -133,11 +136,12 @@ def _load(model: str | Path | nn.Module, config: AuditConfig, clean: LabeledArra
     if isinstance(model, nn.Module):
         loaded, sha = model.eval(), _state_sha(model)
     else:
-        path = Path(model)
-        loaded = load_model(path, arch=config.model.arch, num_classes=clean.num_classes,
-                            trust_pickle=config.model.trust_pickle)
+        source = resolve_model(model)
+        path = source.path
+        loaded = load_model(source, arch=config.model.arch, num_classes=clean.num_classes,
+                            trust_pickle=config.model.trust_pickle, checkpoint_key=config.model.checkpoint_key)
         sha = file_sha256(path) if path.is_file() else ""
-        name = str(path)
+        name = source.label
     loaded = with_normalization(loaded, config.model.mean, config.model.std)
     check_model(loaded, clean.image_shape, clean.num_classes, name)
     return loaded, sha
@@ -166,6 +170,9 @@ def _family(dense: nn.Module, candidate: tuple[str, nn.Module] | None, config: A
     if config.pruning is None:  # evaluate only: no latency timing, the quickest sanity check
         yield _plain_member(dense, DENSE_ID, "dense", example, latency=False)
         return
+    if not has_gradients(dense):
+        raise RobustEvalError("an ONNX model cannot be pruned (it has no torch layers); evaluate it, or audit it "
+                              "as the deployed model against its torch original: audit model.onnx --reference dense.pt")
     spec = config.data.train_spec()
     train = load_source(spec, seed=config.data.seed, download=config.data.download) if spec else None
     if train is not None and (train.image_shape, train.classes) != (clean.image_shape, clean.classes):
@@ -177,9 +184,19 @@ def _family(dense: nn.Module, candidate: tuple[str, nn.Module] | None, config: A
 
 def _plain_member(model: nn.Module, model_id: str, method: str, example: torch.Tensor, *, latency: bool,
                   dense: nn.Module | None = None) -> FamilyMember:
-    """A given (not pruned here) model with its costs; opaque models (TorchScript, export) have no
+    """A given (not pruned here) model with its costs; opaque models (TorchScript, export, ONNX) have no
     inspectable layers, so their sparsity and MACs are unknown (null)."""
-    info = model_info(model, example, dense=dense, measure_latency=latency)
+    try:
+        info = model_info(model, example, dense=dense, measure_latency=latency)
+    except RobustEvalError:
+        raise
+    except Exception as exc:  # the model's own code failed on a batch size the probe did not try
+        what = "MACs on a batch of 1" + (", latency on batches of 1 and 128" if latency else "")
+        raise RobustEvalError(f"model {model_id!r} failed while its costs were measured ({what}): "
+                              f"{describe(exc)}") from exc
+    if not has_gradients(model):  # an onnxruntime session: no torch layers to count, only its latency
+        info.update(layer_sparsity={}, collapsed_layers=[], params=None, nonzero_params=None, params_reduction=None,
+                    macs_reduction=None)
     if not info["layer_sparsity"]:
         info.update(sparsity=None, macs=None, macs_effective=None)
     ratio = float(info["sparsity"] or 0.0)
@@ -256,6 +273,11 @@ def _adversarial(models: list[ModelEntry], clean: LabeledArrays, run: RunDir, co
     done = run.done()
     for m in models:
         if (m.id, "adversarial") in done:
+            continue
+        if not has_gradients(m.module):
+            run.add_record({"model": m.id, "condition": "adversarial", "family": "adversarial", "n": 0,
+                            "metrics": {}, "details": {}, "warnings": [WHITE_BOX_SKIPPED], "config": config.digest(),
+                            "seed": settings.seed, "seconds": 0.0})
             continue
         if progress:
             print(f"adversarial: attacking {visible(m.id)} on {len(y)} images", file=sys.stderr, flush=True)

@@ -56,9 +56,13 @@ def _parser() -> argparse.ArgumentParser:
 
     model_opts = argparse.ArgumentParser(add_help=False, parents=[common])
     model_opts.add_argument("model", help="model file: state_dict (.pt/.pth, needs --arch), .safetensors (needs "
-                            "--arch), TorchScript (.pt), torch.export archive (.pt2)")
+                            "--arch), TorchScript (.pt), torch.export archive (.pt2), ONNX (.onnx); or "
+                            "hf-hub:<org>/<repo> (its model.safetensors) or torchvision:<name>:<WEIGHTS>")
     model_opts.add_argument("--arch", help="architecture for weight-only files: a built-in name (e.g. "
-                            "cifar_resnet20, cifar_vgg16, wrn16_4), torchvision:<name>, or path/file.py:factory")
+                            "cifar_resnet20, cifar_vgg16, wrn16_4), torchvision:<name>, timm:<name>, or "
+                            "path/file.py:factory")
+    model_opts.add_argument("--checkpoint-key", help="checkpoint entry holding the weights, e.g. state_dict_ema "
+                            "(default: the regular weights under state_dict/model/...)")
     model_opts.add_argument("--data", help="evaluation data: bundled, cifar10, cifar100, svhn (add :train for the "
                             "training split), imagefolder:PATH, npz:PATH (default: bundled)")
     model_opts.add_argument("--train-data", help="data for SNIP/GraSP, fine-tuning and BatchNorm re-calibration "
@@ -152,7 +156,8 @@ def _config(args: argparse.Namespace, default: str | None) -> Any:
 _CONFIG_FLAGS = (
     ("--data", "data", ("data", "source")), ("--train-data", "train_data", ("data", "train")),
     ("--subset", "subset", ("data", "subset")), ("--batch-size", "batch_size", ("data", "batch_size")),
-    ("--seed", "seed", ("data", "seed")), ("--arch", "arch", ("model", "arch")), ("--mean", "mean", ("model", "mean")),
+    ("--seed", "seed", ("data", "seed")), ("--arch", "arch", ("model", "arch")),
+    ("--checkpoint-key", "checkpoint_key", ("model", "checkpoint_key")), ("--mean", "mean", ("model", "mean")),
     ("--std", "std", ("model", "std")), ("--trust-pickle", "trust_pickle", ("model", "trust_pickle")),
     ("--methods", "methods", ("pruning", "methods")), ("--ratios", "ratios", ("pruning", "ratios")),
     ("--finetune-epochs", "finetune_epochs", ("pruning", "finetune", "epochs")), ("--threads", "threads", ("threads",)),

@@ -109,12 +109,14 @@ class DataSettings:
 
 @dataclass(frozen=True)
 class ModelSettings:
-    """How to read the model file: architecture for weight-only files, input normalisation."""
+    """How to read the model file: architecture for weight-only files, input normalisation, and
+    ``checkpoint_key``, the checkpoint entry holding the weights (e.g. ``state_dict_ema``; default: found)."""
 
     arch: str | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     trust_pickle: bool = False
+    checkpoint_key: str | None = None
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from robusteval.errors import RobustEvalError
 from robusteval.escaping import visible
 from robusteval.evaluators.accuracy import per_sample_correct
 from robusteval.evaluators.base import Outputs
+from robusteval.models.wrap import run_batch
 from robusteval.results import RunDir, encode_bits, write_atomic
 
 if TYPE_CHECKING:
@@ -98,7 +99,7 @@ def _compute_shards(condition: Condition, forward: list[ModelEntry], run: RunDir
     for (k, (start, stop, index), pending), x in zip(work, _prefetch(condition, work)):
         with torch.inference_mode():
             for m in pending:
-                partial.setdefault(m.id, []).append(m.module(x).float())
+                partial.setdefault(m.id, []).append(run_batch(m.module, x, f"model {m.id!r}").float())
         bar.update((stop - start) * len(pending))
         if index == shards[k][-1][2]:  # last batch of the shard: persist it
             for m in pending:

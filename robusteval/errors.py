@@ -17,3 +17,11 @@ class GateFailed(RobustEvalError):
 def expected(what: str, got: object) -> str:
     """Format 'expected X, got Y' consistently."""
     return f"expected {what}, got {got!r}"
+
+
+def describe(exc: BaseException) -> str:
+    """'<Type>: <first line>' of an exception; for TorchScript errors, the Python error they end with."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if lines and lines[0].startswith("The following operation failed in the TorchScript interpreter"):
+        return lines[-1][:200]
+    return f"{type(exc).__name__}: {lines[0][:200] if lines else ''}"

@@ -47,13 +47,15 @@ class Registry(Generic[T]):
         return iter(self.names())
 
 
-def unknown_name_message(kind: str, name: str, known: object) -> str:
-    """'unknown <kind> 'x' (did you mean 'y'?); known: a, b, c'."""
+def unknown_name_message(kind: str, name: str, known: object, *, show_known: bool = True) -> str:
+    """'unknown <kind> 'x' (did you mean 'y'?); known: a, b, c' (the list left out for huge registries)."""
     names = sorted(known)  # type: ignore[call-overload]
-    close = difflib.get_close_matches(name.lower(), names, n=5, cutoff=0.6)
+    lowered = {n.lower(): n for n in names}  # case-insensitive, so 'IMAGENET1K_V9' finds 'IMAGENET1K_V1'
+    close = [lowered[c] for c in difflib.get_close_matches(name.lower(), list(lowered), n=5, cutoff=0.6)]
     close.sort(key=lambda candidate: _edit_distance(name.lower(), candidate.lower()))
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"unknown {kind} {name!r}{hint}; known: {', '.join(names)}"
+    listing = f"known: {', '.join(names)}" if show_known else f"{len(names)} known"
+    return f"unknown {kind} {name!r}{hint}; {listing}"
 
 
 def _edit_distance(a: str, b: str) -> int:

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from fixtures.loading import logits, one_line
 from robusteval.errors import RobustEvalError
 from robusteval.models.archs import build_arch
 from robusteval.models.loading import PICKLE_REFUSED, detect_format, extract_state_dict, file_sha256, load_model
@@ -37,15 +38,6 @@ def x() -> torch.Tensor:
     return torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 
 
-def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    with torch.inference_mode():
-        return model(x)
-
-
-def _one_line(exc: pytest.ExceptionInfo[RobustEvalError]) -> str:
-    text = str(exc.value)
-    assert text and "\n" not in text, f"expected a one-line message, got {text!r}"
-    return text
 
 
 def _prefixed(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -68,7 +60,7 @@ def test_state_dict_layouts_reload_identically(layout: str, resnet: nn.Module, x
     torch.save(STATE_DICT_LAYOUTS[layout](resnet.state_dict()), path)
     loaded = load_model(path, arch="cifar_resnet20", num_classes=10)
     assert not loaded.training
-    torch.testing.assert_close(_logits(loaded, x), _logits(resnet, x), atol=1e-6, rtol=0)
+    torch.testing.assert_close(logits(loaded, x), logits(resnet, x), atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("prefix", ["", "module."])
@@ -77,7 +69,7 @@ def test_safetensors_reloads_identically(prefix: str, resnet: nn.Module, x: torc
     save_file(_prefixed({k: v.contiguous() for k, v in resnet.state_dict().items()}, prefix), str(path))
     assert detect_format(path) == "safetensors"
     loaded = load_model(path, arch="cifar_resnet20")
-    torch.testing.assert_close(_logits(loaded, x), _logits(resnet, x), atol=1e-6, rtol=0)
+    torch.testing.assert_close(logits(loaded, x), logits(resnet, x), atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("how", ["script", "trace"])
@@ -87,7 +79,7 @@ def test_torchscript_reloads_identically(how: str, resnet: nn.Module, x: torch.T
     scripted.save(str(path))
     assert detect_format(path) == "torchscript"
     loaded = load_model(path, arch="ignored_for_self_describing_formats")
-    torch.testing.assert_close(_logits(loaded, x), _logits(resnet, x), atol=1e-6, rtol=0)
+    torch.testing.assert_close(logits(loaded, x), logits(resnet, x), atol=1e-6, rtol=0)
 
 
 def test_torch_export_reloads_identically_and_wraps(
@@ -102,10 +94,10 @@ def test_torch_export_reloads_identically_and_wraps(
     assert detect_format(path) == "export"
     loaded = load_model(path)
     assert not loaded.training
-    torch.testing.assert_close(_logits(loaded, x), _logits(resnet, x), atol=1e-6, rtol=0)
+    torch.testing.assert_close(logits(loaded, x), logits(resnet, x), atol=1e-6, rtol=0)
     wrapped = with_normalization(loaded, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))  # wrapping calls .eval() again
     check_model(wrapped, (3, 32, 32), 10)
-    torch.testing.assert_close(_logits(wrapped, x), _logits(resnet, (x - 0.5) / 0.25), atol=1e-6, rtol=0)
+    torch.testing.assert_close(logits(wrapped, x), logits(resnet, (x - 0.5) / 0.25), atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("batch", [1, 3, 9])
@@ -118,7 +110,7 @@ def test_static_batch_export_runs_on_any_batch(batch: int, tmp_path: Path) -> No
     loaded = load_model(path)
     check_model(loaded, (3, 8, 8), 10)
     x = torch.rand(batch, 3, 8, 8, generator=torch.Generator().manual_seed(batch))
-    torch.testing.assert_close(_logits(loaded, x), _logits(model, x), atol=1e-6, rtol=0)
+    torch.testing.assert_close(logits(loaded, x), logits(model, x), atol=1e-6, rtol=0)
 
 
 def test_pickled_module_refused_unless_trusted(resnet: nn.Module, x: torch.Tensor, tmp_path: Path) -> None:
@@ -126,10 +118,10 @@ def test_pickled_module_refused_unless_trusted(resnet: nn.Module, x: torch.Tenso
     torch.save(resnet, path)
     with pytest.raises(RobustEvalError) as exc:
         load_model(path, arch="cifar_resnet20")
-    message = _one_line(exc)
+    message = one_line(exc)
     assert "--trust-pickle" in message and "state_dict" in message and "torch.export" in message
     loaded = load_model(path, trust_pickle=True)
-    torch.testing.assert_close(_logits(loaded, x), _logits(resnet, x), atol=1e-6, rtol=0)
+    torch.testing.assert_close(logits(loaded, x), logits(resnet, x), atol=1e-6, rtol=0)
 
 
 class _WritesFile:
@@ -162,7 +154,7 @@ def test_malicious_pickle_runs_nothing_without_trust(payload: type, nested: bool
     assert not target.exists()
     with pytest.raises(RobustEvalError) as exc:
         load_model(path, arch="cifar_resnet20")
-    assert "--trust-pickle" in _one_line(exc)
+    assert "--trust-pickle" in one_line(exc)
     assert not target.exists()
 
 
@@ -185,7 +177,7 @@ def test_truncated_files_fail_in_one_line(kind: str, resnet: nn.Module, x: torch
     cut.write_bytes(_truncated(full.read_bytes()))
     with pytest.raises(RobustEvalError) as exc:
         load_model(cut, arch="cifar_resnet20")
-    assert str(cut) in _one_line(exc)
+    assert str(cut) in one_line(exc)
 
 
 @pytest.mark.parametrize(
@@ -200,7 +192,7 @@ def test_garbage_files_fail_in_one_line(content: bytes, tmp_path: Path) -> None:
     for trust in (False, True):
         with pytest.raises(RobustEvalError) as exc:
             load_model(path, arch="cifar_resnet20", trust_pickle=trust)
-        message = _one_line(exc)
+        message = one_line(exc)
         assert str(path) in message
         assert "--trust-pickle" not in message  # garbage is not a pickled module: no advice to trust it
 
@@ -208,7 +200,7 @@ def test_garbage_files_fail_in_one_line(content: bytes, tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(RobustEvalError, match="does not exist") as exc:
         load_model(tmp_path / "nope.pt", arch="cifar_resnet20")
-    _one_line(exc)
+    one_line(exc)
 
 
 def test_state_dict_needs_arch(resnet: nn.Module, tmp_path: Path) -> None:
@@ -216,7 +208,7 @@ def test_state_dict_needs_arch(resnet: nn.Module, tmp_path: Path) -> None:
     torch.save(resnet.state_dict(), path)
     with pytest.raises(RobustEvalError, match="--arch") as exc:
         load_model(path)
-    _one_line(exc)
+    one_line(exc)
 
 
 def test_unknown_arch_suggests(resnet: nn.Module, tmp_path: Path) -> None:
@@ -224,7 +216,7 @@ def test_unknown_arch_suggests(resnet: nn.Module, tmp_path: Path) -> None:
     torch.save(resnet.state_dict(), path)
     with pytest.raises(RobustEvalError, match="did you mean 'cifar_resnet20'") as exc:
         load_model(path, arch="cifar_resnt20")
-    _one_line(exc)
+    one_line(exc)
 
 
 def test_state_dict_that_does_not_fit(tmp_path: Path) -> None:
@@ -232,17 +224,17 @@ def test_state_dict_that_does_not_fit(tmp_path: Path) -> None:
     torch.save(build_arch("cifar_resnet20", 100).state_dict(), path)
     with pytest.raises(RobustEvalError, match="does not fit architecture 'cifar_resnet20' with 10 classes") as exc:
         load_model(path, arch="cifar_resnet20", num_classes=10)
-    assert "linear.weight" in _one_line(exc)
+    assert "linear.weight" in one_line(exc)
     with pytest.raises(RobustEvalError, match="missing keys") as exc:  # a deeper net than the weights
         load_model(path, arch="cifar_resnet32", num_classes=100)
-    _one_line(exc)
+    one_line(exc)
 
 
 @pytest.mark.parametrize("obj", [{}, {"a": 1}, [torch.zeros(1)], {"model": {"w": "x"}}])
 def test_extract_state_dict_rejects_non_state_dicts(obj: object) -> None:
     with pytest.raises(RobustEvalError, match="expected a state_dict") as exc:
         extract_state_dict(obj, "ckpt.pt")
-    _one_line(exc)
+    one_line(exc)
 
 
 def test_non_tensor_checkpoint_file(tmp_path: Path) -> None:
@@ -250,7 +242,7 @@ def test_non_tensor_checkpoint_file(tmp_path: Path) -> None:
     torch.save({"epoch": 3, "acc": 0.9}, path)
     with pytest.raises(RobustEvalError, match="expected a state_dict") as exc:
         load_model(path, arch="cifar_resnet20")
-    _one_line(exc)
+    one_line(exc)
 
 
 class _NaNModel(nn.Module):
@@ -284,13 +276,13 @@ def test_check_model_errors(
 ) -> None:
     with pytest.raises(RobustEvalError, match=match) as exc:
         check_model(model().eval(), shape, classes, name="m.pt")
-    assert _one_line(exc).startswith("m.pt")
+    assert one_line(exc).startswith("m.pt")
 
 
 def test_normalized_equals_manual_normalisation(resnet: nn.Module, x: torch.Tensor) -> None:
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     manual = torch.stack([(x[:, c] - mean[c]) / std[c] for c in range(3)], dim=1)
-    torch.testing.assert_close(_logits(Normalized(resnet, mean, std), x), _logits(resnet, manual), atol=1e-5, rtol=0)
+    torch.testing.assert_close(logits(Normalized(resnet, mean, std), x), logits(resnet, manual), atol=1e-5, rtol=0)
     assert with_normalization(resnet, None, None) is resnet
 
 
@@ -311,7 +303,65 @@ def test_parse_floats() -> None:
     for bad in ("0.5,abc", "0.5,,0.5", ""):
         with pytest.raises(RobustEvalError, match="--mean: expected comma-separated numbers") as exc:
             parse_floats(bad, "--mean")
-        _one_line(exc)
+        one_line(exc)
+
+
+class _SmallBatchesOnly(nn.Module):
+    """A TorchScript export that works on the load-time probe (2 images) but refuses larger batches."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3 * 32 * 32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > 4:
+            raise ValueError("this export takes at most 4 images")
+        return self.fc(x.flatten(1))
+
+
+class _WrongRowsAbove4(nn.Module):
+    """A TorchScript export that silently returns only 4 rows for larger batches."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3 * 32 * 32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1))[:4]
+
+
+class _TracedForBatch2(nn.Module):
+    """Traced with a hard-coded batch of 2 (the probe's size): batch 1 (MAC counting) fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3 * 32 * 32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.reshape(2, -1))
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [(lambda: torch.jit.script(_SmallBatchesOnly()),
+      r"model 'dense' failed on a batch of 8 inputs .*: builtins.ValueError: this export takes at most 4 images$"),
+     (lambda: torch.jit.script(_WrongRowsAbove4()),
+      r"model 'dense' returned \(4, 10\) for a batch of 8 inputs: expected \(8, classes\)$"),
+     (lambda: torch.jit.trace(_TracedForBatch2(), torch.rand(2, 3, 32, 32)),
+      r"model 'dense' failed while its costs were measured \(MACs on a batch of 1\): RuntimeError: mat1 and mat2")],
+    ids=["raises", "wrong_rows", "batch_1"],
+)
+def test_torchscript_failing_only_on_larger_batches(make: Callable[[], nn.Module], match: str, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from robusteval.cli import main
+
+    path = tmp_path / "model.pt"
+    make().save(str(path))
+    code = main(["evaluate", str(path), "--subset", "20", "--batch-size", "8", "--out", str(tmp_path / "run"),
+                 "--quiet", "--no-report"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err, err
+    assert re.search(match, err), err
 
 
 def test_file_sha256_streams(tmp_path: Path) -> None:

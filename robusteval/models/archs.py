@@ -1,4 +1,4 @@
-"""Architecture registry: built-in names, ``torchvision:<name>`` and ``path/to/file.py:factory``."""
+"""Architecture registry: built-in names, ``torchvision:<name>``, ``timm:<name>`` and ``path/to/file.py:factory``."""
 from __future__ import annotations
 
 import functools
@@ -11,7 +11,7 @@ from torch import nn
 
 from robusteval.errors import RobustEvalError
 from robusteval.models.cifar import CifarResNet, CifarVGG, LeNet300100, WideResNet
-from robusteval.registry import Registry
+from robusteval.registry import Registry, unknown_name_message
 
 ArchFactory = Callable[[int], nn.Module]
 """Builds an untrained model for ``num_classes`` classes."""
@@ -31,6 +31,8 @@ def build_arch(spec: str, num_classes: int) -> nn.Module:
     """Build the architecture named by ``spec`` with ``num_classes`` outputs."""
     if spec.startswith("torchvision:"):
         return _torchvision_arch(spec.split(":", 1)[1], num_classes)
+    if spec.startswith("timm:"):
+        return _timm_arch(spec.split(":", 1)[1], num_classes)
     if ".py:" in spec:
         return _file_arch(spec, num_classes)
     return ARCHS.get(spec)(num_classes)
@@ -39,12 +41,24 @@ def build_arch(spec: str, num_classes: int) -> nn.Module:
 def _torchvision_arch(name: str, num_classes: int) -> nn.Module:
     import torchvision.models as tvm
 
+    if ":" in name:
+        raise RobustEvalError(f"--arch torchvision:{name}: pretrained torchvision weights are a model, not an "
+                              f"architecture; give torchvision:{name} in place of the model file")
     names = tvm.list_models(module=tvm)
     if name not in names:
-        from robusteval.registry import unknown_name_message
-
         raise RobustEvalError(unknown_name_message("torchvision model", name, names))
     return tvm.get_model(name, weights=None, num_classes=num_classes)
+
+
+def _timm_arch(name: str, num_classes: int) -> nn.Module:
+    """An untrained timm model (the weights come from the model file); timm is an optional extra."""
+    try:
+        import timm
+    except ImportError:
+        raise RobustEvalError(f"--arch timm:{name} needs timm: pip install 'robusteval[timm]'") from None
+    if not timm.is_model(name):
+        raise RobustEvalError(unknown_name_message("timm model", name, timm.list_models(), show_known=False))
+    return timm.create_model(name, pretrained=False, num_classes=num_classes)
 
 
 def _file_arch(spec: str, num_classes: int) -> nn.Module:

@@ -1,4 +1,4 @@
-"""Safe model loading: state_dict (+ arch), safetensors (+ arch), TorchScript, torch.export.
+"""Safe model loading: state_dict (+ arch), safetensors (+ arch), TorchScript, torch.export, ONNX.
 
 A pickled full module (``torch.save(model)``) runs arbitrary code when unpickled, so it is
 refused unless the caller passes ``trust_pickle=True``, and so is a torch.export archive with a
@@ -13,18 +13,16 @@ import os
 import pickle
 import warnings
 import zipfile
-from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from robusteval.errors import RobustEvalError
+from robusteval.errors import RobustEvalError, describe
 from robusteval.models.archs import build_arch
+from robusteval.models.checkpoint import extract_state_dict, load_strict, strip_prefixes
 from robusteval.models.export_archive import load_program
-
-STATE_DICT_PREFIXES = ("module.", "_orig_mod.")
-NESTED_KEYS = ("state_dict", "model", "model_state_dict", "net")
+from robusteval.models.sources import ModelSource, resolve_model
 
 PICKLE_REFUSED = (
     "{path} is a pickled full model (torch.save(model)); unpickling it can run arbitrary code, "
@@ -60,18 +58,23 @@ def detect_format(path: Path) -> str:
 
 
 def load_model(
-    path: str | Path,
+    source: str | Path | ModelSource,
     *,
     arch: str | None = None,
     num_classes: int = 10,
     trust_pickle: bool = False,
+    checkpoint_key: str | None = None,
 ) -> nn.Module:
-    """Load the model stored at ``path`` in eval mode.
+    """Load the model file (or ``hf-hub:``/``torchvision:`` reference, see :mod:`.sources`) in eval mode.
 
-    ``arch`` (a registry name, ``torchvision:<name>`` or ``file.py:factory``) is required for
-    weights-only formats (state_dict, safetensors) and ignored for self-describing ones.
+    ``arch`` (a registry name, ``torchvision:<name>``, ``timm:<name>`` or ``file.py:factory``) is
+    required for weights-only formats (state_dict, safetensors) and ignored for self-describing
+    ones; ``checkpoint_key`` names the checkpoint entry holding the weights (default: found).
     """
-    path = Path(path)
+    source = resolve_model(source)
+    if source.build is not None:
+        return source.build().eval()
+    path = source.path
     if not path.is_file():
         try:
             os.stat(path)  # follows links: a loop raises ELOOP
@@ -81,17 +84,28 @@ def load_model(
         raise RobustEvalError(f"model file {path} {state}")
     if path.stat().st_size == 0:
         raise RobustEvalError(f"model file {path} is empty")
+    arch, classes = arch or source.arch, source.num_classes or num_classes
+    if path.suffix.lower() == ".onnx":
+        return _load_onnx(path).eval()
     fmt = detect_format(path)
     if fmt == "export":
         model = _load_export(path, trust_pickle)
     elif fmt == "torchscript":
         model = _load_torchscript(path)
     elif fmt == "safetensors":
-        model = _with_state_dict(_read_safetensors(path), path, arch, num_classes)
+        model = _with_state_dict(_read_safetensors(path), path, arch, classes, checkpoint_key)
     else:
         loaded = _torch_load(path, trust_pickle)
-        model = loaded if isinstance(loaded, nn.Module) else _with_state_dict(loaded, path, arch, num_classes)
+        model = loaded if isinstance(loaded, nn.Module) else _with_state_dict(loaded, path, arch, classes,
+                                                                              checkpoint_key)
     return model.eval()
+
+
+def _load_onnx(path: Path) -> nn.Module:
+    from robusteval.models.onnx import OnnxModel
+
+    model = OnnxModel(path)
+    return FixedBatch(model, model.batch) if model.batch else model
 
 
 def _load_export(path: Path, trust_pickle: bool) -> nn.Module:
@@ -169,48 +183,16 @@ def _torch_load(path: Path, trust_pickle: bool) -> object:
         raise RobustEvalError(f"unpickling {path} failed: {_short(exc)}") from exc
 
 
-def _with_state_dict(obj: object, path: Path, arch: str | None, num_classes: int) -> nn.Module:
-    state = extract_state_dict(obj, path)
+def _with_state_dict(obj: object, path: Path, arch: str | None, num_classes: int,
+                     checkpoint_key: str | None) -> nn.Module:
+    state = extract_state_dict(obj, str(path), key=checkpoint_key)
     if arch is None:
         raise RobustEvalError(f"{path} holds only weights (a state_dict); say which architecture with --arch")
     model = build_arch(arch, num_classes)
-    missing, unexpected = _match(model, state)
-    if missing or unexpected:
-        raise RobustEvalError(
-            f"{path} does not fit architecture {arch!r} with {num_classes} classes: "
-            f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})"
-        )
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        shape = str(exc).split("\n")[1].strip() if "\n" in str(exc) else _short(exc)
-        raise RobustEvalError(f"{path} does not fit architecture {arch!r} with {num_classes} classes: {shape}") from exc
+    load_strict(model, strip_prefixes(state, model),
+                f"{path} does not fit architecture {arch!r} with {num_classes} classes")
     return model
 
 
-def extract_state_dict(obj: object, path: Path | str = "model") -> dict[str, torch.Tensor]:
-    """The tensors of a (possibly nested) checkpoint with ``module.``/``_orig_mod.`` prefixes removed."""
-    if isinstance(obj, Mapping):
-        for key in NESTED_KEYS:
-            if isinstance(obj.get(key), Mapping):
-                obj = obj[key]
-                break
-    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise RobustEvalError(f"{path}: expected a state_dict (a mapping of names to tensors), got {type(obj).__name__}")
-    state = {}
-    for name, value in obj.items():
-        for prefix in STATE_DICT_PREFIXES:
-            while name.startswith(prefix):
-                name = name[len(prefix):]
-        state[name] = value
-    return state
-
-
-def _match(model: nn.Module, state: Mapping[str, torch.Tensor]) -> tuple[list[str], list[str]]:
-    expected = set(model.state_dict())
-    return sorted(expected - set(state)), sorted(set(state) - expected)
-
-
 def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200] if text else ''}"
+    return describe(exc)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from robusteval.errors import RobustEvalError
+from robusteval.errors import RobustEvalError, describe
 
 
 class Normalized(nn.Module):
@@ -53,9 +53,9 @@ def check_model(model: nn.Module, image_shape: tuple[int, int, int], num_classes
         with torch.inference_mode():
             out = model(probe)
     except Exception as exc:  # any failure means the model does not accept this input
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise RobustEvalError(
-            f"{name} cannot run on inputs of shape (N, {', '.join(map(str, image_shape))}) from the data: {first}"
+            f"{name} cannot run on inputs of shape (N, {', '.join(map(str, image_shape))}) from the data: "
+            f"{describe(exc)}"
         ) from exc
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 2:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
@@ -66,3 +66,24 @@ def check_model(model: nn.Module, image_shape: tuple[int, int, int], num_classes
         )
     if not torch.isfinite(out).all():
         raise RobustEvalError(f"{name} produces NaN or infinite logits on a probe batch")
+
+
+def has_gradients(model: nn.Module) -> bool:
+    """False when any part runs outside autograd (an ONNX model: ``differentiable = False``)."""
+    return all(getattr(m, "differentiable", True) for m in model.modules())
+
+
+def run_batch(model: nn.Module, x: torch.Tensor, name: str) -> torch.Tensor:
+    """``model(x)`` for a batch of the evaluation; a failure (or a wrong output shape) names the model and the
+    batch size, since a model that passed the probe batch of 2 can still fail on a larger one."""
+    try:
+        out = model(x)
+    except RobustEvalError:
+        raise
+    except Exception as exc:  # any failure inside the model's own code
+        raise RobustEvalError(f"{name} failed on a batch of {len(x)} inputs (the load-time probe of 2 ran; try the "
+                              f"batch size it was exported for as --batch-size): {describe(exc)}") from exc
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != len(x):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise RobustEvalError(f"{name} returned {shape} for a batch of {len(x)} inputs: expected ({len(x)}, classes)")
+    return out
