@@ -86,7 +86,7 @@ def load_corruption_files(root: Path, corruption: str, severity: int, *, dataset
                                           f"{stored.dtype} {stored.shape}")
         )
     try:
-        images, labels = _read_with_robustbench(Path(root), corruption, severity, dataset)
+        images, labels = _read_with_robustbench(folder.parent, corruption, severity, dataset)
     except RobustEvalError:
         images, labels = _read_with_numpy(stored, np.load(labels_path), severity)
     name = f"{dataset}-c/{corruption}/{severity}"
