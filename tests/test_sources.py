@@ -170,6 +170,19 @@ def test_imagefolder_same_layout_elsewhere_is_not_confused(tmp_path: Path, cache
     np.testing.assert_array_equal(x_two[0], np.asarray(Image.open(two / "a" / "img00.png")))
 
 
+def test_imagefolder_subset_decodes_only_the_sample(tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "tree"
+    _write_tree(root, {"a": 5, "b": 3, "c": 4})
+    full = load_source(f"imagefolder:{root}").stratified(7, seed=2)
+    decoded: list[Path] = []
+    original = imagefolder._decode
+    monkeypatch.setattr(imagefolder, "_decode", lambda p, *a: decoded.append(p) or original(p, *a))
+    sample = load_source(f"imagefolder:{root}", subset=7, seed=2, download=False)
+    assert len(decoded) == 7 and len(sample) == 7
+    np.testing.assert_array_equal(sample.x, full.x)
+    np.testing.assert_array_equal(sample.y, full.y)
+
+
 def test_imagefolder_errors(tmp_path: Path, cache: Path) -> None:
     with pytest.raises(RobustEvalError, match="does not exist") as exc:
         load_source(f"imagefolder:{tmp_path / 'missing'}")
