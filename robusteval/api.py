@@ -163,6 +163,9 @@ def _family(dense: nn.Module, candidate: tuple[str, nn.Module] | None, config: A
         return
     spec = config.data.train_spec()
     train = load_source(spec, seed=config.data.seed, download=config.data.download) if spec else None
+    if train is not None and train.logit_indices is not None:
+        raise RobustEvalError(f"training data {spec!r} is a class subset ({train.num_classes} of {train.num_logits} "
+                              "classes); train on data labelled in the model's own classes")
     if train is not None and (message := match_sources(train, clean, f"training data {spec!r}", "the evaluation data")):
         warn(message)
     yield from build_family(dense, settings=config.pruning, example_input=example, train_data=train,

@@ -34,7 +34,7 @@ def _package_file(package: str, *parts: str) -> Path:
 def test_class_index_is_robustbench_and_timm_order() -> None:
     order = wnids()
     assert len(order) == len(set(order)) == 1000 and list(order) == sorted(order)
-    assert order[0] == "n01440764" and order[1] == "n01443537" and order[-1] == "n15075141"  # tench, goldfish, toilet tissue
+    assert order[:2] == ("n01440764", "n01443537") and order[-1] == "n15075141"  # tench, goldfish, toilet tissue
     robustbench = json.loads(_package_file("robustbench", "helper_files", "imagenet_class_to_id_map.json").read_text())
     assert robustbench == {w: i for i, w in enumerate(order)}
 
@@ -170,13 +170,20 @@ def test_subset_evaluated_on_its_200_columns_like_the_official_code(kind: str, t
     assert shifted["shift/r/accuracy"] == pytest.approx(accuracy, abs=1e-9)
 
 
-def test_subset_source_refuses_adversarial_attacks(tmp_path: Path) -> None:
+def test_subset_source_refuses_attacks_and_training(tmp_path: Path) -> None:
+    """Attacks and fine-tuning read raw logits against the labels, so a class subset cannot feed them."""
     root = tmp_path / "r"
     _grey_tree(root, wnids(SUBSETS["imagenet-r"])[:2])
     quick = load_config("quick")
     config = _config(f"imagenet-r:{root}", adversarial=quick.evaluate.adversarial)
     with pytest.raises(RobustEvalError, match="200-class subset of 1000 classes: adversarial attacks need"):
         audit(nn.Identity(), config=config, out=tmp_path / "run", progress=False)
+    val = tmp_path / "val"
+    _tree(val, {"n01440764": [(256, 256)]})
+    config = _config(f"imagenet:{val}").replace(pruning=quick.pruning)
+    config = config.replace(data=dataclasses.replace(config.data, train=f"imagenet-r:{root}"))
+    with pytest.raises(RobustEvalError, match="training data 'imagenet-r:.*' is a class subset \\(200 of 1000"):
+        audit(PixelClassifier(list(range(200))), config=config, out=tmp_path / "run2", progress=False)
 
 
 def test_imagenet_c_folders_as_source_and_as_corruption_files(tmp_path: Path) -> None:

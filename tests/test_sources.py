@@ -170,7 +170,8 @@ def test_imagefolder_same_layout_elsewhere_is_not_confused(tmp_path: Path, cache
     np.testing.assert_array_equal(x_two[0], np.asarray(Image.open(two / "a" / "img00.png")))
 
 
-def test_imagefolder_subset_decodes_only_the_sample(tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_imagefolder_subset_decodes_only_the_sample(tmp_path: Path, cache: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "tree"
     _write_tree(root, {"a": 5, "b": 3, "c": 4})
     full = load_source(f"imagefolder:{root}").stratified(7, seed=2)

@@ -26,12 +26,12 @@ def load_cifar101(path: str | Path) -> LabeledArrays:
     """CIFAR-10.1 images and labels from the two ``.npy`` files of one version."""
     path = Path(path)
     if path.is_dir():
-        found = [path / f"cifar10.1_{v}_data.npy" for v in CIFAR101_VERSIONS if (path / f"cifar10.1_{v}_data.npy").is_file()]
+        found = [p for v in CIFAR101_VERSIONS if (p := path / f"cifar10.1_{v}_data.npy").is_file()]
         if not found:
             raise RobustEvalError(f"CIFAR-10.1: {path} holds no cifar10.1_v6_data.npy or cifar10.1_v4_data.npy")
         path = found[0]
     if not path.name.endswith("_data.npy") or not path.is_file():
-        raise RobustEvalError(f"CIFAR-10.1: " + expected("an existing folder or cifar10.1_<version>_data.npy", str(path)))
+        raise RobustEvalError("CIFAR-10.1: " + expected("a folder or cifar10.1_<version>_data.npy", str(path)))
     labels_path = path.with_name(path.name.replace("_data.npy", "_labels.npy"))
     if not labels_path.is_file():
         raise RobustEvalError(f"CIFAR-10.1: labels file {labels_path} does not exist")

@@ -62,8 +62,8 @@ def _corruption_args(req: _Request) -> tuple[Path, str, int]:
     """``ROOT:CORRUPTION:SEVERITY`` (split from the right, so ROOT may hold colons)."""
     parts = _path(req, "ROOT:CORRUPTION:SEVERITY").rsplit(":", 2)
     if len(parts) != 3 or not parts[2].isdigit():
-        raise RobustEvalError(f"data source {req.spec!r}: expected {req.spec.partition(':')[0]}:ROOT:CORRUPTION:SEVERITY "
-                              "(severity 1..5)")
+        kind = req.spec.partition(":")[0]
+        raise RobustEvalError(f"data source {req.spec!r}: expected {kind}:ROOT:CORRUPTION:SEVERITY (severity 1..5)")
     return Path(parts[0]), parts[1], int(parts[2])
 
 
