@@ -18,10 +18,10 @@ from torch import nn
 
 from robusteval.conditions import build_conditions, transfer_condition
 from robusteval.config import AuditConfig
-from robusteval.data.arrays import LabeledArrays
+from robusteval.data.arrays import LabeledArrays, match_sources
 from robusteval.data.sources import load_source
 from robusteval.engine import DENSE_ID, EngineSettings, ModelEntry, run_conditions
-from robusteval.errors import RobustEvalError, describe
+from robusteval.errors import RobustEvalError, describe, warn
 from robusteval.escaping import visible
 from robusteval.evaluators.adversarial import craft_transfer, evaluate_adversarial, select_sample
 from robusteval.evaluators.corruption import corruption_summary, noise_summary
@@ -72,6 +72,10 @@ def _audit(run: RunDir, model: str | Path | nn.Module, config: AuditConfig,
     started = time.time()
     clean = load_source(config.data.source, subset=config.data.subset, seed=config.data.seed,
                         download=config.data.download)
+    if clean.logit_indices is not None and config.evaluate.adversarial is not None:
+        raise RobustEvalError(f"{config.data.source} is a {clean.num_classes}-class subset of {clean.num_logits} "
+                              "classes: adversarial attacks need the model's own label space; evaluate it as "
+                              "evaluate.shift, or set evaluate.adversarial to null")
     example = clean.images(slice(0, 2))
     dense, dense_sha = _load(reference if reference is not None else model, config, clean, "model")
     shas, candidate = {DENSE_ID: dense_sha}, None
@@ -138,12 +142,12 @@ def _load(model: str | Path | nn.Module, config: AuditConfig, clean: LabeledArra
     else:
         source = resolve_model(model)
         path = source.path
-        loaded = load_model(source, arch=config.model.arch, num_classes=clean.num_classes,
+        loaded = load_model(source, arch=config.model.arch, num_classes=clean.num_logits,
                             trust_pickle=config.model.trust_pickle, checkpoint_key=config.model.checkpoint_key)
         sha = file_sha256(path) if path.is_file() else ""
         name = source.label
     loaded = with_normalization(loaded, config.model.mean, config.model.std)
-    check_model(loaded, clean.image_shape, clean.num_classes, name)
+    check_model(loaded, clean.image_shape, clean.num_logits, name)
     return loaded, sha
 
 
@@ -175,9 +179,11 @@ def _family(dense: nn.Module, candidate: tuple[str, nn.Module] | None, config: A
                               "as the deployed model against its torch original: audit model.onnx --reference dense.pt")
     spec = config.data.train_spec()
     train = load_source(spec, seed=config.data.seed, download=config.data.download) if spec else None
-    if train is not None and (train.image_shape, train.classes) != (clean.image_shape, clean.classes):
-        raise RobustEvalError(f"training data {spec!r} ({train.num_classes} classes, images {train.image_shape}) does "
-                              f"not match the evaluation data ({clean.num_classes} classes, images {clean.image_shape})")
+    if train is not None and train.logit_indices is not None:
+        raise RobustEvalError(f"training data {spec!r} is a class subset ({train.num_classes} of {train.num_logits} "
+                              "classes); train on data labelled in the model's own classes")
+    if train is not None and (message := match_sources(train, clean, f"training data {spec!r}", "the evaluation data")):
+        warn(message)
     yield from build_family(dense, settings=config.pruning, example_input=example, train_data=train,
                             out_dir=run.path / "models", progress=progress)
 

@@ -64,9 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     model_opts.add_argument("--checkpoint-key", help="checkpoint entry holding the weights, e.g. state_dict_ema "
                             "(default: the regular weights under state_dict/model/...)")
     model_opts.add_argument("--data", help="evaluation data: bundled, cifar10, cifar100, svhn (add :train for the "
-                            "training split), imagefolder:PATH, npz:PATH (default: bundled)")
+                            "training split), imagefolder:PATH, npz:PATH, imagenet:PATH, imagenet-v2/-r/-a:PATH, cifar10.1:PATH, "
+                            "cifar10.2:PATH, cinic10:PATH, cifar10-c/cifar100-c/imagenet-c:ROOT:CORRUPTION:SEVERITY "
+                            "(default: bundled; README, Data)")
     model_opts.add_argument("--train-data", help="data for SNIP/GraSP, fine-tuning and BatchNorm re-calibration "
-                            "(default: the training split of a built-in --data source; none for imagefolder:/npz:)")
+                            "(default: the training split of a built-in --data source; none for sources read from a path)")
     model_opts.add_argument("--subset", type=int, help="evaluate on a seeded class-balanced sample of N images")
     model_opts.add_argument("--config", help="YAML config (a path, or a preset name from configs/: clean, quick, ...)")
     model_opts.add_argument("--out", help="run directory (default: reports/<timestamp>); rerunning the same "

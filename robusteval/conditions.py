@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from robusteval.data.arrays import LabeledArrays
-from robusteval.data.cifar_c import available_corruption_files, load_corruption_files
+from robusteval.data.arrays import LabeledArrays, match_sources
+from robusteval.data.cifar_c import available_corruption_files, corruption_dataset, load_corruption_files
 from robusteval.data.corruptions import condition_seed, corrupt, describe, parameter_set, uniform_noise
 from robusteval.data.ood_sets import make_ood_batch
 from robusteval.data.sources import load_source
-from robusteval.errors import RobustEvalError
+from robusteval.errors import RobustEvalError, warn
 from robusteval.evaluators.accuracy import AccuracyEvaluator
 from robusteval.evaluators.agreement import AgreementEvaluator
 from robusteval.evaluators.base import Evaluator
@@ -43,9 +43,14 @@ class Condition:
     labelled: bool = True
     note: str = ""
     meta: dict[str, object] = field(default_factory=dict)
+    space: LabeledArrays | None = None  # whose label space logits are read in (default: ``data``'s)
 
     def __len__(self) -> int:
         return len(self.data)
+
+    def restrict(self, logits: torch.Tensor) -> torch.Tensor:
+        """A model's logits in the condition's label space (a class subset's columns, see LabeledArrays)."""
+        return (self.space or self.data).restrict(logits)
 
     def inputs(self, start: int, stop: int, batch_index: int) -> torch.Tensor:
         x = self.data.images(slice(start, stop))
@@ -107,13 +112,12 @@ def build_conditions(config: AuditConfig, clean: LabeledArrays) -> list[Conditio
         for name, spec in ev.ood.sources.items():
             data = load_source(spec, subset=ev.ood.subset, seed=seed, download=config.data.download)
             _check_same_shape(data, clean, f"OOD set {name!r}")
-            conditions.append(Condition(f"ood/{name}", "ood", data, labelled=False, note=f"data source {spec}"))
+            conditions.append(Condition(f"ood/{name}", "ood", data, labelled=False, note=f"data source {spec}",
+                                        space=clean))
     for name, spec in ev.shift.items():
         data = load_source(spec, subset=config.data.subset, seed=seed, download=config.data.download)
-        _check_same_shape(data, clean, f"shift set {name!r}")
-        if data.num_classes != clean.num_classes:
-            raise RobustEvalError(f"shift set {name!r} has {data.num_classes} classes, the evaluation data "
-                                  f"{clean.num_classes}")
+        if message := match_sources(data, clean, f"shift set {name!r}", "the evaluation data"):
+            warn(message)
         conditions.append(Condition(f"shift/{name}", "shift", data, note=f"data source {spec}"))
     return conditions
 
@@ -121,7 +125,8 @@ def build_conditions(config: AuditConfig, clean: LabeledArrays) -> list[Conditio
 def _corruption_conditions(settings: CorruptionSettings, clean: LabeledArrays, seed: int) -> list[Condition]:
     base = clean.stratified(settings.subset, seed)
     files = Path(settings.files) if settings.files else None
-    on_disk = set(available_corruption_files(files)) if files else set()
+    dataset = corruption_dataset(clean.num_logits) if files else ""
+    on_disk = set(available_corruption_files(files, dataset)) if files else set()
     table = parameter_set(*clean.image_shape[1:])
     out = []
     for name in settings.corruptions:
@@ -129,7 +134,8 @@ def _corruption_conditions(settings: CorruptionSettings, clean: LabeledArrays, s
             key = f"corruption/{name}/{severity}"
             meta = {"corruption": name, "severity": severity}
             if name in on_disk:
-                data = load_corruption_files(files, name, severity).stratified(settings.subset, seed)
+                data = load_corruption_files(files, name, severity, dataset=dataset, subset=settings.subset,
+                                             seed=seed).stratified(settings.subset, seed)
                 out.append(Condition(key, "corruption", data, note=f"precomputed files in {files}",
                                      meta=meta | {"source": "files"}))
             else:

@@ -20,7 +20,7 @@ import yaml
 
 from robusteval.data.corruptions import BENCHMARK_CORRUPTIONS, CORRUPTIONS, DEFAULT_NOISE_EPS, EXTRA_CORRUPTIONS
 from robusteval.data.ood_sets import OOD_SETS
-from robusteval.data.sources import parse_spec
+from robusteval.data.sources import SPLIT_SOURCES, parse_spec
 from robusteval.analysis import check_tolerances
 from robusteval.errors import RobustEvalError
 from robusteval.evaluators.adversarial import AdversarialSettings
@@ -79,7 +79,7 @@ class DataSettings:
     """Evaluation data (``source``), training data for pruning/recovery (``train``), batching.
 
     ``train: auto`` takes the training split of a built-in source (``bundled`` → ``bundled:train``,
-    ``cifar10`` → ``cifar10:train``, …) and none for ``imagefolder:``/``npz:`` (give it explicitly).
+    ``cifar10`` → ``cifar10:train``, …) and none for sources read from a path (give it explicitly).
     """
 
     def train_spec(self) -> str | None:
@@ -87,7 +87,7 @@ class DataSettings:
         if self.train != "auto":
             return self.train
         kind = self.source.partition(":")[0]
-        return None if kind in ("imagefolder", "npz") else f"{kind}:train"
+        return f"{kind}:train" if kind in SPLIT_SOURCES else None
 
     source: str = "bundled"
     train: str | None = "auto"

@@ -99,7 +99,7 @@ def _compute_shards(condition: Condition, forward: list[ModelEntry], run: RunDir
     for (k, (start, stop, index), pending), x in zip(work, _prefetch(condition, work)):
         with torch.inference_mode():
             for m in pending:
-                partial.setdefault(m.id, []).append(run_batch(m.module, x, f"model {m.id!r}").float())
+                partial.setdefault(m.id, []).append(condition.restrict(run_batch(m.module, x, f"model {m.id!r}").float()))
         bar.update((stop - start) * len(pending))
         if index == shards[k][-1][2]:  # last batch of the shard: persist it
             for m in pending:

@@ -1,6 +1,8 @@
 """One exception family with user-facing messages; the CLI maps them to exit codes."""
 from __future__ import annotations
 
+import sys
+
 
 class RobustEvalError(Exception):
     """Bad input or an unusable environment: a one-line message, exit code 2."""
@@ -25,3 +27,8 @@ def describe(exc: BaseException) -> str:
     if lines and lines[0].startswith("The following operation failed in the TorchScript interpreter"):
         return lines[-1][:200]
     return f"{type(exc).__name__}: {lines[0][:200] if lines else ''}"
+
+
+def warn(message: str) -> None:
+    """A one-line warning on stderr: the run goes on, the user should know."""
+    print(f"robusteval: warning: {message}", file=sys.stderr, flush=True)

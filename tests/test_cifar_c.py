@@ -81,8 +81,8 @@ def test_available_files(tmp_path: Path) -> None:
 def test_errors_name_the_expected_path(tmp_path: Path) -> None:
     with pytest.raises(RobustEvalError, match=f"folder {tmp_path / 'CIFAR-10-C'} does not exist"):
         load_corruption_files(tmp_path, "fog", 1)
-    with pytest.raises(RobustEvalError, match="dataset one of cifar10, cifar100"):
-        load_corruption_files(tmp_path, "fog", 1, dataset="imagenet")
+    with pytest.raises(RobustEvalError, match="dataset one of cifar10, cifar100, imagenet"):
+        load_corruption_files(tmp_path, "fog", 1, dataset="mnist")
     fake_folder(tmp_path)
     with pytest.raises(RobustEvalError, match=r"frost.npy does not exist \(found: fog, snow\)"):
         load_corruption_files(tmp_path, "frost", 1)

@@ -72,12 +72,17 @@ def test_npz_float_nchw(tmp_path: Path) -> None:
         ({"x": np.zeros((3, 4, 4, 3), np.uint8), "y": np.array([0.0, 1.5, 2.0])}, "labels 'y' must be integers"),
         ({"x": np.zeros((3, 4, 4, 3), np.uint8), "y": np.array([0, -1, 2])}, r"labels must lie in \[0, 2\]"),
         ({"x": np.zeros((3, 4, 4, 3), np.uint8), "y": np.array([0, 1, 2]), "classes": np.array(["a", "b"])},
-         r"labels must lie in \[0, 1\], got range \[0, 2\]"),
+         r"data.npz: labels must lie in \[0, 1\], got 2 at index 2"),
+        ({"x": np.zeros((3, 4, 4, 3), np.uint8), "y": np.array([0, 10**7, 2])},
+         r"data.npz: label 10000000 at index 1 implies more than 100,000 classes"),
+        ({"x": np.zeros((0, 4, 4, 3), np.uint8), "y": np.zeros(0, np.int64)}, r"data.npz: 'x' holds no images"),
+        ({"x": np.zeros((2, 4, 4, 3), np.uint8), "y": np.zeros(2, np.int64), "classes": np.array("cat")},
+         r"'classes' must be a non-empty 1-D array of names, got shape \(\)"),
         ({"x": np.zeros((3, 4, 4, 3), np.uint8), "y": np.array([0, 1])}, "3 images but 2 labels"),
         ({"x": np.zeros((3, 4, 4), np.uint8), "y": np.array([0, 1, 2])}, "expected images of 4 dimensions"),
     ],
     ids=["no_x", "no_y", "above_1", "below_0", "nan", "float_nhwc", "float_labels", "negative_label",
-         "label_beyond_classes", "length_mismatch", "3d"],
+         "label_beyond_classes", "stray_label", "no_images", "0d_classes", "length_mismatch", "3d"],
 )
 def test_npz_errors(arrays: dict[str, np.ndarray], match: str, tmp_path: Path) -> None:
     with pytest.raises(RobustEvalError, match=match) as exc:
@@ -163,6 +168,20 @@ def test_imagefolder_same_layout_elsewhere_is_not_confused(tmp_path: Path, cache
     x_one, x_two = load_source(f"imagefolder:{one}").x, load_source(f"imagefolder:{two}").x
     np.testing.assert_array_equal(x_one[0], np.asarray(Image.open(one / "a" / "img00.png")))
     np.testing.assert_array_equal(x_two[0], np.asarray(Image.open(two / "a" / "img00.png")))
+
+
+def test_imagefolder_subset_decodes_only_the_sample(tmp_path: Path, cache: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "tree"
+    _write_tree(root, {"a": 5, "b": 3, "c": 4})
+    full = load_source(f"imagefolder:{root}").stratified(7, seed=2)
+    decoded: list[Path] = []
+    original = imagefolder._decode
+    monkeypatch.setattr(imagefolder, "_decode", lambda p, *a: decoded.append(p) or original(p, *a))
+    sample = load_source(f"imagefolder:{root}", subset=7, seed=2, download=False)
+    assert len(decoded) == 7 and len(sample) == 7
+    np.testing.assert_array_equal(sample.x, full.x)
+    np.testing.assert_array_equal(sample.y, full.y)
 
 
 def test_imagefolder_errors(tmp_path: Path, cache: Path) -> None:

@@ -1,10 +1,12 @@
-"""Precomputed CIFAR-10-C / CIFAR-100-C files (Hendrycks & Dietterich 2019) in robustbench's layout.
+"""Precomputed CIFAR-10-C / CIFAR-100-C / ImageNet-C files (Hendrycks & Dietterich 2019) in robustbench's layout.
 
 ``<root>/CIFAR-10-C/<corruption>.npy`` holds uint8 NHWC images of all five severities
 stacked (rows ``(s-1)*10000 : s*10000`` for severity s) and ``labels.npy`` the uint8 labels
 (the test labels repeated per severity); CIFAR-100-C likewise. Rows are read through
 robustbench's own loader when robustbench imports, else with the same slicing in NumPy.
-Folders and files are checked first, so robustbench never tries to download.
+Folders and files are checked first, so robustbench never tries to download. ImageNet-C is
+``<root>/ImageNet-C/<corruption>/<severity>/<wnid>/*.JPEG`` (:mod:`robusteval.data.imagenet`).
+``root`` may also be the data set's folder itself.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import numpy as np
 
 from robusteval.compat import import_robustbench
 from robusteval.data.arrays import LabeledArrays
+from robusteval.data.imagenet import imagenet_c_corruptions, load_imagenet_c, wnids
 from robusteval.errors import RobustEvalError, expected
 
 ROWS_PER_SEVERITY = 10_000
@@ -28,28 +31,48 @@ CIFAR100_CLASSES = tuple(
     skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper table tank telephone television tiger
     tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm""".split()
 )
-DATASETS = {"cifar10": ("CIFAR-10-C", CIFAR10_CLASSES), "cifar100": ("CIFAR-100-C", CIFAR100_CLASSES)}
+DATASETS = {"cifar10": ("CIFAR-10-C", CIFAR10_CLASSES), "cifar100": ("CIFAR-100-C", CIFAR100_CLASSES),
+            "imagenet": ("ImageNet-C", wnids())}
+
+
+def corruption_dataset(num_classes: int) -> str:
+    """The corruption data set whose files fit evaluation data of ``num_classes`` classes."""
+    for dataset, (folder, classes) in DATASETS.items():
+        if len(classes) == num_classes:
+            return dataset
+    sizes = ", ".join(f"{len(c)} ({f})" for f, c in DATASETS.values())
+    raise RobustEvalError(f"corruption files exist for data of {sizes} classes; the evaluation data has {num_classes}")
 
 
 def _folder(root: Path, dataset: str) -> Path:
     if dataset not in DATASETS:
         raise RobustEvalError("corruption files: " + expected(f"dataset one of {', '.join(DATASETS)}", dataset))
-    folder = Path(root) / DATASETS[dataset][0]
+    name = DATASETS[dataset][0]
+    folder = Path(root) / name
+    if not folder.is_dir() and Path(root).name == name:
+        folder = Path(root)
     if not folder.is_dir():
         raise RobustEvalError(f"{dataset} corruption files: folder {folder} does not exist")
     return folder
 
 
 def available_corruption_files(root: Path, dataset: str = "cifar10") -> list[str]:
-    """Names of the corruptions with a ``<name>.npy`` file under ``<root>/<CIFAR-10-C|CIFAR-100-C>``."""
-    return sorted(p.stem for p in _folder(root, dataset).glob("*.npy") if p.stem != "labels")
+    """Names of the corruptions stored under ``<root>/<CIFAR-10-C|CIFAR-100-C|ImageNet-C>``."""
+    folder = _folder(root, dataset)
+    if dataset == "imagenet":
+        return imagenet_c_corruptions(folder)
+    return sorted(p.stem for p in folder.glob("*.npy") if p.stem != "labels")
 
 
-def load_corruption_files(root: Path, corruption: str, severity: int, *, dataset: str = "cifar10") -> LabeledArrays:
-    """The 10,000 precomputed test images of ``corruption`` at ``severity`` (uint8 NHWC) with labels."""
+def load_corruption_files(root: Path, corruption: str, severity: int, *, dataset: str = "cifar10",
+                          subset: int | None = None, seed: int = 0) -> LabeledArrays:
+    """The precomputed test images of ``corruption`` at ``severity`` (uint8 NHWC) with labels (10,000 for
+    CIFAR, the ImageNet-C folder's images for ImageNet, of which only a ``subset`` is decoded)."""
     folder = _folder(root, dataset)
     if isinstance(severity, bool) or not isinstance(severity, int) or not 1 <= severity <= 5:
         raise RobustEvalError(f"{dataset} corruption files: " + expected("a severity in 1..5", severity))
+    if dataset == "imagenet":
+        return load_imagenet_c(folder, corruption, severity, subset=subset, seed=seed)
     labels_path, images_path = folder / "labels.npy", folder / f"{corruption}.npy"
     if not labels_path.is_file():
         raise RobustEvalError(f"{dataset} corruption files: labels file {labels_path} does not exist")
@@ -63,7 +86,7 @@ def load_corruption_files(root: Path, corruption: str, severity: int, *, dataset
                                           f"{stored.dtype} {stored.shape}")
         )
     try:
-        images, labels = _read_with_robustbench(Path(root), corruption, severity, dataset)
+        images, labels = _read_with_robustbench(folder.parent, corruption, severity, dataset)
     except RobustEvalError:
         images, labels = _read_with_numpy(stored, np.load(labels_path), severity)
     name = f"{dataset}-c/{corruption}/{severity}"
