@@ -168,6 +168,7 @@ def test_where_may_contain_colons() -> None:
     with pytest.raises(RobustEvalError) as info:
         config_from_dict({"data": {"source": "foo:bar"}}, where="--data foo:bar")
     assert str(info.value) == ("--data foo:bar: data: unknown data source kind 'foo'; known: bundled, cifar10, "
-                               "cifar100, imagefolder, npz, svhn")
+                               "cifar10-c, cifar10.1, cifar10.2, cifar100, cifar100-c, cinic10, imagefolder, "
+                               "imagenet, imagenet-a, imagenet-c, imagenet-r, imagenet-v2, npz, svhn")
     with pytest.raises(RobustEvalError, match=r"^C:\\run\.yaml: data\.seed: expected int, got 'x'$"):
         config_from_dict({"data": {"seed": "x"}}, where="C:\\run.yaml")

@@ -97,22 +97,6 @@ for _name, _dataset in (("cifar10-c", "cifar10"), ("cifar100-c", "cifar100"), ("
     SOURCES.add(_name, lambda r, d=_dataset: load_corruption_files(*_corruption_args(r), dataset=d))
 
 
-def parse_spec(spec: str) -> tuple[str, str]:
-    """(kind, PATH or split) of a data source spec, checked without reading any data."""
-    kind, _, arg = spec.partition(":")
-    if kind in PATH_KINDS:
-        if not arg:
-            raise RobustEvalError(f"data source {spec!r}: expected {kind}:PATH")
-        return kind, arg
-    if kind not in ("bundled", *TORCHVISION_SETS):
-        known = ["bundled", *TORCHVISION_SETS, *PATH_KINDS]
-        raise RobustEvalError(unknown_name_message("data source kind", kind, known))
-    split = arg or "test"
-    if split not in SPLITS:
-        raise RobustEvalError(f"data source {spec!r}: expected split 'test' or 'train', got {split!r}")
-    return kind, split
-
-
 def load_npz_source(path: Path) -> LabeledArrays:
     """An ``.npz`` with ``x`` (uint8 NHWC or float NCHW in [0, 1]), ``y`` and optional ``classes``."""
     if not path.is_file():
