@@ -74,7 +74,8 @@ for _name, _apply, _random, _note in (
     ("impulse_noise", noise.impulse_noise, True, "scikit-image random_noise('s&p') semantics, per channel value"),
     ("defocus_blur", blur.defocus_blur, False, "exact: same anti-aliased disk kernel and REFLECT_101 borders"),
     ("glass_blur", blur.glass_blur, True,
-     "the per-pixel swap loop is vectorised in dependency-free waves; same permutation for the same offsets"),
+     "the reference's per-pixel 'swap' (a copy: NumPy views alias) vectorised in dependency-free waves; "
+     "same pixel map for the same offsets"),
     ("motion_blur", blur.motion_blur, True,
      "ImageMagick's MotionBlurImage kernel re-implemented (no ImageMagick); output not re-quantised to 8 bits"),
     ("zoom_blur", blur.zoom_blur, False, "exact: clipped_zoom as resampling matrices (per axis for non-square images)"),
