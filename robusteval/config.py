@@ -80,10 +80,14 @@ class CorruptionSettings:
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)
     subset: int | None = 1000
     files: str | None = None
+    frost_dir: str | None = None
+    """A folder with the reference's frost photographs (frost1.png … frost5.jpg); else procedural textures."""
 
     def __post_init__(self) -> None:
         for name in self.corruptions:
             CORRUPTIONS.get(name)
+        if self.frost_dir is not None and not Path(self.frost_dir).is_dir():
+            raise RobustEvalError(f"frost_dir: {self.frost_dir} is not a folder (expected frost1.png … frost5.jpg in it)")
         bad = [s for s in self.severities if s not in (1, 2, 3, 4, 5)]
         if bad or not self.severities:
             raise RobustEvalError(f"severities must be a non-empty list from 1 to 5, got {list(self.severities)}")

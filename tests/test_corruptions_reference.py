@@ -290,3 +290,48 @@ def test_frost_is_weighted_sum_with_a_texture_crop() -> None:
         assert matches and float(min(matches)) < 1e-5
     white = torch.ones(1, 3, 32, 32)
     assert float(corrupt(white, "frost", 1, seed=0).min()) >= CIFAR["frost"][0][0] - 1e-6
+
+
+def _write_frost_photos(folder, sizes: list[tuple[int, int]]) -> list[np.ndarray]:
+    """Tiny stand-ins in the reference's layout (frost1.png … frost6.jpg); returns the RGB arrays."""
+    rng = np.random.default_rng(0)
+    arrays = []
+    for name, (h, w) in zip(("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg"), sizes):
+        array = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        Image.fromarray(array).save(folder / name, quality=100)
+        arrays.append(np.array(Image.open(folder / name).convert("RGB")))
+    return arrays
+
+
+def test_frost_reads_the_reference_photographs(tmp_path) -> None:
+    """With ``frost_dir`` every crop is a window of one of frost1..frost5 resized by 0.2 (never frost6)."""
+    sizes = [(200, 210), (190, 200), (180, 220), (205, 195), (215, 185), (200, 200)]
+    arrays = _write_frost_photos(tmp_path, sizes)
+    resized = [torch.nn.functional.interpolate(torch.from_numpy(a / 255.0).permute(2, 0, 1)[None],
+                                               size=(round(a.shape[0] * 0.2), round(a.shape[1] * 0.2)),
+                                               mode="bilinear", align_corners=False)[0] for a in arrays[:5]]
+    black = torch.zeros(6, 3, 32, 32)
+    crops = corrupt(black, "frost", 5, seed=3, frost_dir=str(tmp_path)).double() / CIFAR["frost"][4][1]
+    for crop in crops:
+        best = min(float((t[:, r:r + 32, c:c + 32] - crop).abs().max())
+                   for t in resized for r in range(t.shape[1] - 32) for c in range(t.shape[2] - 32))
+        assert best < 1e-5
+    procedural = corrupt(black, "frost", 5, seed=3)
+    assert not torch.allclose(procedural, crops.float() * CIFAR["frost"][4][1])
+
+
+def test_frost_dir_errors_are_one_line(tmp_path) -> None:
+    from robusteval.config import CorruptionSettings
+    from robusteval.errors import RobustEvalError
+
+    with pytest.raises(RobustEvalError, match="is not a folder"):
+        CorruptionSettings(frost_dir=str(tmp_path / "missing"))
+    _write_frost_photos(tmp_path, [(200, 200)] * 3)
+    with pytest.raises(RobustEvalError, match=r"frost4\.jpg does not exist"):
+        corrupt(torch.zeros(1, 3, 32, 32), "frost", 1, seed=0, frost_dir=str(tmp_path))
+    _write_frost_photos(tmp_path, [(200, 200)] * 4 + [(100, 100)])
+    with pytest.raises(RobustEvalError, match=r"frost5\.jpg is 20x20 px after the 0\.2 resize"):
+        corrupt(torch.zeros(1, 3, 32, 32), "frost", 1, seed=0, frost_dir=str(tmp_path))
+    (tmp_path / "frost5.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(RobustEvalError, match=r"cannot read .*frost5\.jpg"):
+        corrupt(torch.zeros(1, 3, 32, 32), "frost", 1, seed=0, frost_dir=str(tmp_path))
