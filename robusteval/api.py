@@ -174,7 +174,8 @@ def _plain_member(model: nn.Module, model_id: str, method: str, example: torch.T
     if not info["layer_sparsity"]:
         info.update(sparsity=None, macs=None, macs_effective=None)
     ratio = float(info["sparsity"] or 0.0)
-    info.update(method=method, target_ratio=ratio, structured=False, recovery={}, warnings=[])
+    info.update(method=method, target_ratio=ratio, structured=False, recovery={},
+                warnings=info.pop("latency_warnings", []))
     return FamilyMember(model_id, method, ratio, model, info)
 
 

@@ -88,7 +88,6 @@ def prune_model(
     settings: PruneSettings,
     example_input: torch.Tensor,
     train_data: LabeledArrays | None,
-    dense_latency: dict[str, float] | None = None,
 ) -> FamilyMember:
     """Prune a copy of ``dense`` with ``method`` to ``ratio``, recover, check and describe it."""
     spec = PRUNING_METHODS.get(method)
@@ -132,7 +131,8 @@ def prune_model(
     seconds = time.perf_counter() - start
     _check_forward(model, x, dense_shape, what)
     info = model_info(model, x, dense=dense, prunable=list(ctx.layers), measure_latency=settings.measure_latency,
-                      latency_repeats=settings.latency_repeats, dense_latency=dense_latency)
+                      latency_repeats=settings.latency_repeats)
+    warnings += info.pop("latency_warnings", [])
     warnings += [f"layer {name} is fully pruned (layer collapse)" for name in info["collapsed_layers"]]
     info.update(method=method, target_ratio=ratio, structured=spec.structured, reference=spec.reference,
                 schedule=settings.schedule, warnings=warnings, prune_seconds=seconds,
@@ -151,7 +151,7 @@ def dense_member(dense: nn.Module, *, settings: PruneSettings, example_input: to
     info.update(method="dense", target_ratio=0.0, structured=False, warnings=[], prune_seconds=0.0,
                 params_reduction=0.0, macs_reduction=0.0, recovery={"finetune_epochs": 0, "bn_recalibrated": False})
     if "latency_ms" in info:
-        info["speedup"] = {key: 1.0 for key in info["latency_ms"]}
+        info.update(speedup={key: 1.0 for key in info["latency_ms"]}, speedup_basis="the reference")
     return FamilyMember("dense", "dense", 0.0, model, info)
 
 
@@ -219,7 +219,6 @@ def build_family(
     """
     fingerprint = _fingerprint(dense, settings, example_input) if out_dir is not None else ""
     grid = [("dense", 0.0)] + [(m, r) for m in settings.methods for r in settings.ratios]
-    dense_latency = None
     with tqdm(total=len(grid), desc="pruning", disable=not progress) as bar:
         for method, ratio in grid:
             bar.set_postfix_str(member_id(method, ratio))
@@ -229,12 +228,10 @@ def build_family(
                     member = dense_member(dense, settings=settings, example_input=example_input)
                 else:
                     member = prune_model(dense, method, ratio, settings=settings, example_input=example_input,
-                                         train_data=train_data, dense_latency=dense_latency)
+                                         train_data=train_data)
                 member.info["input_shape"] = [1, *example_input.shape[1:]]
                 if out_dir is not None:
                     save_member(member, out_dir, example_input=example_input, fingerprint=fingerprint)
-            if method == "dense":
-                dense_latency = member.info.get("latency_ms")
             bar.update()
             yield member
 

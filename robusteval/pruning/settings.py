@@ -75,7 +75,7 @@ class PruneSettings:
     data_samples_per_class: int = 10
     coreset_max_dim: int = 64
     measure_latency: bool = True
-    latency_repeats: int = 5
+    latency_repeats: int = 11
 
     def __post_init__(self) -> None:
         from robusteval.pruning.methods import PRUNING_METHODS

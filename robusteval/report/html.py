@@ -321,11 +321,10 @@ def _calibration_ood(analysis: Analysis, records: Sequence[Mapping[str, Any]]) -
 def _models(summary: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> str:
     rows, warnings = [], []
     for m in summary.get("models", []):
-        lat, speed = m.get("latency_ms") or {}, m.get("speedup") or {}
+        timing = [_latency_cells(m, key) for key in ("batch_1", "batch_128")]
         rows.append([_e(m["id"]), _e(m.get("method", "")), _num(m.get("target_ratio")), _num(m.get("sparsity")),
                      _num(m.get("params")), _num(m.get("nonzero_params")), _num(m.get("macs")),
-                     _num(m.get("macs_effective")), _num(lat.get("batch_1")), _num(speed.get("batch_1")),
-                     _num(lat.get("batch_128")), _num(speed.get("batch_128")), _num(m.get("structured")),
+                     _num(m.get("macs_effective")), *timing[0], *timing[1], _num(m.get("structured")),
                      _e(", ".join(m.get("collapsed_layers") or [])) or "–"])
         warnings += [(m["id"], "model", w) for w in m.get("warnings") or []]
     warnings += [(r["model"], r["condition"], w) for r in records for w in r.get("warnings") or []]
@@ -333,10 +332,22 @@ def _models(summary: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) ->
               "latency b=1 (ms)", "speed-up b=1", "latency b=128 (ms)", "speed-up b=128", "structured",
               "collapsed layers"]
     out = _table(header, rows)
+    if any(m.get("speedup_basis") for m in summary.get("models", [])):
+        out += ('<p class="note">Latency: median (IQR) over paired runs timed alternately with the dense model. '
+                "Speed-up is stated as 1.0 for models that run the dense kernels (masked weights: no sparse "
+                "runtime ran); the measured ratio is in summary.json (speedup_measured).</p>")
     if warnings:
         out += "<h3>Warnings</h3>" + _table(["model", "where", "warning"],
                                             [[_e(a), _e(b), _e(c)] for a, b, c in warnings], cls="text")
     return out
+
+
+def _latency_cells(model: Mapping[str, Any], key: str) -> tuple[str, str]:
+    """'median (q1–q3)' latency and the stated speed-up of one batch size."""
+    latency = (model.get("latency_ms") or {}).get(key)
+    iqr = (model.get("latency_iqr_ms") or {}).get(key)
+    cell = _num(latency) + (f" ({_num(iqr[0])}–{_num(iqr[1])})" if iqr else "")
+    return cell, _num((model.get("speedup") or {}).get(key))
 
 
 def _flatten(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
