@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from robusteval.analysis import baseline_id
 from robusteval.conditions import build_conditions, transfer_condition
 from robusteval.config import AuditConfig
 from robusteval.data.arrays import LabeledArrays
@@ -264,6 +265,7 @@ def write_summary(run: RunDir, config: AuditConfig, seconds: float | None) -> di
     records = run.records()
     models = run.models()
     summary = build_summary(DENSE_ID, models, records, {"config_digest": config.digest()})
+    summary["baseline"] = baseline_id(config.analysis.baseline, [m["id"] for m in summary["models"]], DENSE_ID)
     flat = {m["id"]: m["metrics"] for m in summary["models"]}
     for extra in (corruption_summary(flat, DENSE_ID), noise_summary(flat)):
         for entry in summary["models"]:

@@ -17,6 +17,7 @@ from typing import Any, Union
 
 import yaml
 
+from robusteval.analysis import BASELINES
 from robusteval.data.corruptions import BENCHMARK_CORRUPTIONS, CORRUPTIONS, DEFAULT_NOISE_EPS, EXTRA_CORRUPTIONS
 from robusteval.data.ood_sets import OOD_SETS
 from robusteval.errors import RobustEvalError
@@ -138,10 +139,20 @@ class EvaluateSettings:
 
 @dataclass(frozen=True)
 class AnalysisSettings:
-    """Tolerance δ for prune potential (absolute, metric units) and per-metric overrides."""
+    """Tolerance δ for prune potential (absolute, metric units), per-metric overrides, and the baseline.
+
+    ``baseline``: what drops are measured against: ``auto`` (default) is the control ``dense+ft``
+    (the dense model with the pruned members' recovery budget) when recovery fine-tunes, else
+    the untouched ``dense``; ``dense`` or ``dense+ft`` force one.
+    """
 
     tolerance: float = 0.005
     tolerances: dict[str, float] = field(default_factory=dict)
+    baseline: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.baseline not in BASELINES:
+            raise RobustEvalError(f"baseline must be one of {', '.join(BASELINES)}, got {self.baseline!r}")
 
 
 @dataclass(frozen=True)
