@@ -12,6 +12,7 @@ from torch import nn
 from robusteval.pruning.masks import PRUNABLE_TYPES
 
 LATENCY_BATCHES = {"batch_1": 1, "batch_128": 128}
+SAME_KERNELS = "dense kernels: same MACs as dense, zeros cost as much as weights (no sparse runtime)"
 
 
 def macs(model: nn.Module, example_input: torch.Tensor) -> tuple[int, float]:
@@ -150,6 +151,5 @@ def model_info(
         if dense is not None:
             same_kernels = dense_macs > 0 and dense_macs == macs(dense, example_input)[0]
             info["speedup"], info["latency_warnings"] = speedup_claims(info, same_kernels=same_kernels)
-            info["speedup_basis"] = ("dense kernels: masked weights cost as much as kept ones (no sparse runtime)"
-                                     if same_kernels else "measured: median of paired, alternating runs")
+            info["speedup_basis"] = SAME_KERNELS if same_kernels else "measured: median of paired, alternating runs"
     return info
