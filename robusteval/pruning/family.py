@@ -160,9 +160,10 @@ def _freeze(model: nn.Module) -> None:
         p.requires_grad_(False)
 
 
-def _retrained(model: nn.Module, train_data: LabeledArrays, settings: PruneSettings, *,
-               recal: bool) -> tuple[nn.Module, dict]:
+def _retrained(model: nn.Module, dense: nn.Module, *, settings: PruneSettings, train_data: LabeledArrays,
+               example_input: torch.Tensor, recal: bool, prunable: list[str] | None = None) -> tuple[nn.Module, dict]:
     """``model`` after the pruned members' recovery budget (as many cycles as their schedule), with its costs."""
+    start = time.perf_counter()
     steps, bn_done = 0, False
     for p in model.parameters():
         p.requires_grad_(True)
@@ -170,8 +171,10 @@ def _retrained(model: nn.Module, train_data: LabeledArrays, settings: PruneSetti
         cycle_steps, cycle_bn = _recover(model, train_data, settings, cycle, recal=recal)
         steps, bn_done = steps + cycle_steps, bn_done or cycle_bn
     _freeze(model)
-    info = {"recovery": _recovery_info(steps, bn_done, settings.finetune, train_data), "warnings": [],
-            "schedule": settings.schedule}
+    info = model_info(model, example_input.to(next(model.parameters()).device), dense=dense, prunable=prunable,
+                      measure_latency=settings.measure_latency, latency_repeats=settings.latency_repeats)
+    info.update(recovery=_recovery_info(steps, bn_done, settings.finetune, train_data), schedule=settings.schedule,
+                warnings=info.pop("latency_warnings", []), prune_seconds=time.perf_counter() - start)
     return model, info
 
 
@@ -182,13 +185,10 @@ def control_member(dense: nn.Module, *, settings: PruneSettings, example_input: 
     The control of the pruning literature: without it, what recovery fine-tuning does on its
     own (e.g. adapting to a shifted test set) is credited to pruning.
     """
-    start = time.perf_counter()
-    model, extra = _retrained(copy.deepcopy(dense), train_data, settings, recal=settings.recalibrates_bn(False))
-    x = example_input.to(next(model.parameters()).device)
-    info = model_info(model, x, dense=dense, measure_latency=settings.measure_latency,
-                      latency_repeats=settings.latency_repeats)
-    info.update(extra, method=CONTROL_ID, target_ratio=0.0, structured=False, prune_seconds=time.perf_counter() - start,
-                warnings=info.pop("latency_warnings", []), reference="the dense model with the same recovery budget")
+    model, info = _retrained(copy.deepcopy(dense), dense, settings=settings, train_data=train_data,
+                             example_input=example_input, recal=settings.recalibrates_bn(False))
+    info.update(method=CONTROL_ID, target_ratio=0.0, structured=False,
+                reference="the dense model with the same recovery budget")
     return FamilyMember(CONTROL_ID, CONTROL_ID, 0.0, model, info)
 
 
@@ -199,20 +199,16 @@ def scratch_member(pruned: FamilyMember, dense: nn.Module, *, settings: PruneSet
     Crowley et al., "A Closer Look at Structured Pruning for Neural Network Compression" (2018;
     "nip it in the bud"): a structured method is only worth its cost if it beats this.
     """
-    start = time.perf_counter()
     model = copy.deepcopy(pruned.model)
     with torch.random.fork_rng():
         torch.manual_seed(settings.seed)
         for module in model.modules():
             if hasattr(module, "reset_parameters") and module is not model:
                 module.reset_parameters()
-    model, extra = _retrained(model, train_data, settings, recal=False)
-    x = example_input.to(next(model.parameters()).device)
-    info = model_info(model, x, dense=dense, measure_latency=settings.measure_latency,
-                      latency_repeats=settings.latency_repeats)
+    model, info = _retrained(model, dense, settings=settings, train_data=train_data, example_input=example_input,
+                             recal=False, prunable=list(pruned.info["layer_sparsity"]))
     method = pruned.method + SCRATCH_SUFFIX
-    info.update(extra, method=method, target_ratio=pruned.target_ratio, structured=True,
-                prune_seconds=time.perf_counter() - start, warnings=info.pop("latency_warnings", []),
+    info.update(method=method, target_ratio=pruned.target_ratio, structured=True,
                 reference="Crowley et al. 2018: the pruned architecture trained from scratch")
     return FamilyMember(member_id(method, pruned.target_ratio), method, pruned.target_ratio, model, info)
 
