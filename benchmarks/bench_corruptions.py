@@ -7,19 +7,25 @@ prints per-corruption medians over repeats and the ratio generation / inference 
 generated once and shared, versus generated again for every model.
 
     python benchmarks/bench_corruptions.py --n 1000 --repeats 3
+
+``--glass-reference M`` also times glass blur against the literal port of the reference's
+per-pixel loop (``tests/glass_reference.py``) on M images, per severity.
 """
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tarfile
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from robusteval.data.corruptions import BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS, condition_seed, corrupt
+from robusteval.data.corruptions.params import CIFAR
 from robusteval.data.imagefolder import load_imagefolder
 from robusteval.models.archs import build_arch
 
@@ -48,11 +54,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for both sides")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--family", type=int, default=8, help="family size K for the sharing estimate")
+    parser.add_argument("--glass-reference", type=int, default=0, metavar="M",
+                        help="also time glass blur against the literal reference loop on M images")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 
     images = cifar_test_images(args.n)
+    if args.glass_reference:
+        glass_versus_reference(images[: args.glass_reference])
     model = build_arch("cifar_resnet20", 10).to(device).eval()
     names = BENCHMARK_CORRUPTIONS + EXTRA_CORRUPTIONS
     batches = [images[i : i + args.batch] for i in range(0, len(images), args.batch)]
@@ -91,6 +101,24 @@ def main() -> None:
     shared, separate = total_gen + k * total_inf, k * (total_gen + total_inf)
     print(f"family of {k} (from these timings): shared generation {shared:.1f} s vs per-model generation "
           f"{separate:.1f} s = {separate / shared:.2f}x")
+
+
+def glass_versus_reference(images: torch.Tensor) -> None:
+    """Seconds per severity: batched ``glass_blur`` vs the literal per-pixel loop, one image at a time."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from glass_reference import numpy_draws, reference_glass_blur
+
+    uint8 = (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    rng = np.random.RandomState(0)
+    print(f"glass blur on {len(images)} images: batched vs literal reference loop")
+    for severity in range(1, 6):
+        t0 = time.perf_counter()
+        corrupt(images, "glass_blur", severity, seed=severity)
+        t1 = time.perf_counter()
+        for image in uint8:
+            reference_glass_blur(image, CIFAR["glass_blur"][severity - 1], numpy_draws(rng))
+        t2 = time.perf_counter()
+        print(f"  severity {severity}: {t1 - t0:.3f} s vs {t2 - t1:.3f} s = {(t2 - t1) / (t1 - t0):.0f}x faster")
 
 
 def _sync(device: torch.device) -> None:

@@ -34,15 +34,27 @@ from typing import Any
 import numpy as np
 
 from robusteval.errors import RobustEvalError
+from robusteval.potential import (  # re-exported: the analysis API
+    Curve,
+    Point,
+    bootstrap_mean_ci,
+    drop,
+    lower_is_better,
+    mean_halfwidth,
+    potential_interval,
+    prune_potential,
+)
 from robusteval.results import RunDir, decode_bits
 
-DEFAULT_TOLERANCE = 0.005
+__all__ = ["Analysis", "Curve", "Point", "analyse", "analyse_run", "baseline_id", "bootstrap_mean_ci", "drop", "format_drop",
+           "format_verdict_table", "lower_is_better", "mean_halfwidth", "pct", "potential_interval", "prune_potential",
+           "tolerance_for", "verdict_lines"]
 
-_LOWER_IS_BETTER = frozenset({
-    "ece", "aece", "mce", "classwise_ece", "ece_after_ts", "nll", "nll_after_ts", "brier", "loss", "error",
-    "ce", "relative_ce", "relative_mce", "kl", "l2", "linf", "dense_correct_pruned_wrong",
-    "dense_correct_pruned_wrong_count",
-})
+DEFAULT_TOLERANCE = 0.005
+CONTROL_ID = "dense+ft"
+"""Id (and method) of the control member: the dense model given the pruned members' recovery budget."""
+BASELINES = ("auto", "dense", CONTROL_ID)
+"""``analysis.baseline``: what drops are measured against; ``auto`` is the control when the run has one."""
 
 #: metric family → human label; the order is the verdict table's column order.
 FAMILIES: dict[str, str] = {
@@ -59,17 +71,6 @@ NOISE_ACCURACY = re.compile(rf"^noise/(?P<eps>{NUMBER})/accuracy$")
 CORRUPTION_ACCURACY = re.compile(rf"^corruption/(?P<name>[^/]+)/(?P<severity>{NUMBER})/accuracy$")
 _ADV_ACCURACY = re.compile(rf"^adversarial/(?P<attack>[^/]+)/(?P<eps>{NUMBER})/accuracy$")
 _ATTACK_PREFERENCE = ("autoattack", "linf_pgd", "apgd_ce", "apgd_t", "fgsm", "l2_pgd")
-
-
-def lower_is_better(key: str) -> bool:
-    """The one direction rule: True for error-like metrics (ECE, NLL, loss, FPR@95, KL, ...)."""
-    name = key.rsplit("/", 1)[-1]
-    return name in _LOWER_IS_BETTER or name.startswith("fpr95")
-
-
-def drop(key: str, reference: float, value: float) -> float:
-    """How much worse ``value`` is than ``reference`` for metric ``key`` (negative: better)."""
-    return value - reference if lower_is_better(key) else reference - value
 
 
 def tolerance_for(key: str, *, default: float = DEFAULT_TOLERANCE,
@@ -95,72 +96,6 @@ def check_tolerances(tolerance: float, tolerances: Mapping[str, float] | None) -
             raise RobustEvalError(f"{name}: expected a finite number >= 0, got {tol!r}")
 
 
-def prune_potential(points: Iterable[tuple[float, bool]]) -> tuple[float, float | None]:
-    """(prune potential, first ratio out of tolerance) from ``(ratio, within_tolerance)`` pairs."""
-    potential = 0.0
-    for ratio, ok in sorted(points):
-        if not ok:
-            return potential, ratio
-        potential = ratio
-    return potential, None
-
-
-def bootstrap_mean_ci(diff: np.ndarray, *, confidence: float = 0.95, n_resamples: int = 2000,
-                      seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap CI of ``mean(diff)`` (Efron & Tibshirani 1993, ch. 13).
-
-    Resampling n samples with replacement and averaging depends only on how often each
-    distinct value is drawn, so the resamples are drawn as multinomial counts over the
-    distinct values: the same distribution as index resampling at O(#distinct) per resample
-    (per-sample correctness differences take at most a handful of values).
-    """
-    diff = np.asarray(diff, dtype=float)
-    values, counts = np.unique(diff, return_counts=True)
-    rng = np.random.default_rng(seed)
-    draws = rng.multinomial(diff.size, counts / diff.size, size=n_resamples)
-    means = draws @ values / diff.size
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(means, [alpha, 1.0 - alpha])
-    return float(low), float(high)
-
-
-@dataclass(frozen=True)
-class Point:
-    """One pruned model on one metric."""
-
-    model: str
-    ratio: float
-    value: float
-    drop: float
-    within_tolerance: bool
-    ci: tuple[float, float] | None = None  # 95% CI of the drop (accuracy metrics with records)
-
-    @property
-    def within_noise(self) -> bool | None:
-        """True when the drop's CI contains 0; None without a CI."""
-        return None if self.ci is None else self.ci[0] <= 0.0 <= self.ci[1]
-
-
-@dataclass(frozen=True)
-class Curve:
-    """One metric of one method across its prune ratios."""
-
-    metric: str
-    method: str
-    dense: float
-    tolerance: float
-    points: tuple[Point, ...]
-    prune_potential: float
-    first_out: float | None
-
-    @property
-    def lower_is_better(self) -> bool:
-        return lower_is_better(self.metric)
-
-    def point_at(self, ratio: float) -> Point | None:
-        return next((p for p in self.points if p.ratio == ratio), None)
-
-
 @dataclass(frozen=True)
 class ModelInfo:
     id: str
@@ -180,13 +115,27 @@ class Analysis:
     curves: dict[str, dict[str, Curve]]  # metric key → method → curve
     families: dict[str, str]  # family → headline metric key (present families only)
     excess: dict[str, dict[str, float]] = field(default_factory=dict)  # model → key → excess error
+    untouched: str = ""  # the dense model as given ("dense"); ``dense`` is the baseline drops are against
+    references: tuple[str, ...] = ()  # ids that are baselines, not pruned models (dense, dense+ft)
 
     @property
     def methods(self) -> list[str]:
-        return list(dict.fromkeys(m.method for m in self.models if m.id != self.dense))
+        return list(dict.fromkeys(m.method for m in self.models if not self.is_reference(m.id)))
 
     def ratios(self, method: str) -> list[float]:
-        return sorted({m.ratio for m in self.models if m.method == method and m.id != self.dense})
+        return sorted({m.ratio for m in self.models if m.method == method and not self.is_reference(m.id)})
+
+    def is_reference(self, model_id: str) -> bool:
+        return model_id == self.dense or model_id in self.references
+
+    def baseline_note(self) -> str:
+        """Which model drops are measured against, in words."""
+        if self.dense == CONTROL_ID:
+            return (f"drops are measured against {CONTROL_ID}: the dense model fine-tuned with the pruned models' "
+                    f"recovery budget (the untouched dense model {self.untouched} is shown beside it)")
+        control = " (the control dense+ft, fine-tuned like the pruned models, is shown beside it)" \
+            if CONTROL_ID in self.references else ""
+        return f"drops are measured against the untouched dense model {self.dense}{control}"
 
     def family_curve(self, family: str, method: str) -> Curve | None:
         key = self.families.get(family)
@@ -200,6 +149,8 @@ class Analysis:
             metrics[key] = {
                 "lower_is_better": lower_is_better(key), "tolerance": first.tolerance, "dense": first.dense,
                 "methods": {m: {"prune_potential": c.prune_potential, "first_out": c.first_out,
+                                "prune_potential_interval": list(c.interval) if c.interval else None,
+                                "dense_ci_halfwidth": c.dense_halfwidth,
                                 "points": [{"model": p.model, "ratio": p.ratio, "value": p.value, "drop": p.drop,
                                             "within_tolerance": p.within_tolerance,
                                             "ci": list(p.ci) if p.ci else None, "within_noise": p.within_noise}
@@ -207,7 +158,8 @@ class Analysis:
                             for m, c in by_method.items()},
             }
         return _nan_to_none({
-            "dense": self.dense, "tolerance": self.tolerance, "tolerances": self.tolerances,
+            "dense": self.dense, "baseline": self.dense, "untouched_dense": self.untouched,
+            "baseline_note": self.baseline_note(), "tolerance": self.tolerance, "tolerances": self.tolerances,
             "families": self.families,
             "models": [{"id": m.id, "method": m.method, "ratio": m.ratio} for m in self.models],
             "prune_potential": {m: {f: c.prune_potential for f in self.families
@@ -221,15 +173,18 @@ def analyse(summary: Mapping[str, Any], records: Iterable[Mapping[str, Any]] = (
             confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> Analysis:
     """Analyse a run's ``summary`` (and its ``records`` for bootstrap CIs of accuracy drops)."""
     check_tolerances(tolerance, tolerances)
-    dense_id = summary.get("dense")
+    untouched = summary.get("dense")
+    dense_id = summary.get("baseline") or untouched  # the reference of every drop
     entries = summary.get("models") or []
-    if not any(m.get("id") == dense_id for m in entries):
-        raise RobustEvalError(f"summary: expected the dense model {dense_id!r} among its models, "
-                              f"got {[m.get('id') for m in entries]}")
+    for which, mid in (("dense model", untouched), ("baseline", dense_id)):
+        if not any(m.get("id") == mid for m in entries):
+            raise RobustEvalError(f"summary: expected the {which} {mid!r} among its models, "
+                                  f"got {[m.get('id') for m in entries]}")
     models = [ModelInfo(m["id"], m.get("method") or m["id"], _ratio(m)) for m in entries]
     values = {m["id"]: _with_derived(m.get("metrics") or {}) for m in entries}
     dense_values = values[dense_id]
-    pruned = [m for m in models if m.id != dense_id]
+    references = tuple(m.id for m in models if m.id in (untouched, dense_id) or m.method == CONTROL_ID)
+    pruned = [m for m in models if m.id not in references]
     paired = _paired_correctness(records)
     keys = sorted({k for m in pruned for k in values[m.id]})
     curves: dict[str, dict[str, Curve]] = {}
@@ -249,10 +204,24 @@ def analyse(summary: Mapping[str, Any], records: Iterable[Mapping[str, Any]] = (
                 points.append(Point(m.id, m.ratio, value, d, bool(d <= tol + 1e-12), ci))
             if points:
                 pot, first = prune_potential((p.ratio, p.within_tolerance) for p in points)
-                curves.setdefault(key, {})[method] = Curve(key, method, ref, tol, tuple(points), pot, first)
+                reference = paired.get(key, {}).get(dense_id)
+                halfwidth = None if reference is None else mean_halfwidth(
+                    reference.astype(float), confidence=confidence, n_resamples=n_resamples, seed=seed)
+                curves.setdefault(key, {})[method] = Curve(key, method, ref, tol, tuple(points), pot, first,
+                                                           potential_interval(points, tol), halfwidth)
     families = {f: k for f, k in _headlines(dense_values).items() if k in curves}
     return Analysis(dense_id, float(tolerance), dict(tolerances or {}), models, values, curves, families,
-                    _excess_error(values, dense_values, pruned))
+                    _excess_error(values, dense_values, pruned), untouched, references)
+
+
+def baseline_id(choice: str, model_ids: Sequence[str], dense: str) -> str:
+    """The model drops are measured against: ``auto`` picks the control when the run has one."""
+    if choice not in BASELINES:
+        raise RobustEvalError(f"analysis baseline must be one of {', '.join(BASELINES)}, got {choice!r}")
+    if choice == CONTROL_ID and CONTROL_ID not in model_ids:
+        raise RobustEvalError(f"analysis baseline {CONTROL_ID!r} needs recovery fine-tuning (pruning.finetune.epochs "
+                              "> 0 and training data); this run has no control member")
+    return CONTROL_ID if choice != "dense" and CONTROL_ID in model_ids else dense
 
 
 def analyse_run(run_dir: str | Path, *, tolerance: float = DEFAULT_TOLERANCE,
@@ -405,7 +374,35 @@ def verdict_lines(analysis: Analysis) -> list[str]:
             keeps = (f"keeps clean accuracy up to {pct(clean.prune_potential)}" if clean.prune_potential > 0
                      else "loses clean accuracy at its smallest ratio")
             lines.append(f"{method} {keeps} but {leaves}.")
+        if (ranged := curves.get("clean", curve)).interval is not None:
+            lines[-1] += (f" {FAMILIES['clean' if 'clean' in curves else fragile].capitalize()} prune potential "
+                          f"{_potential_range(ranged)} (strict value; in brackets the range the 95% intervals allow).")
+    return lines + _resolution_lines(analysis)
+
+
+def _potential_range(curve: Curve) -> str:
+    """'40% [20%–60%]': the strict potential and its range (see :mod:`robusteval.potential`)."""
+    if curve.interval is None:
+        return pct(curve.prune_potential)
+    return f"{pct(curve.prune_potential)}[{pct(curve.interval[0])}–{pct(curve.interval[1])}]"
+
+
+def _resolution_lines(analysis: Analysis) -> list[str]:
+    """One line per family whose test set cannot resolve δ: the baseline's own 95% CI is wider than ±δ."""
+    lines = []
+    for family, key in analysis.families.items():
+        curve = next(iter(analysis.curves[key].values()))
+        if curve.dense_halfwidth is not None and curve.dense_halfwidth > curve.tolerance:
+            lines.append(f"The test set is too small to resolve δ = {format_amount(key, curve.tolerance)} on "
+                         f"{FAMILIES[family]}: the baseline's own 95% interval is ±"
+                         f"{format_amount(key, curve.dense_halfwidth)}, so drops below that are noise; "
+                         "read the potentials' ranges, or evaluate on more images.")
     return lines
+
+
+def format_amount(key: str, amount: float) -> str:
+    """An amount in the metric's unit: accuracy-like metrics in points, others as numbers."""
+    return f"{amount:.3g}" if lower_is_better(key) else f"{100 * amount:.2g} points"
 
 
 def format_verdict_table(analysis: Analysis) -> str:
@@ -413,11 +410,12 @@ def format_verdict_table(analysis: Analysis) -> str:
     families = list(analysis.families)
     header = ["method", "ratios", *families]
     rows = [[m, "-".join(dict.fromkeys(pct(r) for r in (min(analysis.ratios(m)), max(analysis.ratios(m))))),
-             *(pct(c.prune_potential) if (c := analysis.family_curve(f, m)) is not None else "-" for f in families)]
+             *(_potential_range(c) if (c := analysis.family_curve(f, m)) is not None else "-" for f in families)]
             for m in analysis.methods]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
     lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths)), *(fmt.format(*r) for r in rows)]
-    lines.append(f"cells: prune potential = largest ratio with every ratio up to it within δ of dense "
-                 f"(δ = {analysis.tolerance:g} unless set per metric)")
+    lines.append(f"cells: prune potential = largest ratio with every ratio up to it within δ of {analysis.dense} "
+                 f"(δ = {analysis.tolerance:g} unless set per metric); [range] where the drops' 95% intervals "
+                 f"allow it; {analysis.baseline_note()}")
     return "\n".join(lines)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from robusteval.analysis import baseline_id
 from robusteval.conditions import build_conditions, transfer_condition
 from robusteval.config import AuditConfig
 from robusteval.data.arrays import LabeledArrays, match_sources
@@ -206,7 +207,8 @@ def _plain_member(model: nn.Module, model_id: str, method: str, example: torch.T
     if not info["layer_sparsity"]:
         info.update(sparsity=None, macs=None, macs_effective=None)
     ratio = float(info["sparsity"] or 0.0)
-    info.update(method=method, target_ratio=ratio, structured=False, recovery={}, warnings=[])
+    info.update(method=method, target_ratio=ratio, structured=False, recovery={},
+                warnings=info.pop("latency_warnings", []))
     return FamilyMember(model_id, method, ratio, model, info)
 
 
@@ -304,6 +306,7 @@ def write_summary(run: RunDir, config: AuditConfig, seconds: float | None,
     missing = missing_results(*plan, {(r["model"], r["condition"]) for r in records})
     summary = build_summary(DENSE_ID, run.models(), records,
                             {"config_digest": config.digest(), "complete": not missing, "missing": missing})
+    summary["baseline"] = baseline_id(config.analysis.baseline, [m["id"] for m in summary["models"]], DENSE_ID)
     flat = {m["id"]: m["metrics"] for m in summary["models"]}
     for extra in (corruption_summary(flat, DENSE_ID), noise_summary(flat)):
         for entry in summary["models"]:

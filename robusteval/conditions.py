@@ -140,13 +140,17 @@ def _corruption_conditions(settings: CorruptionSettings, clean: LabeledArrays, s
                                      meta=meta | {"source": "files"}))
             else:
                 note = f"generated on the fly ({table} parameters): {describe(name)}"
-                out.append(Condition(key, "corruption", base, _corruption_transform(name, severity, seed),
+                if name == "frost" and settings.frost_dir:
+                    note = f"generated on the fly ({table} parameters): the reference's frost photographs " \
+                           f"from {settings.frost_dir}"
+                transform = _corruption_transform(name, severity, seed, settings.frost_dir)
+                out.append(Condition(key, "corruption", base, transform,
                                      note=note, meta=meta | {"source": "generated", "parameters": table}))
     return out
 
 
-def _corruption_transform(name: str, severity: int, seed: int) -> Transform:
-    return lambda x, i: corrupt(x, name, severity, seed=condition_seed(name, severity, i, seed))
+def _corruption_transform(name: str, severity: int, seed: int, frost_dir: str | None) -> Transform:
+    return lambda x, i: corrupt(x, name, severity, seed=condition_seed(name, severity, i, seed), frost_dir=frost_dir)
 
 
 def _noise_transform(key: str, eps: float, seed: int) -> Transform:

@@ -18,6 +18,7 @@ from typing import Any, Union
 
 import yaml
 
+from robusteval.analysis import BASELINES
 from robusteval.data.corruptions import BENCHMARK_CORRUPTIONS, CORRUPTIONS, DEFAULT_NOISE_EPS, EXTRA_CORRUPTIONS
 from robusteval.data.ood_sets import OOD_SETS
 from robusteval.data.sources import SPLIT_SOURCES, parse_spec
@@ -127,10 +128,14 @@ class CorruptionSettings:
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)
     subset: int | None = 1000
     files: str | None = None
+    frost_dir: str | None = None
+    """A folder with the reference's frost photographs (frost1.png … frost5.jpg); else procedural textures."""
 
     def __post_init__(self) -> None:
         for name in self.corruptions:
             CORRUPTIONS.get(name)
+        if self.frost_dir is not None and not Path(self.frost_dir).is_dir():
+            raise RobustEvalError(f"frost_dir: {self.frost_dir} is not a folder (expected frost1.png … frost5.jpg in it)")
         bad = [s for s in self.severities if s not in (1, 2, 3, 4, 5)]
         if bad or not self.severities:
             raise RobustEvalError(f"severities must be a non-empty list from 1 to 5, got {list(self.severities)}")
@@ -185,10 +190,20 @@ class EvaluateSettings:
 
 @dataclass(frozen=True)
 class AnalysisSettings:
-    """Tolerance δ for prune potential (absolute, metric units) and per-metric overrides."""
+    """Tolerance δ for prune potential (absolute, metric units), per-metric overrides, and the baseline.
+
+    ``baseline``: what drops are measured against: ``auto`` (default) is the control ``dense+ft``
+    (the dense model with the pruned members' recovery budget) when recovery fine-tunes, else
+    the untouched ``dense``; ``dense`` or ``dense+ft`` force one.
+    """
 
     tolerance: float = 0.005
     tolerances: dict[str, float] = field(default_factory=dict)
+    baseline: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.baseline not in BASELINES:
+            raise RobustEvalError(f"baseline must be one of {', '.join(BASELINES)}, got {self.baseline!r}")
 
     def __post_init__(self) -> None:
         check_tolerances(self.tolerance, self.tolerances)

@@ -18,6 +18,7 @@ from robusteval.data.corruptions.kernels import bilinear_sample, motion_blur
 from robusteval.data.corruptions.params import CIFAR, IMAGENET
 from robusteval.data.corruptions.textures import frost_texture, plasma_fractal
 from robusteval.data.corruptions.weather import frost_stack
+from glass_reference import reference_glass_blur, replayed_draws, shuffle_loop
 from test_corruptions import scenes
 
 X = scenes(8, 32)
@@ -179,27 +180,36 @@ def test_zoom_blur_matches_scipy_zoom(severity: int) -> None:
     np.testing.assert_allclose(corrupt(X[:2], "zoom_blur", severity, seed=0).numpy(), expected, atol=1e-6)
 
 
-def glass_loop(image: np.ndarray, offsets: np.ndarray, delta: int) -> np.ndarray:
-    """The reference's sequential pixel swapping of one (H, W) image."""
-    image = image.copy()
-    h, w = image.shape
-    for step in offsets:
-        for i, row in enumerate(range(h - delta, delta, -1)):
-            for j, col in enumerate(range(w - delta, delta, -1)):
-                dy, dx = step[i, j]
-                r2, c2 = row + dy, col + dx
-                image[row, col], image[r2, c2] = image[r2, c2], image[row, col]
-    return image
-
-
 @pytest.mark.parametrize(("delta", "height", "width"), [(1, 12, 12), (2, 14, 11), (4, 20, 17)])
-def test_glass_permutation_equals_sequential_swaps(delta: int, height: int, width: int) -> None:
+def test_glass_permutation_equals_the_reference_loop(delta: int, height: int, width: int) -> None:
+    """The reference's tuple "swap" on (H, W, 3) views copies; every visit sees earlier ones."""
     g = torch.Generator().manual_seed(delta)
     offsets = torch.randint(-delta, delta, (2, 3, height - 2 * delta, width - 2 * delta, 2), generator=g)
     source = glass_permutation(offsets, height, width, delta)
     for n in range(3):
-        expected = glass_loop(np.arange(height * width).reshape(height, width), offsets[:, n].numpy(), delta)
-        np.testing.assert_array_equal(source[n].reshape(height, width).numpy(), expected)
+        pixels = np.repeat(np.arange(height * width).reshape(height, width, 1), 3, axis=2)
+        expected = shuffle_loop(pixels, delta, 2, replayed_draws(offsets[:, n].numpy()))
+        np.testing.assert_array_equal(source[n].reshape(height, width).numpy(), expected[..., 0])
+    assert len(set(source[0].tolist())) < height * width  # copies duplicate pixels: not a permutation
+
+
+@pytest.mark.parametrize(("size", "table", "severity"), [(32, CIFAR, s) for s in SEVERITIES] + [(224, IMAGENET, 5)])
+def test_glass_blur_equals_the_literal_reference_for_the_same_offsets(size: int, table: dict, severity: int) -> None:
+    params = table["glass_blur"][severity - 1]
+    sigma, delta, iterations = params
+    images = uint8_images(2, size, seed=severity)
+    seed = 11 * severity
+    offsets = torch.randint(-delta, delta, (iterations, 2, size - 2 * delta, size - 2 * delta, 2),
+                            generator=torch.Generator().manual_seed(seed))
+    out = corrupt(as_batch(images), "glass_blur", severity, seed=seed).permute(0, 2, 3, 1).double().numpy() * 255
+    for n in range(2):
+        expected = reference_glass_blur(images[n], params, replayed_draws(offsets[:, n].numpy()))
+        # The uint8 truncation of a blurred flat region (exactly v) lands on v or v−1 by float
+        # rounding noise (0.02% of values at σ = 0.4), here and in the reference alike; the second
+        # blur spreads each flip over its neighbours. Elsewhere the values agree.
+        diff = np.abs(out[n] - expected)
+        assert diff.max() <= 1.0 + 1e-3
+        assert (diff > 1e-3).mean() < 0.03
 
 
 def test_motion_blur_matches_imagemagick_loop() -> None:
@@ -280,3 +290,48 @@ def test_frost_is_weighted_sum_with_a_texture_crop() -> None:
         assert matches and float(min(matches)) < 1e-5
     white = torch.ones(1, 3, 32, 32)
     assert float(corrupt(white, "frost", 1, seed=0).min()) >= CIFAR["frost"][0][0] - 1e-6
+
+
+def _write_frost_photos(folder, sizes: list[tuple[int, int]]) -> list[np.ndarray]:
+    """Tiny stand-ins in the reference's layout (frost1.png … frost6.jpg); returns the RGB arrays."""
+    rng = np.random.default_rng(0)
+    arrays = []
+    for name, (h, w) in zip(("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg"), sizes):
+        array = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        Image.fromarray(array).save(folder / name, quality=100)
+        arrays.append(np.array(Image.open(folder / name).convert("RGB")))
+    return arrays
+
+
+def test_frost_reads_the_reference_photographs(tmp_path) -> None:
+    """With ``frost_dir`` every crop is a window of one of frost1..frost5 resized by 0.2 (never frost6)."""
+    sizes = [(200, 210), (190, 200), (180, 220), (205, 195), (215, 185), (200, 200)]
+    arrays = _write_frost_photos(tmp_path, sizes)
+    resized = [torch.nn.functional.interpolate(torch.from_numpy(a / 255.0).permute(2, 0, 1)[None],
+                                               size=(round(a.shape[0] * 0.2), round(a.shape[1] * 0.2)),
+                                               mode="bilinear", align_corners=False)[0] for a in arrays[:5]]
+    black = torch.zeros(6, 3, 32, 32)
+    crops = corrupt(black, "frost", 5, seed=3, frost_dir=str(tmp_path)).double() / CIFAR["frost"][4][1]
+    for crop in crops:
+        best = min(float((t[:, r:r + 32, c:c + 32] - crop).abs().max())
+                   for t in resized for r in range(t.shape[1] - 32) for c in range(t.shape[2] - 32))
+        assert best < 1e-5
+    procedural = corrupt(black, "frost", 5, seed=3)
+    assert not torch.allclose(procedural, crops.float() * CIFAR["frost"][4][1])
+
+
+def test_frost_dir_errors_are_one_line(tmp_path) -> None:
+    from robusteval.config import CorruptionSettings
+    from robusteval.errors import RobustEvalError
+
+    with pytest.raises(RobustEvalError, match="is not a folder"):
+        CorruptionSettings(frost_dir=str(tmp_path / "missing"))
+    _write_frost_photos(tmp_path, [(200, 200)] * 3)
+    with pytest.raises(RobustEvalError, match=r"frost4\.jpg does not exist"):
+        corrupt(torch.zeros(1, 3, 32, 32), "frost", 1, seed=0, frost_dir=str(tmp_path))
+    _write_frost_photos(tmp_path, [(200, 200)] * 4 + [(100, 100)])
+    with pytest.raises(RobustEvalError, match=r"frost5\.jpg is 20x20 px after the 0\.2 resize"):
+        corrupt(torch.zeros(1, 3, 32, 32), "frost", 1, seed=0, frost_dir=str(tmp_path))
+    (tmp_path / "frost5.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(RobustEvalError, match=r"cannot read .*frost5\.jpg"):
+        corrupt(torch.zeros(1, 3, 32, 32), "frost", 1, seed=0, frost_dir=str(tmp_path))

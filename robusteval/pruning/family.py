@@ -14,16 +14,19 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from robusteval.analysis import CONTROL_ID
 from robusteval.data.arrays import LabeledArrays
 from robusteval.errors import RobustEvalError
 from robusteval.pruning.importance import PruneContext
 from robusteval.pruning.masks import prunable_layers
 from robusteval.pruning.methods import PRUNING_METHODS
 from robusteval.pruning.recovery import finetune, recalibrate_bn
-from robusteval.pruning.settings import PruneSettings, check_ratio
+from robusteval.pruning.settings import FinetuneSettings, PruneSettings, check_ratio
 from robusteval.pruning.stats import model_info
 
 FORMAT = "robusteval-family-member/1"
+SCRATCH_SUFFIX = "+scratch"
+"""Method suffix of the pruned architectures re-initialised and trained from scratch (Crowley et al. 2018)."""
 
 
 @dataclass
@@ -88,7 +91,6 @@ def prune_model(
     settings: PruneSettings,
     example_input: torch.Tensor,
     train_data: LabeledArrays | None,
-    dense_latency: dict[str, float] | None = None,
 ) -> FamilyMember:
     """Prune a copy of ``dense`` with ``method`` to ``ratio``, recover, check and describe it."""
     spec = PRUNING_METHODS.get(method)
@@ -122,23 +124,93 @@ def prune_model(
         if cycle_ratio > 0:
             spec.prune(model, cycle_ratio, ctx)
         if train_data is not None:
-            steps += finetune(model, train_data, ft, layers=ctx.layers, masks=ctx.masks, seed=settings.seed + cycle)
-            if recal:
-                bn_done = recalibrate_bn(model, train_data, batches=settings.bn_batches,
-                                         batch_size=ft.batch_size, seed=settings.seed + cycle) or bn_done
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+            cycle_steps, cycle_bn = _recover(model, train_data, settings, cycle, recal=recal, layers=ctx.layers,
+                                             masks=ctx.masks)
+            steps, bn_done = steps + cycle_steps, bn_done or cycle_bn
+    _freeze(model)
     seconds = time.perf_counter() - start
     _check_forward(model, x, dense_shape, what)
     info = model_info(model, x, dense=dense, prunable=list(ctx.layers), measure_latency=settings.measure_latency,
-                      latency_repeats=settings.latency_repeats, dense_latency=dense_latency)
+                      latency_repeats=settings.latency_repeats)
+    warnings += info.pop("latency_warnings", [])
     warnings += [f"layer {name} is fully pruned (layer collapse)" for name in info["collapsed_layers"]]
     info.update(method=method, target_ratio=ratio, structured=spec.structured, reference=spec.reference,
                 schedule=settings.schedule, warnings=warnings, prune_seconds=seconds,
-                recovery={"finetune_epochs": steps * ft.batch_size / len(train_data) if steps else 0,
-                          "finetune_steps": steps, "bn_recalibrated": bn_done})
+                recovery=_recovery_info(steps, bn_done, ft, train_data))
     return FamilyMember(member_id(method, ratio), method, ratio, model, info)
+
+
+def _recover(model: nn.Module, train_data: LabeledArrays, settings: PruneSettings, cycle: int, *, recal: bool,
+             layers: dict | None = None, masks: dict | None = None) -> tuple[int, bool]:
+    """One recovery cycle: fine-tune (masks held at zero), then BatchNorm re-calibration when ``recal``."""
+    steps = finetune(model, train_data, settings.finetune, layers=layers, masks=masks, seed=settings.seed + cycle)
+    bn = recal and recalibrate_bn(model, train_data, batches=settings.bn_batches,
+                                  batch_size=settings.finetune.batch_size, seed=settings.seed + cycle)
+    return steps, bn
+
+
+def _recovery_info(steps: int, bn_done: bool, ft: FinetuneSettings, train_data: LabeledArrays | None) -> dict:
+    return {"finetune_epochs": steps * ft.batch_size / len(train_data) if steps and train_data else 0,
+            "finetune_steps": steps, "bn_recalibrated": bn_done}
+
+
+def _freeze(model: nn.Module) -> None:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+
+def _retrained(model: nn.Module, dense: nn.Module, *, settings: PruneSettings, train_data: LabeledArrays,
+               example_input: torch.Tensor, recal: bool, prunable: list[str] | None = None) -> tuple[nn.Module, dict]:
+    """``model`` after the pruned members' recovery budget (as many cycles as their schedule), with its costs."""
+    start = time.perf_counter()
+    steps, bn_done = 0, False
+    for p in model.parameters():
+        p.requires_grad_(True)
+    for cycle in range(len(_cycle_ratios(0.5, settings))):
+        cycle_steps, cycle_bn = _recover(model, train_data, settings, cycle, recal=recal)
+        steps, bn_done = steps + cycle_steps, bn_done or cycle_bn
+    _freeze(model)
+    info = model_info(model, example_input.to(next(model.parameters()).device), dense=dense, prunable=prunable,
+                      measure_latency=settings.measure_latency, latency_repeats=settings.latency_repeats)
+    info.update(recovery=_recovery_info(steps, bn_done, settings.finetune, train_data), schedule=settings.schedule,
+                warnings=info.pop("latency_warnings", []), prune_seconds=time.perf_counter() - start)
+    return model, info
+
+
+def control_member(dense: nn.Module, *, settings: PruneSettings, example_input: torch.Tensor,
+                   train_data: LabeledArrays) -> FamilyMember:
+    """The dense model fine-tuned with the pruned members' recovery budget (id ``dense+ft``).
+
+    The control of the pruning literature: without it, what recovery fine-tuning does on its
+    own (e.g. adapting to a shifted test set) is credited to pruning.
+    """
+    model, info = _retrained(copy.deepcopy(dense), dense, settings=settings, train_data=train_data,
+                             example_input=example_input, recal=settings.recalibrates_bn(False))
+    info.update(method=CONTROL_ID, target_ratio=0.0, structured=False,
+                reference="the dense model with the same recovery budget")
+    return FamilyMember(CONTROL_ID, CONTROL_ID, 0.0, model, info)
+
+
+def scratch_member(pruned: FamilyMember, dense: nn.Module, *, settings: PruneSettings, example_input: torch.Tensor,
+                   train_data: LabeledArrays) -> FamilyMember:
+    """The pruned architecture re-initialised and trained from scratch with the same budget.
+
+    Crowley et al., "A Closer Look at Structured Pruning for Neural Network Compression" (2018;
+    "nip it in the bud"): a structured method is only worth its cost if it beats this.
+    """
+    model = copy.deepcopy(pruned.model)
+    with torch.random.fork_rng():
+        torch.manual_seed(settings.seed)
+        for module in model.modules():
+            if hasattr(module, "reset_parameters") and module is not model:
+                module.reset_parameters()
+    model, info = _retrained(model, dense, settings=settings, train_data=train_data, example_input=example_input,
+                             recal=False, prunable=list(pruned.info["layer_sparsity"]))
+    method = pruned.method + SCRATCH_SUFFIX
+    info.update(method=method, target_ratio=pruned.target_ratio, structured=True,
+                reference="Crowley et al. 2018: the pruned architecture trained from scratch")
+    return FamilyMember(member_id(method, pruned.target_ratio), method, pruned.target_ratio, model, info)
 
 
 def dense_member(dense: nn.Module, *, settings: PruneSettings, example_input: torch.Tensor) -> FamilyMember:
@@ -151,7 +223,7 @@ def dense_member(dense: nn.Module, *, settings: PruneSettings, example_input: to
     info.update(method="dense", target_ratio=0.0, structured=False, warnings=[], prune_seconds=0.0,
                 params_reduction=0.0, macs_reduction=0.0, recovery={"finetune_epochs": 0, "bn_recalibrated": False})
     if "latency_ms" in info:
-        info["speedup"] = {key: 1.0 for key in info["latency_ms"]}
+        info.update(speedup={key: 1.0 for key in info["latency_ms"]}, speedup_basis="the reference")
     return FamilyMember("dense", "dense", 0.0, model, info)
 
 
@@ -162,7 +234,7 @@ def _fingerprint(dense: nn.Module, settings: PruneSettings, example_input: torch
         digest.update(key.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     fields = dataclasses.asdict(settings)
-    for key in ("methods", "ratios", "measure_latency", "latency_repeats"):
+    for key in ("methods", "ratios", "measure_latency", "latency_repeats", "scratch_baseline"):
         fields.pop(key)
     digest.update(json.dumps([fields, list(example_input.shape[1:])], sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]
@@ -212,31 +284,53 @@ def build_family(
     out_dir: Path | None = None,
     progress: bool = True,
 ) -> Iterator[FamilyMember]:
-    """Yield the dense member, then one member per (method, ratio) in the order of ``settings``.
+    """Yield the dense member, the control (``dense+ft``, when recovery fine-tunes), then one member
+    per (method, ratio) in the order of ``settings``, each structured one followed by its
+    from-scratch baseline when ``settings.scratch_baseline``.
 
     With ``out_dir`` every member is saved as it is built, and a member saved earlier from the
     same dense weights and settings is reloaded instead of rebuilt.
     """
     fingerprint = _fingerprint(dense, settings, example_input) if out_dir is not None else ""
-    grid = [("dense", 0.0)] + [(m, r) for m in settings.methods for r in settings.ratios]
-    dense_latency = None
+    trains = train_data is not None and settings.finetune.epochs > 0
+    grid = [("dense", 0.0)] + [(CONTROL_ID, 0.0)] * trains + [(m, r) for m in settings.methods for r in settings.ratios]
+    grid = [g for m, r in grid for g in [(m, r)] + [(m + SCRATCH_SUFFIX, r)] * _scratch(m, settings, trains)]
+    built: dict[str, FamilyMember] = {}
     with tqdm(total=len(grid), desc="pruning", disable=not progress) as bar:
         for method, ratio in grid:
-            bar.set_postfix_str(member_id(method, ratio))
-            member = _reuse(out_dir, member_id(method, ratio), fingerprint)
+            mid = member_id(method, ratio)
+            bar.set_postfix_str(mid)
+            member = _reuse(out_dir, mid, fingerprint)
             if member is None:
-                if method == "dense":
-                    member = dense_member(dense, settings=settings, example_input=example_input)
-                else:
-                    member = prune_model(dense, method, ratio, settings=settings, example_input=example_input,
-                                         train_data=train_data, dense_latency=dense_latency)
+                member = _build(dense, method, ratio, built, settings, example_input, train_data)
                 member.info["input_shape"] = [1, *example_input.shape[1:]]
                 if out_dir is not None:
                     save_member(member, out_dir, example_input=example_input, fingerprint=fingerprint)
-            if method == "dense":
-                dense_latency = member.info.get("latency_ms")
+            built[mid] = member
             bar.update()
             yield member
+
+
+def _scratch(method: str, settings: PruneSettings, trains: bool) -> bool:
+    return trains and settings.scratch_baseline and method != CONTROL_ID and method != "dense" \
+        and PRUNING_METHODS.get(method).structured
+
+
+def _build(dense: nn.Module, method: str, ratio: float, built: dict[str, FamilyMember], settings: PruneSettings,
+           example_input: torch.Tensor, train_data: LabeledArrays | None) -> FamilyMember:
+    """Build one grid entry; a from-scratch baseline needs its pruned architecture as a module."""
+    if method == "dense":
+        return dense_member(dense, settings=settings, example_input=example_input)
+    if method == CONTROL_ID:
+        return control_member(dense, settings=settings, example_input=example_input, train_data=train_data)
+    if method.endswith(SCRATCH_SUFFIX):
+        base = method[: -len(SCRATCH_SUFFIX)]
+        pruned = built[member_id(base, ratio)]
+        if isinstance(pruned.model, ExportedModel):  # reloaded from disk: rebuild the architecture
+            pruned = prune_model(dense, base, ratio, settings=dataclasses.replace(settings, measure_latency=False),
+                                 example_input=example_input, train_data=train_data)
+        return scratch_member(pruned, dense, settings=settings, example_input=example_input, train_data=train_data)
+    return prune_model(dense, method, ratio, settings=settings, example_input=example_input, train_data=train_data)
 
 
 def _reuse(out_dir: Path | None, mid: str, fingerprint: str) -> FamilyMember | None:

@@ -59,6 +59,9 @@ class PruneSettings:
     ``bn_recalibration`` is True, False or "structured" (only for methods that remove channels).
     ``data_samples_per_class`` sizes the batch of SNIP/GraSP (10 per class as in the SynFlow code).
     ``coreset_max_dim`` caps the dimension of the coreset geometry (see ``coreset.py``).
+    When recovery fine-tunes, the family gets the control ``dense+ft`` (the dense model with the
+    same budget); ``scratch_baseline`` adds, per structured member, its architecture trained
+    from scratch with that budget (``<method>+scratch@<ratio>``, Crowley et al. 2018).
     """
 
     methods: tuple[str, ...] = ("magnitude",)
@@ -75,7 +78,8 @@ class PruneSettings:
     data_samples_per_class: int = 10
     coreset_max_dim: int = 64
     measure_latency: bool = True
-    latency_repeats: int = 5
+    latency_repeats: int = 11
+    scratch_baseline: bool = False
 
     def __post_init__(self) -> None:
         from robusteval.pruning.methods import PRUNING_METHODS

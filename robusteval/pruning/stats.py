@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -12,6 +12,7 @@ from torch import nn
 from robusteval.pruning.masks import PRUNABLE_TYPES
 
 LATENCY_BATCHES = {"batch_1": 1, "batch_128": 128}
+SAME_KERNELS = "dense kernels: same MACs as dense, zeros cost as much as weights (no sparse runtime)"
 
 
 def macs(model: nn.Module, example_input: torch.Tensor) -> tuple[int, float]:
@@ -35,22 +36,70 @@ def macs(model: nn.Module, example_input: torch.Tensor) -> tuple[int, float]:
     return total[0], effective[0]
 
 
-def latency_ms(model: nn.Module, example_input: torch.Tensor, *, repeats: int = 5) -> dict[str, float]:
-    """Median CPU wall time (ms) of a forward pass at batch 1 and batch 128 (one warm-up each)."""
-    cpu = copy.deepcopy(model).cpu().eval()
+def _spread(values: Sequence[float]) -> list[float]:
+    """[first quartile, third quartile] (inclusive method; [v, v] for one value)."""
+    if len(values) < 2:
+        return [values[0], values[0]]
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return [q1, q3]
+
+
+def _timed(model: nn.Module, x: torch.Tensor) -> float:
+    start = time.perf_counter()
+    model(x)
+    return (time.perf_counter() - start) * 1e3
+
+
+def latency_ms(model: nn.Module, example_input: torch.Tensor, *, repeats: int = 5,
+               dense: nn.Module | None = None) -> dict[str, dict]:
+    """CPU wall time (ms) of a forward pass at batch 1 and batch 128: median and IQR over ``repeats``.
+
+    With ``dense``, both models are timed in pairs, in alternating order (dense first on even
+    repeats, the model first on odd ones), so a load change on a shared machine hits both
+    alike; the speed-up is the median of the per-pair ratios dense / model, with its IQR.
+    Returns ``{"latency_ms", "latency_iqr_ms"}`` per batch key, plus ``"dense_latency_ms"``,
+    ``"speedup_measured"`` and ``"speedup_iqr"`` with ``dense``.
+    """
+    models = [copy.deepcopy(m).cpu().eval() for m in ([model] if dense is None else [model, dense])]
     one = example_input[:1].detach().cpu()
-    out = {}
+    out: dict[str, dict] = {}
     with torch.inference_mode():
         for key, size in LATENCY_BATCHES.items():
             x = one.expand(size, *one.shape[1:]).contiguous()
-            cpu(x)
-            times = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                cpu(x)
-                times.append((time.perf_counter() - start) * 1e3)
-            out[key] = statistics.median(times)
+            for m in models:
+                m(x)  # warm-up
+            times: list[list[float]] = [[] for _ in models]
+            for i in range(repeats):
+                order = range(len(models)) if i % 2 == 0 else reversed(range(len(models)))
+                for j in order:
+                    times[j].append(_timed(models[j], x))
+            out.setdefault("latency_ms", {})[key] = statistics.median(times[0])
+            out.setdefault("latency_iqr_ms", {})[key] = _spread(times[0])
+            if dense is not None:
+                ratios = [d / m for d, m in zip(times[1], times[0])]
+                out.setdefault("dense_latency_ms", {})[key] = statistics.median(times[1])
+                out.setdefault("speedup_measured", {})[key] = statistics.median(ratios)
+                out.setdefault("speedup_iqr", {})[key] = _spread(ratios)
     return out
+
+
+def speedup_claims(timing: Mapping[str, dict], *, same_kernels: bool) -> tuple[dict[str, float], list[str]]:
+    """The speed-up to state per batch key, and warnings where the measurement cannot carry it.
+
+    A model that runs the dense model's kernels (masked weights, same MACs) is 1.0x: zeros
+    cost as much as any weight without a sparse runtime, which robusteval never uses. Else
+    the measured paired median, flagged when its IQR is wider than its distance from 1.
+    """
+    measured = timing["speedup_measured"]
+    if same_kernels:
+        return {key: 1.0 for key in measured}, []
+    warnings = []
+    for key, ratio in measured.items():
+        low, high = timing["speedup_iqr"][key]
+        if high - low > abs(ratio - 1.0):
+            warnings.append(f"latency {key.replace('_', ' ')}: speed-up {ratio:.2f}x with IQR {low:.2f}–{high:.2f}x; "
+                            "the spread exceeds the effect (a noisy machine?), so it is not a measured speed-up")
+    return dict(measured), warnings
 
 
 def model_info(
@@ -60,15 +109,15 @@ def model_info(
     dense: nn.Module | None = None,
     prunable: Sequence[str] | None = None,
     measure_latency: bool = True,
-    latency_repeats: int = 5,
-    dense_latency: dict[str, float] | None = None,
+    latency_repeats: int = 11,
 ) -> dict:
     """JSON-able cost summary of ``model``; sparsity and speed-up are relative to ``dense`` when given.
 
     ``prunable`` names the Conv2d/Linear layers that count as prunable (default: all of them).
     Layer sparsity is 1 - nonzero(pruned layer) / numel(dense layer), so removed channels count
-    as pruned; a layer that is gone or all zero is "collapsed". ``dense_latency`` reuses an
-    earlier measurement of the dense model instead of timing it again.
+    as pruned; a layer that is gone or all zero is "collapsed". Latency is timed paired with
+    ``dense`` (``latency_ms``); ``speedup`` is 1.0 unless the model is structurally smaller
+    (``speedup_claims``), and ``latency_warnings`` says where the spread exceeds the effect.
     """
     modules = dict(model.named_modules())
     reference = dict((dense or model).named_modules())
@@ -97,8 +146,10 @@ def model_info(
         info["params_reduction"] = 1.0 - params / dense_params
         info["macs_reduction"] = 1.0 - dense_macs / macs(dense, example_input)[0]
     if measure_latency:
-        info["latency_ms"] = latency_ms(model, example_input, repeats=latency_repeats)
+        info.update(latency_ms(model, example_input, repeats=latency_repeats, dense=dense))
+        info["sparse_runtime"] = False
         if dense is not None:
-            base = dense_latency or latency_ms(dense, example_input, repeats=latency_repeats)
-            info["speedup"] = {k: base[k] / v for k, v in info["latency_ms"].items()}
+            same_kernels = dense_macs > 0 and dense_macs == macs(dense, example_input)[0]
+            info["speedup"], info["latency_warnings"] = speedup_claims(info, same_kernels=same_kernels)
+            info["speedup_basis"] = SAME_KERNELS if same_kernels else "measured: median of paired, alternating runs"
     return info

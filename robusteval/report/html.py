@@ -84,11 +84,14 @@ def build_report(run_dir: Path, *, tolerance: float = DEFAULT_TOLERANCE,
 def render_report(analysis: Analysis, summary: Mapping[str, Any], records: Sequence[Mapping[str, Any]],
                   manifest: Mapping[str, Any], *, title: str = "robusteval report") -> str:
     """The report as one HTML string."""
+    strength = attack_strength_note(manifest) if "adversarial" in analysis.families else ""
     with matplotlib.rc_context({"text.parse_math": False}):  # '$' in a model id is text, not mathtext
+        robustness = _robustness(analysis)
         parts = {
-            "verdict": _recovery(summary) + _verdict(analysis), "curves": _curves(analysis),
+            "verdict": _recovery(summary) + _verdict(analysis) + strength, "curves": _curves(analysis),
             "corruption": _corruptions(analysis) + _condition_notes(records, "corruption"),
-            "robustness": _robustness(analysis), "calibration": _calibration_ood(analysis, records),
+            "robustness": strength + robustness if robustness else "",
+            "calibration": _calibration_ood(analysis, records),
             "models": _models(summary, records), "metadata": _metadata(manifest, summary),
         }
     present = {k: v for k, v in parts.items() if v}
@@ -96,8 +99,9 @@ def render_report(analysis: Analysis, summary: Mapping[str, Any], records: Seque
     sections = [f'<section id="{k}"><h2>{SECTIONS[k]}</h2>\n{v}\n</section>' for k, v in present.items()]
     body = "\n".join(([f'<p class="incomplete">{_e(warning)}</p>'] if warning else []) + sections)
     nav = "".join(f'<a href="#{k}">{SECTIONS[k]}</a>' for k in present)
-    n_pruned = len(analysis.models) - 1
-    subtitle = (f"dense model {_e(analysis.dense)} vs {n_pruned} pruned models of {len(analysis.methods)} methods; "
+    n_pruned = len(analysis.models) - len(set(analysis.references) | {analysis.dense})
+    subtitle = (f"dense model {_e(analysis.untouched or analysis.dense)} vs {n_pruned} pruned models of "
+                f"{len(analysis.methods)} methods; drops against {_e(analysis.dense)}; "
                 f"tolerance δ = {analysis.tolerance:g}")
     template = Template(resources.files("robusteval.report").joinpath("template.html").read_text(encoding="utf-8"))
     return template.substitute(title=_e(title), subtitle=subtitle, nav=nav, body=body)
@@ -177,6 +181,8 @@ def _verdict(analysis: Analysis) -> str:
                 continue
             cls = "ok" if c.first_out is None else "warn" if c.prune_potential > 0 else "bad"
             note = "" if c.first_out is None else f"<small>out at {pct(c.first_out)}"
+            if c.interval is not None and c.first_out is not None:
+                note = f"<small>range {pct(c.interval[0])}–{pct(c.interval[1])}</small>" + note
             p = c.point_at(c.first_out) if c.first_out is not None else None
             note += " (within noise)</small>" if p is not None and p.within_noise else ("</small>" if note else "")
             row.append((f"{pct(c.prune_potential) if c.first_out is not None else '≥ ' + pct(top)}{note}", cls))
@@ -187,8 +193,31 @@ def _verdict(analysis: Analysis) -> str:
             f"such that the family's headline metric stays within δ of the dense model at that ratio and every "
             f"smaller one (δ = {analysis.tolerance:g} in the metric's unit unless set per metric). Green: never "
             f"leaves tolerance; amber: leaves it; red: out already at the smallest ratio. \"Within noise\": the 95% "
-            f"paired-bootstrap interval of the drop contains 0.</p>"
+            f"paired-bootstrap interval of the drop contains 0. \"Range\": from the largest ratio whose drops are "
+            f"all significantly within δ to the largest whose drops are all not significantly worse than δ "
+            f"(95% intervals). Baseline: {_e(analysis.baseline_note())}.</p>"
             + _table(header, rows) + f'<ul class="verdict">{lines}</ul>')
+
+
+_ATTACK_BUDGET = (("pgd_steps", "PGD {} steps"), ("autoattack_iters", "AutoAttack {} APGD iterations"),
+                  ("apgd_targets", "{} APGD-T target classes"), ("min_norm_steps", "minimum-norm attacks {} steps"),
+                  ("sample_size", "{} attacked images"))
+
+
+def attack_strength_note(manifest: Mapping[str, Any]) -> str:
+    """A warning when the run's attack settings are weaker than the defaults, derived from the config."""
+    from robusteval.evaluators.adversarial import AdversarialSettings
+
+    settings = ((manifest.get("config") or {}).get("evaluate") or {}).get("adversarial") or {}
+    defaults = vars(AdversarialSettings())
+    weaker = [f"{label.format(settings[key])} (default {defaults[key]})" for key, label in _ATTACK_BUDGET
+              if isinstance(settings.get(key), (int, float)) and settings[key] < defaults[key]]
+    if not weaker:
+        return ""
+    return (f'<p class="note warn">Attacks weaker than the defaults: {_e(", ".join(weaker))}. Weaker attacks '
+            "overstate adversarial accuracy (each number is an upper bound, higher than the default attacks would "
+            "measure) and fewer images widen its error bars: compare the models of this run with each other, not "
+            "with published robust accuracies.</p>")
 
 
 def _recovery(summary: Mapping[str, Any]) -> str:
@@ -332,11 +361,10 @@ def _calibration_ood(analysis: Analysis, records: Sequence[Mapping[str, Any]]) -
 def _models(summary: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> str:
     rows, warnings = [], []
     for m in summary.get("models", []):
-        lat, speed = m.get("latency_ms") or {}, m.get("speedup") or {}
+        timing = [_latency_cells(m, key) for key in ("batch_1", "batch_128")]
         rows.append([_e(m["id"]), _e(m.get("method", "")), _num(m.get("target_ratio")), _num(m.get("sparsity")),
                      _num(m.get("params")), _num(m.get("nonzero_params")), _num(m.get("macs")),
-                     _num(m.get("macs_effective")), _num(lat.get("batch_1")), _num(speed.get("batch_1")),
-                     _num(lat.get("batch_128")), _num(speed.get("batch_128")), _num(m.get("structured")),
+                     _num(m.get("macs_effective")), *timing[0], *timing[1], _num(m.get("structured")),
                      _e(", ".join(m.get("collapsed_layers") or [])) or "–"])
         warnings += [(m["id"], "model", w) for w in m.get("warnings") or []]
     warnings += [(r["model"], r["condition"], w) for r in records for w in r.get("warnings") or []]
@@ -344,10 +372,22 @@ def _models(summary: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) ->
               "latency b=1 (ms)", "speed-up b=1", "latency b=128 (ms)", "speed-up b=128", "structured",
               "collapsed layers"]
     out = _table(header, rows)
+    if any(m.get("speedup_basis") for m in summary.get("models", [])):
+        out += ('<p class="note">Latency: median (IQR) over paired runs timed alternately with the dense model. '
+                "Speed-up is stated as 1.0 for models that run the dense kernels (masked weights: no sparse "
+                "runtime ran); the measured ratio is in summary.json (speedup_measured).</p>")
     if warnings:
         out += "<h3>Warnings</h3>" + _table(["model", "where", "warning"],
                                             [[_e(a), _e(b), _e(c)] for a, b, c in warnings], cls="text")
     return out
+
+
+def _latency_cells(model: Mapping[str, Any], key: str) -> tuple[str, str]:
+    """'median (q1–q3)' latency and the stated speed-up of one batch size."""
+    latency = (model.get("latency_ms") or {}).get(key)
+    iqr = (model.get("latency_iqr_ms") or {}).get(key)
+    cell = _num(latency) + (f" ({_num(iqr[0])}–{_num(iqr[1])})" if iqr else "")
+    return cell, _num((model.get("speedup") or {}).get(key))
 
 
 def _flatten(data: Any, prefix: str = "") -> list[tuple[str, Any]]:

@@ -15,7 +15,8 @@ Differences from the reference scripts, everywhere:
   [0, 1] (at most 1/255 apart, without the reference's −0.5/255 mean bias). Steps that
   quantise inside the reference (glass blur, the snow layer, spatter, JPEG) still do.
 - Motion blur and snow use ImageMagick's motion-blur kernel re-implemented in torch; frost
-  uses procedurally drawn textures instead of the reference photographs (``textures``).
+  uses procedurally drawn textures instead of the reference photographs (``textures``)
+  unless the user supplies the photographs (``frost_dir``).
 - Non-square images are handled per axis where the reference assumes squares (zoom).
 
 ``uniform_noise`` is the ε-ball experiment of Liebenwein et al., "Lost in Pruning: The
@@ -74,13 +75,15 @@ for _name, _apply, _random, _note in (
     ("impulse_noise", noise.impulse_noise, True, "scikit-image random_noise('s&p') semantics, per channel value"),
     ("defocus_blur", blur.defocus_blur, False, "exact: same anti-aliased disk kernel and REFLECT_101 borders"),
     ("glass_blur", blur.glass_blur, True,
-     "the per-pixel swap loop is vectorised in dependency-free waves; same permutation for the same offsets"),
+     "the reference's per-pixel 'swap' (a copy: NumPy views alias) vectorised in dependency-free waves; "
+     "same pixel map for the same offsets"),
     ("motion_blur", blur.motion_blur, True,
      "ImageMagick's MotionBlurImage kernel re-implemented (no ImageMagick); output not re-quantised to 8 bits"),
     ("zoom_blur", blur.zoom_blur, False, "exact: clipped_zoom as resampling matrices (per axis for non-square images)"),
     ("snow", weather.snow, True, "flake layer motion-blurred with the re-implemented ImageMagick kernel"),
     ("frost", weather.frost, True,
-     "procedural frost textures instead of the reference photographs: not comparable with published frost numbers"),
+     "procedural frost textures instead of the reference photographs (set frost_dir to use them): "
+     "not comparable with published frost numbers"),
     ("fog", weather.fog, True, "same diamond-square plasma fractal, batched"),
     ("brightness", digital.brightness, False, "exact closed form of the HSV value shift"),
     ("contrast", digital.contrast, False, "exact"),
@@ -116,11 +119,13 @@ def condition_seed(name: str, severity: int, batch_index: int, base_seed: int = 
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def corrupt(x: Tensor, name: str, severity: int, *, seed: int) -> Tensor:
+def corrupt(x: Tensor, name: str, severity: int, *, seed: int, frost_dir: str | None = None) -> Tensor:
     """Corruption ``name`` at ``severity`` (1..5) of a float (N, 3, H, W) batch in [0, 1].
 
     Returns a new tensor of the same shape, dtype and device with values in [0, 1]. The
     parameter table follows the image size (``parameter_set``); ``seed`` fixes all randomness.
+    ``frost_dir``: a folder with the reference's frost photographs (``frost1.png`` …
+    ``frost5.jpg``); frost then uses them instead of the procedural textures.
     """
     corruption = CORRUPTIONS.get(name)
     if isinstance(severity, bool) or not isinstance(severity, int) or not 1 <= severity <= 5:
@@ -130,7 +135,8 @@ def corrupt(x: Tensor, name: str, severity: int, *, seed: int) -> Tensor:
         return x.clone()
     table = parameter_set(x.shape[-2], x.shape[-1])
     gen = torch.Generator().manual_seed(seed)
-    out = corruption.apply(x, severity_parameters(name, severity, table), gen)
+    params = severity_parameters(name, severity, table)
+    out = weather.frost(x, params, gen, frost_dir) if name == "frost" else corruption.apply(x, params, gen)
     return out.clamp_(0.0, 1.0).to(x.dtype)
 
 

@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor
 
 from robusteval.data.corruptions import kernels
 from robusteval.data.corruptions.textures import FROST_TEXTURES, frost_texture, plasma_fractal
+from robusteval.errors import RobustEvalError
 
 _GRAY = (0.299, 0.587, 0.114)  # cv2.COLOR_RGB2GRAY
 
@@ -42,9 +46,13 @@ def snow(x: Tensor, params: tuple[float, ...], gen: torch.Generator) -> Tensor:
     return x + layer + layer.flip(-2, -1)
 
 
+FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg", "frost6.jpg")
+"""The reference's photographs; it draws ``np.random.randint(5)``, so ``frost6.jpg`` is never used."""
+
+
 @functools.lru_cache(maxsize=8)
 def frost_stack(scale: float, min_height: int, min_width: int) -> Tensor:
-    """The five textures resized by ``scale`` (bilinear, like ``cv2.resize``), at least the given size."""
+    """The five procedural textures resized by ``scale`` (bilinear, like ``cv2.resize``), at least the given size."""
     base = torch.stack([frost_texture(i) for i in range(FROST_TEXTURES)])
     size = base.shape[-1]
     side = max(int(round(size * scale)), min_height, min_width)
@@ -53,18 +61,47 @@ def frost_stack(scale: float, min_height: int, min_width: int) -> Tensor:
     return F.interpolate(base, size=(side, side), mode="bilinear", align_corners=False)
 
 
-def frost(x: Tensor, params: tuple[float, float, float], gen: torch.Generator) -> Tensor:
+@functools.lru_cache(maxsize=8)
+def frost_photos(directory: str, scale: float, min_height: int, min_width: int) -> tuple[Tensor, ...]:
+    """The reference's ``frost1.png`` … ``frost5.jpg`` from ``directory``, RGB float64, resized by ``scale``.
+
+    ``cv2.resize(fx=fy=scale)`` is bilinear without antialiasing, as ``F.interpolate`` here.
+    """
+    photos = []
+    for name in FROST_FILES[:FROST_TEXTURES]:
+        path = Path(directory) / name
+        if not path.is_file():
+            raise RobustEvalError(f"frost photographs: {path} does not exist (expected {', '.join(FROST_FILES[:5])})")
+        try:
+            with Image.open(path) as image:
+                array = np.asarray(image.convert("RGB"), dtype=np.float64) / 255
+        except (OSError, ValueError) as exc:
+            raise RobustEvalError(f"frost photographs: cannot read {path}: {exc}") from None
+        photo = torch.from_numpy(array).permute(2, 0, 1)
+        height, width = (int(round(side * scale)) for side in photo.shape[1:])
+        if (height, width) != photo.shape[1:]:
+            photo = F.interpolate(photo[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+        if height < min_height or width < min_width:
+            raise RobustEvalError(f"frost photographs: {path} is {height}x{width} px after the {scale} resize, "
+                                  f"expected at least {min_height}x{min_width} to crop from")
+        photos.append(photo)
+    return tuple(photos)
+
+
+def frost(x: Tensor, params: tuple[float, float, float], gen: torch.Generator, photos: str | None = None) -> Tensor:
     """``image_weight``·x + ``frost_weight``·(random crop of a random frost texture) per image.
 
-    Textures are procedural stand-ins for the reference's photographs (see ``textures``).
+    Textures are the reference's photographs read from ``photos`` when given, else
+    procedural stand-ins (see ``textures``).
     """
     image_weight, frost_weight, scale = params
     n, _, h, w = x.shape
-    stack = frost_stack(scale, h + 1, w + 1)
-    which = torch.randint(0, FROST_TEXTURES, (n,), generator=gen)
-    top = torch.randint(0, stack.shape[-2] - h, (n,), generator=gen)
-    left = torch.randint(0, stack.shape[-1] - w, (n,), generator=gen)
-    rows = (top[:, None] + torch.arange(h))[:, :, None]
-    cols = (left[:, None] + torch.arange(w))[:, None, :]
-    crops = stack[which[:, None, None], :, rows, cols].permute(0, 3, 1, 2)  # (n, 3, h, w)
-    return image_weight * x + frost_weight * crops.to(x.device, x.dtype)
+    textures = frost_photos(photos, scale, h + 1, w + 1) if photos else tuple(frost_stack(scale, h + 1, w + 1))
+    which = torch.randint(0, FROST_TEXTURES, (n,), generator=gen).tolist()
+    crops = []
+    for t in which:
+        texture = textures[t]
+        top = int(torch.randint(0, texture.shape[-2] - h, (1,), generator=gen))
+        left = int(torch.randint(0, texture.shape[-1] - w, (1,), generator=gen))
+        crops.append(texture[:, top : top + h, left : left + w])
+    return image_weight * x + frost_weight * torch.stack(crops).to(x.device, x.dtype)
