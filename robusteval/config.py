@@ -204,8 +204,6 @@ class AnalysisSettings:
     def __post_init__(self) -> None:
         if self.baseline not in BASELINES:
             raise RobustEvalError(f"baseline must be one of {', '.join(BASELINES)}, got {self.baseline!r}")
-
-    def __post_init__(self) -> None:
         check_tolerances(self.tolerance, self.tolerances)
 
 

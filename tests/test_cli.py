@@ -251,7 +251,7 @@ def test_yaml_1_2_exponent_floats_are_numbers(lenet, tmp_path, capsys):
     _run(["evaluate", str(lenet), "--arch", "lenet_300_100", "--subset", "40", "--config", str(config),
           "--out", str(tmp_path / "o"), "--quiet", "--no-report"], capsys)
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
-    assert manifest["config"]["analysis"] == {"tolerance": 0.01, "tolerances": {"clean/": 0.005}}
+    assert manifest["config"]["analysis"] == {"tolerance": 0.01, "tolerances": {"clean/": 0.005}, "baseline": "auto"}
 
 
 @pytest.mark.parametrize(("flags", "names"), [
