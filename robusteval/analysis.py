@@ -53,6 +53,8 @@ __all__ = ["Analysis", "Curve", "Point", "analyse", "analyse_run", "baseline_id"
 DEFAULT_TOLERANCE = 0.005
 CONTROL_ID = "dense+ft"
 """Id (and method) of the control member: the dense model given the pruned members' recovery budget."""
+SCRATCH_SUFFIX = "+scratch"
+"""Method suffix of the pruned architectures re-initialised and trained from scratch (Crowley et al. 2018)."""
 BASELINES = ("auto", "dense", CONTROL_ID)
 """``analysis.baseline``: what drops are measured against; ``auto`` is the control when the run has one."""
 

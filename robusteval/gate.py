@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from robusteval.analysis import drop
+from robusteval.analysis import SCRATCH_SUFFIX, drop
 from robusteval.config import read_yaml_file
 from robusteval.errors import RobustEvalError
 from robusteval.escaping import markdown_cell, markdown_code, workflow_data, workflow_property, xml_text
@@ -146,17 +146,24 @@ def _check(rule: Rule, model: str, metrics: Mapping[str, Any], reference: Mappin
 
 def evaluate_gate(summary: Mapping[str, Any], rules: Sequence[Rule], *, reference: str | None = None,
                   models: Sequence[str] | None = None) -> GateResult:
-    """Check every rule on every non-reference model (or on ``models``) of a run's summary."""
+    """Check every rule on every pruned model (or on ``models``) of a run's summary.
+
+    The reference defaults to the run's baseline, the one the report measures drops against
+    (``dense+ft`` when recovery fine-tunes, see ``analysis.baseline``); the untouched dense model,
+    the control and from-scratch baselines are references, not candidates, so they are not checked.
+    """
     if problem := incomplete_message(summary):
         raise RobustEvalError(f"cannot gate: {problem}")
     entries = {m["id"]: m.get("metrics") or {} for m in summary.get("models", [])}
-    reference = reference or summary.get("dense")
+    baselines = {summary.get("dense"), summary.get("baseline")} | {
+        m["id"] for m in summary.get("models", []) if str(m.get("method", "")).endswith(SCRATCH_SUFFIX)}
+    reference = reference or summary.get("baseline") or summary.get("dense")
     if reference not in entries:
         raise RobustEvalError(unknown_name_message("reference model", str(reference), entries))
     for model in models or ():
         if model not in entries:
             raise RobustEvalError(unknown_name_message("model", model, entries))
-    chosen = list(models) if models else [m for m in entries if m != reference] or [reference]
+    chosen = list(models) if models else [m for m in entries if m not in baselines | {reference}] or [reference]
     relative = [r.name for r in rules if r.budget in _NEEDS_REFERENCE]
     if chosen == [reference] and relative:
         raise RobustEvalError(f"the run has only the model {reference!r}, so budget {relative[0]!r} has no reference "

@@ -197,3 +197,19 @@ def test_a_binary_gate_file_is_bad_input(tmp_path):
     path.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe" + bytes(range(256)))
     with pytest.raises(RobustEvalError, match="gate file .*gate.yaml is not UTF-8 text"):
         load_rules(path)
+
+
+def test_gate_measures_against_the_run_baseline_and_checks_only_candidates():
+    """With a control (dense+ft) the gate uses the baseline the report uses; baselines are not candidates."""
+    summary = {"dense": "dense", "baseline": "dense+ft", "models": [
+        {"id": "dense", "method": "dense", "metrics": {"clean/accuracy": 0.80}},
+        {"id": "dense+ft", "method": "dense+ft", "metrics": {"clean/accuracy": 0.84}},
+        {"id": "l1_filter@0.5", "method": "l1_filter", "metrics": {"clean/accuracy": 0.82}},
+        {"id": "l1_filter+scratch@0.5", "method": "l1_filter+scratch", "metrics": {"clean/accuracy": 0.30}},
+    ]}
+    rules = parse_rules({"rules": {"clean/accuracy": {"max_drop": 0.01}}})
+    result = evaluate_gate(summary, rules)
+    assert result.reference == "dense+ft"
+    assert [(c.model, c.passed) for c in result.checks] == [("l1_filter@0.5", False)]  # 0.84 - 0.82 > 0.01
+    against_dense = evaluate_gate(summary, rules, reference="dense")
+    assert [(c.model, c.passed) for c in against_dense.checks] == [("l1_filter@0.5", True)]

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from robusteval.analysis import CONTROL_ID
+from robusteval.analysis import CONTROL_ID, SCRATCH_SUFFIX
 from robusteval.data.arrays import LabeledArrays
 from robusteval.errors import RobustEvalError
 from robusteval.pruning.importance import PruneContext
@@ -25,8 +25,6 @@ from robusteval.pruning.settings import FinetuneSettings, PruneSettings, check_r
 from robusteval.pruning.stats import model_info
 
 FORMAT = "robusteval-family-member/1"
-SCRATCH_SUFFIX = "+scratch"
-"""Method suffix of the pruned architectures re-initialised and trained from scratch (Crowley et al. 2018)."""
 
 
 @dataclass
