@@ -122,7 +122,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--gate", required=True, help="gate rules YAML")
     p.add_argument("--junit", help="write JUnit XML here")
-    p.add_argument("--reference", help="reference model id (default: the run's baseline, dense+ft when recovery fine-tuned, else dense)")
+    p.add_argument("--reference", help="reference model id (default: the run's baseline: dense+ft when recovery "
+                   "fine-tuned, else dense)")
     p.set_defaults(func=_cmd_gate)
 
     p = sub.add_parser("demo", parents=[common], help="audit the bundled ResNet-20 with configs/quick.yaml")

@@ -143,8 +143,9 @@ def model_info(
     }
     if dense is not None:
         dense_params = sum(p.numel() for p in dense.parameters())
-        info["params_reduction"] = 1.0 - params / dense_params
-        info["macs_reduction"] = 1.0 - dense_macs / macs(dense, example_input)[0]
+        reference_macs = macs(dense, example_input)[0]  # 0 for an opaque (TorchScript, export, ONNX) reference
+        info["params_reduction"] = 1.0 - params / dense_params if dense_params else None
+        info["macs_reduction"] = 1.0 - dense_macs / reference_macs if reference_macs else None
     if measure_latency:
         info.update(latency_ms(model, example_input, repeats=latency_repeats, dense=dense))
         info["sparse_runtime"] = False
