@@ -18,11 +18,11 @@ from typing import Any, Union
 
 import yaml
 
-from robusteval.analysis import BASELINES
+from robusteval import validate
+from robusteval.analysis import BASELINES, check_tolerances
 from robusteval.data.corruptions import BENCHMARK_CORRUPTIONS, CORRUPTIONS, DEFAULT_NOISE_EPS, EXTRA_CORRUPTIONS
 from robusteval.data.ood_sets import OOD_SETS
 from robusteval.data.sources import SPLIT_SOURCES, parse_spec
-from robusteval.analysis import check_tolerances
 from robusteval.errors import RobustEvalError
 from robusteval.evaluators.adversarial import AdversarialSettings
 from robusteval.evaluators.calibration import CalibrationSettings
@@ -31,11 +31,6 @@ from robusteval.pruning.settings import PruneSettings
 from robusteval.registry import unknown_name_message
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-
-
-def _check_positive(name: str, value: int | float | None) -> None:
-    if value is not None and value <= 0:
-        raise RobustEvalError(f"{name} must be positive, got {value!r}")
 
 
 def _check_specs(what: str, specs: dict[str, str]) -> None:
@@ -100,9 +95,8 @@ class DataSettings:
 
     def __post_init__(self) -> None:
         for name in ("subset", "batch_size", "shard_size"):
-            _check_positive(name, getattr(self, name))
-        if self.seed < 0:
-            raise RobustEvalError(f"seed must be a non-negative integer, got {self.seed!r}")
+            validate.positive_int(name, getattr(self, name), optional=name == "subset", must_be=True)
+        validate.non_negative_int("seed", self.seed, must_be=True)
         for spec in (self.source, self.train):
             if spec not in (None, "auto"):
                 parse_spec(spec)
@@ -125,7 +119,7 @@ class CorruptionSettings:
     """Common corruptions (generated on the fly, or read from ``files`` in robustbench's layout)."""
 
     corruptions: tuple[str, ...] = BENCHMARK_CORRUPTIONS + EXTRA_CORRUPTIONS
-    severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+    severities: tuple[int, ...] = validate.SEVERITIES
     subset: int | None = 1000
     files: str | None = None
     frost_dir: str | None = None
@@ -136,10 +130,8 @@ class CorruptionSettings:
             CORRUPTIONS.get(name)
         if self.frost_dir is not None and not Path(self.frost_dir).is_dir():
             raise RobustEvalError(f"frost_dir: {self.frost_dir} is not a folder (expected frost1.png … frost5.jpg in it)")
-        bad = [s for s in self.severities if s not in (1, 2, 3, 4, 5)]
-        if bad or not self.severities:
-            raise RobustEvalError(f"severities must be a non-empty list from 1 to 5, got {list(self.severities)}")
-        _check_positive("subset", self.subset)
+        validate.severities("severities", self.severities)
+        validate.positive_int("subset", self.subset, optional=True, must_be=True)
 
 
 @dataclass(frozen=True)
@@ -152,7 +144,7 @@ class NoiseSettings:
     def __post_init__(self) -> None:
         if not self.eps or any(not 0 <= e <= 1 for e in self.eps):
             raise RobustEvalError(f"noise eps must be a non-empty list in [0, 1], got {list(self.eps)}")
-        _check_positive("subset", self.subset)
+        validate.positive_int("subset", self.subset, optional=True, must_be=True)
 
 
 @dataclass(frozen=True)
@@ -167,7 +159,7 @@ class OODConfig:
     def __post_init__(self) -> None:
         for name in self.sets:
             OOD_SETS.get(name)
-        _check_positive("subset", self.subset)
+        validate.positive_int("subset", self.subset, optional=True, must_be=True)
         _check_specs("OOD source", self.sources)
 
 
@@ -220,7 +212,7 @@ class AuditConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        _check_positive("threads", self.threads)
+        validate.positive_int("threads", self.threads, optional=True, must_be=True)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from robusteval import validate
 from robusteval.compat import import_robustbench
 from robusteval.data.arrays import LabeledArrays
 from robusteval.data.imagenet import imagenet_c_corruptions, load_imagenet_c, wnids
@@ -69,8 +70,7 @@ def load_corruption_files(root: Path, corruption: str, severity: int, *, dataset
     """The precomputed test images of ``corruption`` at ``severity`` (uint8 NHWC) with labels (10,000 for
     CIFAR, the ImageNet-C folder's images for ImageNet, of which only a ``subset`` is decoded)."""
     folder = _folder(root, dataset)
-    if isinstance(severity, bool) or not isinstance(severity, int) or not 1 <= severity <= 5:
-        raise RobustEvalError(f"{dataset} corruption files: " + expected("a severity in 1..5", severity))
+    validate.severity(f"{dataset} corruption files", severity)
     if dataset == "imagenet":
         return load_imagenet_c(folder, corruption, severity, subset=subset, seed=seed)
     labels_path, images_path = folder / "labels.npy", folder / f"{corruption}.npy"

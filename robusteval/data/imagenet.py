@@ -24,6 +24,7 @@ from pathlib import Path
 from robusteval.data.arrays import LabeledArrays
 from robusteval.data.imagefolder import class_folders, existing_dir, load_tree
 from robusteval.errors import RobustEvalError
+from robusteval.validate import SEVERITIES
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 CROP = 224
@@ -75,7 +76,7 @@ def load_imagenet_c(root: str | Path, corruption: str, severity: int, *, subset:
 
 def imagenet_c_corruptions(root: Path) -> list[str]:
     """Corruptions under an ImageNet-C folder: sub-folders with at least one severity folder 1..5."""
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and any((p / str(s)).is_dir() for s in range(1, 6)))
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and any((p / str(s)).is_dir() for s in SEVERITIES))
 
 
 def _check_folders(root: Path, known: dict[str, int], what: str) -> None:

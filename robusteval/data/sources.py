@@ -18,6 +18,7 @@ from robusteval.data.imagefolder import load_imagefolder
 from robusteval.data.imagenet import load_imagenet, load_imagenet_subset, load_imagenet_v2
 from robusteval.errors import RobustEvalError
 from robusteval.registry import Registry
+from robusteval.validate import SEVERITIES
 
 TORCHVISION_SETS = ("cifar10", "cifar100", "svhn")
 SPLIT_SOURCES = ("bundled", *TORCHVISION_SETS)  # kinds whose argument is a split, so ``train: auto`` works
@@ -75,7 +76,7 @@ def _path(req: _Request, form: str = "PATH") -> str:
 def _corruption_args(req: _Request) -> tuple[Path, str, int]:
     """``ROOT:CORRUPTION:SEVERITY`` (split from the right, so ROOT may hold colons)."""
     parts = _path(req, "ROOT:CORRUPTION:SEVERITY").rsplit(":", 2)
-    if len(parts) != 3 or not parts[2].isdigit():
+    if len(parts) != 3 or not parts[2].isdigit() or int(parts[2]) not in SEVERITIES:
         kind = req.spec.partition(":")[0]
         raise RobustEvalError(f"data source {req.spec!r}: expected {kind}:ROOT:CORRUPTION:SEVERITY (severity 1..5)")
     return Path(parts[0]), parts[1], int(parts[2])

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from robusteval import validate
 from robusteval.errors import RobustEvalError, expected
 from robusteval.evaluators import adversarial_checks as checks
 from robusteval.evaluators.attacks import (
@@ -80,15 +81,11 @@ class AdversarialSettings:
         if self.autoattack not in AUTOATTACK_PRESETS:
             _fail("autoattack", unknown_name_message("AutoAttack preset", self.autoattack, AUTOATTACK_PRESETS))
         for name in ("sample_size", "batch_size", "pgd_steps", "min_norm_steps", "autoattack_iters", "apgd_targets"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                _fail(name, expected("a positive integer", value))
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            _fail("seed", expected("a non-negative integer", self.seed))
-        if self.large_eps is not None and not 0 < self.large_eps <= 1:
-            _fail("large_eps", expected("an L∞ epsilon in (0, 1] or None", self.large_eps))
-        if not 0 <= self.check_slack < 1:
-            _fail("check_slack", expected("an accuracy margin in [0, 1)", self.check_slack))
+            validate.positive_int(f"adversarial.{name}", getattr(self, name))
+        validate.non_negative_int("adversarial.seed", self.seed)
+        validate.fraction("adversarial.large_eps", self.large_eps, what="an L∞ epsilon", include_high=True,
+                          optional=True)
+        validate.fraction("adversarial.check_slack", self.check_slack, what="an accuracy margin", include_low=True)
 
     def eps_for(self, norm: str) -> tuple[float, ...]:
         return self.linf_eps if norm == LINF else self.l2_eps
@@ -101,7 +98,7 @@ def _fail(name: str, message: str) -> None:
 def _eps_list(name: str, values: object, *, linf: bool) -> tuple[float, ...]:
     """Positive finite ε (<= 1 for L∞ on [0, 1] images), sorted, unique, distinct when formatted."""
     values = tuple(values)  # type: ignore[arg-type]
-    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < math.inf]
+    bad = [v for v in values if not validate.is_number(v) or not 0 < v < math.inf]
     if bad:
         _fail(name, expected("positive finite numbers", bad[0]))
     if linf and max(values, default=0) > 1:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from scipy.optimize import minimize_scalar
 
-from robusteval.errors import RobustEvalError
+from robusteval import validate
 from robusteval.evaluators.accuracy import labelled
 from robusteval.evaluators.base import Evaluator, Outputs
 
@@ -32,12 +32,8 @@ class CalibrationSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.bins, int) or isinstance(self.bins, bool) or self.bins < 1:
-            raise RobustEvalError(f"calibration bins: expected a positive integer, got {self.bins!r}")
-        if not 0.0 < self.temperature_split < 1.0:
-            raise RobustEvalError(
-                f"calibration temperature_split: expected a fraction in (0, 1), got {self.temperature_split!r}"
-            )
+        validate.positive_int("calibration bins", self.bins)
+        validate.fraction("calibration temperature_split", self.temperature_split)
 
 
 def bin_index(values: np.ndarray, bins: int) -> np.ndarray:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from robusteval import validate
 from robusteval.errors import RobustEvalError
 from robusteval.evaluators.accuracy import checked_logits
 from robusteval.evaluators.base import Evaluator, Outputs
@@ -45,8 +46,7 @@ class OODSettings:
             raise RobustEvalError(f"ood scores: expected at least one of {SCORES.names()}, got none")
         for name in self.scores:
             SCORES.get(name)
-        if not isinstance(self.roc_points, int) or self.roc_points < 2:
-            raise RobustEvalError(f"ood roc_points: expected an integer >= 2, got {self.roc_points!r}")
+        validate.integer("ood roc_points", self.roc_points, minimum=2)
 
 
 def auroc(pos: np.ndarray, neg: np.ndarray) -> float:

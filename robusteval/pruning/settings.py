@@ -1,9 +1,9 @@
 """Typed, validated pruning settings: what to prune, how far, and how to recover."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
+from robusteval import validate
 from robusteval.errors import RobustEvalError
 
 SCHEDULES = ("one_shot", "iterative")
@@ -11,18 +11,7 @@ SCHEDULES = ("one_shot", "iterative")
 
 def check_ratio(ratio: object, *, what: str = "prune ratio") -> float:
     """Return ``ratio`` as a float in [0, 1) or raise a one-line error."""
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not math.isfinite(ratio):
-        raise RobustEvalError(f"{what} must be a number in [0, 1), got {ratio!r}")
-    if not 0.0 <= float(ratio) < 1.0:
-        raise RobustEvalError(f"{what} must lie in [0, 1) (fraction of weights removed), got {ratio!r}")
-    return float(ratio)
-
-
-def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
-    ok = value >= 0 if allow_zero else value > 0
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok:
-        bound = ">= 0" if allow_zero else "> 0"
-        raise RobustEvalError(f"{name} must be a number {bound}, got {value!r}")
+    return validate.fraction(what, ratio, what="fraction of weights removed", include_low=True, must_be=True)
 
 
 @dataclass(frozen=True)
@@ -42,14 +31,11 @@ class FinetuneSettings:
     augment: bool = True
 
     def __post_init__(self) -> None:
-        _positive("finetune epochs", self.epochs, allow_zero=True)
-        if self.max_images is not None:
-            _positive("finetune max_images", self.max_images)
-        _positive("finetune lr", self.lr)
-        _positive("finetune momentum", self.momentum, allow_zero=True)
-        _positive("finetune weight_decay", self.weight_decay, allow_zero=True)
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise RobustEvalError(f"finetune batch_size must be a positive integer, got {self.batch_size!r}")
+        validate.positive_number("finetune epochs", self.epochs, allow_zero=True, must_be=True)
+        validate.positive_int("finetune max_images", self.max_images, optional=True, must_be=True)
+        for name in ("lr", "momentum", "weight_decay"):
+            validate.positive_number(f"finetune {name}", getattr(self, name), allow_zero=name != "lr", must_be=True)
+        validate.positive_int("finetune batch_size", self.batch_size, must_be=True)
 
 
 @dataclass(frozen=True)
@@ -102,9 +88,7 @@ class PruneSettings:
             raise RobustEvalError(f"finetune must be FinetuneSettings, got {type(self.finetune).__name__}")
         for name in ("iterations", "synflow_rounds", "bn_batches", "data_samples_per_class",
                      "coreset_max_dim", "latency_repeats"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise RobustEvalError(f"{name} must be a positive integer, got {value!r}")
+            validate.positive_int(name, getattr(self, name), must_be=True)
 
     def recalibrates_bn(self, structured: bool) -> bool:
         """Whether BatchNorm statistics are recomputed after pruning with a (non-)structured method."""

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from robusteval import validate
 from robusteval.data.corruptions import blur, digital, noise, spatter, weather
 from robusteval.data.corruptions.params import parameter_set, severity_parameters
 from robusteval.errors import RobustEvalError, expected
@@ -128,8 +129,7 @@ def corrupt(x: Tensor, name: str, severity: int, *, seed: int, frost_dir: str | 
     ``frost5.jpg``); frost then uses them instead of the procedural textures.
     """
     corruption = CORRUPTIONS.get(name)
-    if isinstance(severity, bool) or not isinstance(severity, int) or not 1 <= severity <= 5:
-        raise RobustEvalError(f"corruption {name!r}: " + expected("a severity in 1..5", severity))
+    validate.severity(f"corruption {name!r}", severity)
     _check_batch(x, f"corruption {name!r}", image=True)
     if x.shape[0] == 0:
         return x.clone()
