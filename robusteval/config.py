@@ -9,14 +9,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
-
-import yaml
 
 from robusteval import validate
 from robusteval.analysis import BASELINES, check_tolerances
@@ -27,6 +24,7 @@ from robusteval.errors import RobustEvalError
 from robusteval.evaluators.adversarial import AdversarialSettings
 from robusteval.evaluators.calibration import CalibrationSettings
 from robusteval.evaluators.ood import OODSettings
+from robusteval.files import read_yaml_file
 from robusteval.pruning.settings import PruneSettings
 from robusteval.registry import unknown_name_message
 
@@ -39,35 +37,6 @@ def _check_specs(what: str, specs: dict[str, str]) -> None:
             parse_spec(spec)
         except RobustEvalError as exc:
             raise RobustEvalError(f"{what} {name!r}: {exc}") from None
-
-
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader, also reading ``1e9`` and ``1.0e9`` as floats: YAML 1.1 (PyYAML's
-    resolver) makes them strings, YAML 1.2 and every other tool read numbers."""
-
-
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float",
-                              re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-                              list("-+0123456789."))
-
-
-def read_yaml_file(path: Path, what: str) -> Any:
-    """The parsed YAML of a text file; unreadable, binary or malformed files are one-line errors."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise RobustEvalError(f"{what} {path} is not UTF-8 text (byte {exc.start}): expected a YAML file") from None
-    except OSError as exc:
-        raise RobustEvalError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    try:
-        return yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise RobustEvalError(f"{what} {path} is not valid YAML{where}: {problem}") from None
-    except RecursionError:
-        raise RobustEvalError(f"{what} {path} is nested too deeply to be a {what}") from None
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from robusteval.analysis import SCRATCH_SUFFIX, drop
-from robusteval.config import read_yaml_file
 from robusteval.errors import RobustEvalError
 from robusteval.escaping import markdown_cell, markdown_code, workflow_data, workflow_property, xml_text
+from robusteval.files import read_yaml_file
 from robusteval.registry import unknown_name_message
 from robusteval.results import incomplete_message, write_atomic
 

@@ -20,16 +20,16 @@ import json
 import os
 import shutil
 import socket
-import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
 from robusteval.errors import RobustEvalError
+from robusteval.files import write_atomic, write_json_atomic, write_text_atomic  # noqa: F401 (re-exported)
 
 try:
     import fcntl
@@ -38,32 +38,6 @@ except ImportError:  # Windows: no advisory locks; the run directory is not lock
 
 SCHEMA_VERSION = 1
 LOCK_NAME = "run.lock"
-
-
-def write_atomic(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """Let ``write`` fill a temporary file next to ``path``, fsync it and rename it over ``path``;
-    on any failure the temporary file is removed and ``path`` is left as it was."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write UTF-8 ``text`` to ``path`` atomically."""
-    write_atomic(path, lambda f: f.write(text.encode("utf-8")))
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as indented JSON to ``path`` atomically."""
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, allow_nan=True) + "\n")
 
 
 def append_jsonl(path: Path, item: dict[str, Any]) -> None:

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from robusteval.files import write_atomic
 
 
 def cache_dir() -> Path:
@@ -29,13 +30,5 @@ def load_npz(path: Path) -> dict[str, np.ndarray] | None:
 
 
 def save_npz(path: Path, **arrays: np.ndarray) -> None:
-    """Write ``arrays`` to ``path`` atomically (write a temporary file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``arrays`` to ``path`` atomically (see :func:`robusteval.files.write_atomic`)."""
+    write_atomic(path, lambda f: np.savez(f, **arrays))
