@@ -47,7 +47,7 @@ def main() -> None:
     def engine() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             run_conditions([ModelEntry("dense", model)], [Condition("clean", "clean", data)], RunDir(tmp),
-                           config, settings)
+                           config.evaluate, settings)
 
     bare()  # warm-up
     t_bare, t_engine = [], []

@@ -33,10 +33,10 @@ def _config(n: int, extra: bool) -> AuditConfig:
 
 
 def _time(models: list[ModelEntry], config: AuditConfig, data, settings: EngineSettings) -> float:
-    conditions = [c for c in build_conditions(config, data) if c.family == "corruption"]
+    conditions = [c for c in build_conditions(config.evaluate, data, seed=config.data.seed) if c.family == "corruption"]
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        run_conditions(models, conditions, RunDir(tmp), config, settings)
+        run_conditions(models, conditions, RunDir(tmp), config.evaluate, settings)
     return time.perf_counter() - start
 
 

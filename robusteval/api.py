@@ -6,6 +6,7 @@ import hashlib
 import platform
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
@@ -16,26 +17,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from robusteval.analysis import baseline_id
-from robusteval.conditions import build_conditions, transfer_condition
+from robusteval.analysis import write_summary
+from robusteval.conditions import build_conditions
 from robusteval.config import AuditConfig
 from robusteval.data.arrays import LabeledArrays, match_sources
 from robusteval.data.sources import load_source
-from robusteval.engine import DENSE_ID, EngineSettings, ModelEntry, run_conditions
+from robusteval.engine import EngineSettings, ModelEntry, run_attacks, run_conditions, transfer_conditions
 from robusteval.errors import RobustEvalError, describe, warn
-from robusteval.escaping import visible
-from robusteval.evaluators.adversarial import craft_transfer, evaluate_adversarial, select_sample
-from robusteval.evaluators.corruption import corruption_summary, noise_summary
+from robusteval.evaluators.adversarial import AdversarialSettings, select_sample
 from robusteval.models.loading import file_sha256, load_model
 from robusteval.models.sources import resolve_model
 from robusteval.models.wrap import check_model, has_gradients, with_normalization
 from robusteval.pruning import FamilyMember, build_family, model_info
-from robusteval.results import RunDir, build_summary, missing_results, write_atomic
+from robusteval.records import DENSE_ID
+from robusteval.results import RunDir
 
 PACKAGES = ("robusteval", "torch", "torchvision", "foolbox", "robustbench", "pyautoattack", "torch-pruning",
             "numpy", "scipy")
-WHITE_BOX_SKIPPED = ("white-box attacks skipped: the model runs in onnxruntime, which gives no gradients; its "
-                     "adversarial numbers are the transfer attacks crafted on the torch reference (--reference)")
 
 
 @dataclass
@@ -70,36 +68,53 @@ def audit(model: str | Path | nn.Module, *, config: AuditConfig | None = None, o
 
 def _audit(run: RunDir, model: str | Path | nn.Module, config: AuditConfig,
            reference: str | Path | nn.Module | None, progress: bool, command: list[str] | None) -> Run:
-    started = time.time()
+    """load → prune → evaluate → attack → summary, each stage given its own settings section."""
+    started, adv, data = time.time(), config.evaluate.adversarial, config.data
+    clean = _evaluation_data(config)
+    dense, shas, candidate = _load_models(model, reference, config, clean)
+    conditions = build_conditions(config.evaluate, clean, seed=data.seed, subset=data.subset,
+                                  download=data.download)  # every data source is read before anything is written
+    _start_manifest(run, config, clean, shas, command)
+    members = list(_family(dense, candidate, config, clean, run, progress))
+    models = [ModelEntry(m.id, m.model) for m in members]
+    engine = EngineSettings(data.batch_size, data.shard_size, progress, (("config", config.digest()), ("seed", data.seed)))
+    if adv is not None and adv.transfer and has_gradients(dense):
+        conditions += transfer_conditions(run, dense, *_attack_sample(clean, adv), clean.classes, adv)
+    run_conditions(models, conditions, run, config.evaluate, engine)
+    if adv is not None:
+        run_attacks(models, *_attack_sample(clean, adv), run, adv, engine)
+    plan = ([m.id for m in members], [c.key for c in conditions] + (["adversarial"] if adv is not None else []))
+    return Run(run.path, _summary(run, config, time.time() - started, plan))
+
+
+def _evaluation_data(config: AuditConfig) -> LabeledArrays:
     clean = load_source(config.data.source, subset=config.data.subset, seed=config.data.seed,
                         download=config.data.download)
     if clean.logit_indices is not None and config.evaluate.adversarial is not None:
         raise RobustEvalError(f"{config.data.source} is a {clean.num_classes}-class subset of {clean.num_logits} "
                               "classes: adversarial attacks need the model's own label space; evaluate it as "
                               "evaluate.shift, or set evaluate.adversarial to null")
-    example = clean.images(slice(0, 2))
+    return clean
+
+
+def _attack_sample(clean: LabeledArrays, settings: AdversarialSettings) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images (and labels) every model is attacked on, and transfer examples are crafted from."""
+    idx = select_sample(len(clean), settings=settings).numpy()
+    return clean.images(idx), clean.labels(idx)
+
+
+def _load_models(model: str | Path | nn.Module, reference: str | Path | nn.Module | None, config: AuditConfig,
+                 clean: LabeledArrays) -> tuple[nn.Module, dict[str, str], tuple[str, nn.Module] | None]:
+    """The dense model, every model's sha256 and, with ``reference``, the given pruned model (id, module)."""
     dense, dense_sha = _load(reference if reference is not None else model, config, clean, "model")
-    shas, candidate = {DENSE_ID: dense_sha}, None
-    if reference is not None:
-        given, shas[_candidate_id(model)] = _load(model, config, clean, "pruned model")
-        candidate = (_candidate_id(model), given)
-    conditions = build_conditions(config, clean)  # every data source is read before anything is written
-    _start_manifest(run, config, clean, shas, command)
-    members = list(_family(dense, candidate, config, clean, example, run, progress))
-    for m in members:
-        _register(run, m)
-    models = [ModelEntry(m.id, m.model) for m in members]
-    adv = config.evaluate.adversarial
-    if adv is not None and adv.transfer and has_gradients(dense):
-        conditions += _transfer_conditions(run, dense, clean, config)
-    provenance = (("config", config.digest()), ("seed", config.data.seed))
-    run_conditions(models, conditions, run, config,
-                   EngineSettings(config.data.batch_size, config.data.shard_size, progress, provenance))
-    if adv is not None:
-        _adversarial(models, clean, run, config, progress)
-    plan = ([m.id for m in members], [c.key for c in conditions] + (["adversarial"] if adv is not None else []))
-    summary = write_summary(run, config, time.time() - started, plan)
-    return Run(run.path, summary)
+    if reference is None:
+        return dense, {DENSE_ID: dense_sha}, None
+    given, sha = _load(model, config, clean, "pruned model")
+    return dense, {DENSE_ID: dense_sha, _candidate_id(model): sha}, (_candidate_id(model), given)
+
+
+def _summary(run: RunDir, config: AuditConfig, seconds: float | None, plan: tuple[list[str], list[str]]) -> dict:
+    return write_summary(run, digest=config.digest(), baseline=config.analysis.baseline, seconds=seconds, plan=plan)
 
 
 def demo(*, config: AuditConfig, out: str | Path, progress: bool = True, command: list[str] | None = None) -> Run:
@@ -123,10 +138,9 @@ def prune(model: str | Path | nn.Module, *, config: AuditConfig, out: str | Path
         dense, sha = _load(model, config, clean, "model")
         _start_manifest(run, config, clean, {DENSE_ID: sha}, command)
         ids = []
-        for m in _family(dense, None, config, clean, clean.images(slice(0, 2)), run, progress):
-            _register(run, m)
+        for m in _family(dense, None, config, clean, run, progress):
             ids.append(m.id)
-        return Run(run.path, write_summary(run, config, None, (ids, [])))
+        return Run(run.path, _summary(run, config, None, (ids, [])))
 
 
 def _threads(config: AuditConfig) -> None:
@@ -166,8 +180,17 @@ def _candidate_id(model: str | Path | nn.Module) -> str:
 
 
 def _family(dense: nn.Module, candidate: tuple[str, nn.Module] | None, config: AuditConfig,
-            clean: LabeledArrays, example: torch.Tensor, run: RunDir, progress: bool):
-    """The dense member, then the pruned members (built, or reloaded from the run directory)."""
+            clean: LabeledArrays, run: RunDir, progress: bool) -> Iterator[FamilyMember]:
+    """The dense member, then the pruned members (built, or reloaded from the run directory), each
+    registered in the run directory as it comes."""
+    for member in _members(dense, candidate, config, clean, run, progress):
+        _register(run, member)
+        yield member
+
+
+def _members(dense: nn.Module, candidate: tuple[str, nn.Module] | None, config: AuditConfig,
+             clean: LabeledArrays, run: RunDir, progress: bool) -> Iterator[FamilyMember]:
+    example = clean.images(slice(0, 2))
     if candidate is not None:
         yield _plain_member(dense, DENSE_ID, "dense", example, latency=True)
         yield _plain_member(candidate[1], candidate[0], "given", example, latency=True, dense=dense)
@@ -256,70 +279,3 @@ def _versions() -> dict[str, str]:
             continue
     out["python"] = sys.version.split()[0]
     return out
-
-
-def _transfer_conditions(run: RunDir, dense: nn.Module, clean: LabeledArrays, config: AuditConfig) -> list:
-    """Transfer examples crafted once on dense (cached in the run directory for reruns)."""
-    settings = config.evaluate.adversarial
-    path = run.path / "transfer.pt"
-    if path.is_file():
-        crafted = torch.load(path, weights_only=True)
-    else:
-        idx = select_sample(len(clean), settings=settings).numpy()
-        x, y = clean.images(idx), clean.labels(idx)
-        crafted = {"y": y, "x": craft_transfer(dense, x, y, settings=settings)}
-        write_atomic(path, lambda f: torch.save(crafted, f))
-    return [transfer_condition(f"adversarial/transfer/{key}", x_adv, crafted["y"], clean.classes)
-            for key, x_adv in crafted["x"].items()]
-
-
-def _adversarial(models: list[ModelEntry], clean: LabeledArrays, run: RunDir, config: AuditConfig,
-                 progress: bool) -> None:
-    settings = config.evaluate.adversarial
-    idx = select_sample(len(clean), settings=settings).numpy()
-    x, y = clean.images(idx), clean.labels(idx)
-    done = run.done()
-    for m in models:
-        if (m.id, "adversarial") in done:
-            continue
-        if not has_gradients(m.module):
-            run.add_record({"model": m.id, "condition": "adversarial", "family": "adversarial", "n": 0,
-                            "metrics": {}, "details": {}, "warnings": [WHITE_BOX_SKIPPED], "config": config.digest(),
-                            "seed": settings.seed, "seconds": 0.0})
-            continue
-        if progress:
-            print(f"adversarial: attacking {visible(m.id)} on {len(y)} images", file=sys.stderr, flush=True)
-        start = time.perf_counter()
-        result = evaluate_adversarial(m.module, x, y, settings=settings)
-        run.add_record({"model": m.id, "condition": "adversarial", "family": "adversarial", "n": len(y),
-                        "metrics": {f"adversarial/{k}": float(v) for k, v in result.metrics.items()},
-                        "details": {"adversarial": result.details}, "warnings": result.warnings,
-                        "config": config.digest(), "seed": settings.seed,
-                        "seconds": round(time.perf_counter() - start, 3)})
-
-
-def write_summary(run: RunDir, config: AuditConfig, seconds: float | None,
-                  plan: tuple[list[str], list[str]]) -> dict[str, Any]:
-    """summary.json from the run directory's records, with corruption/noise aggregates; ``plan``
-    (model ids, condition keys) is what the run set out to compute, so a missing result shows."""
-    records = run.records()
-    missing = missing_results(*plan, {(r["model"], r["condition"]) for r in records})
-    summary = build_summary(DENSE_ID, run.models(), records,
-                            {"config_digest": config.digest(), "complete": not missing, "missing": missing})
-    summary["baseline"] = baseline_id(config.analysis.baseline, [m["id"] for m in summary["models"]], DENSE_ID)
-    flat = {m["id"]: m["metrics"] for m in summary["models"]}
-    for extra in (corruption_summary(flat, DENSE_ID), noise_summary(flat)):
-        for entry in summary["models"]:
-            entry["metrics"].update(extra.get(entry["id"], {}))
-    warnings: dict[str, list[str]] = {}
-    for rec in records:
-        warnings.setdefault(rec["model"], []).extend(rec.get("warnings", []))
-    for entry in summary["models"]:
-        entry["metrics"] = dict(sorted(entry["metrics"].items()))
-        entry["warnings"] = list(entry.get("warnings", [])) + warnings.get(entry["id"], [])
-    manifest = run.read_manifest() or {}
-    if seconds is not None:
-        manifest.setdefault("durations", []).append(round(seconds, 1))
-        run.write_manifest(manifest)
-    run.write_summary(summary)
-    return summary

@@ -2,7 +2,8 @@
 
 A condition is a data set plus an optional deterministic transform of each batch. Inputs of
 batch ``i`` are seeded by (condition, batch index), so every model and every rerun sees the
-same images. Which evaluators read a condition's logits depends on its family.
+same images. Which evaluators read a condition's logits depends on its family
+(:func:`robusteval.evaluators.base.evaluators_for`).
 """
 from __future__ import annotations
 
@@ -20,14 +21,10 @@ from robusteval.data.corruptions import condition_seed, corrupt, describe, param
 from robusteval.data.ood_sets import make_ood_batch
 from robusteval.data.sources import load_source
 from robusteval.errors import RobustEvalError, warn
-from robusteval.evaluators.accuracy import AccuracyEvaluator
-from robusteval.evaluators.agreement import AgreementEvaluator
-from robusteval.evaluators.base import Evaluator
-from robusteval.evaluators.calibration import CalibrationEvaluator
-from robusteval.evaluators.ood import OODEvaluator
+from robusteval.metrics import corruption_condition, noise_condition
 
 if TYPE_CHECKING:
-    from robusteval.config import AuditConfig, CorruptionSettings
+    from robusteval.evaluators.settings import CorruptionSettings, EvaluateSettings
 
 Transform = Callable[[torch.Tensor, int], torch.Tensor]
 
@@ -62,46 +59,17 @@ class Condition:
         return self.data.labels(slice(start, stop))
 
 
-def evaluators_for(condition: Condition, config: AuditConfig) -> list[Evaluator]:
-    """Fresh evaluator objects for one model on ``condition``."""
-    ev = config.evaluate
-    if condition.family == "ood":
-        return [OODEvaluator(config.evaluate.ood.scores)]
-    out: list[Evaluator] = [AccuracyEvaluator()]
-    if condition.family == "transfer":
-        return out
-    if ev.calibration is not None and condition.family in ("clean", "corruption", "shift"):
-        out.append(CalibrationEvaluator(ev.calibration))
-    if ev.agreement:
-        out.append(AgreementEvaluator())
-    return out
-
-
-def metric_key(evaluator: str, condition: Condition, name: str) -> str:
-    """Flat summary key: a condition's own metrics under its key, others under the evaluator's name.
-
-    ``accuracy`` on ``corruption/fog/3`` → ``corruption/fog/3/accuracy``; ``calibration`` on
-    ``clean`` → ``calibration/ece``; ``agreement`` on ``noise/0.1`` → ``agreement/noise/0.1/top1``;
-    ``ood`` on ``ood/blobs`` → ``ood/blobs/auroc_msp``.
-    """
-    if evaluator in ("accuracy", condition.family):
-        return f"{condition.key}/{name}"
-    if condition.key == "clean":
-        return f"{evaluator}/{name}"
-    return f"{evaluator}/{condition.key}/{name}"
-
-
-def build_conditions(config: AuditConfig, clean: LabeledArrays) -> list[Condition]:
-    """Every condition the config asks for, clean first (OOD needs each model's clean logits)."""
-    ev = config.evaluate
-    seed = config.data.seed
+def build_conditions(ev: EvaluateSettings, clean: LabeledArrays, *, seed: int, subset: int | None = None,
+                     download: bool = True) -> list[Condition]:
+    """Every condition the ``evaluate`` section asks for, clean first (OOD needs each model's clean
+    logits); ``seed`` draws subsets and generated inputs, ``subset`` sizes shift sets like the clean data."""
     conditions = [Condition("clean", "clean", clean, note="the evaluation data as given")]
     if ev.corruption is not None:
         conditions += _corruption_conditions(ev.corruption, clean, seed)
     if ev.noise is not None:
         base = clean.stratified(ev.noise.subset, seed)
         for eps in ev.noise.eps:
-            key = f"noise/{eps:g}"
+            key = noise_condition(eps)
             conditions.append(Condition(key, "noise", base, _noise_transform(key, eps, seed),
                                         note="x + 2ε(U − ½), clipped", meta={"eps": eps}))
     if ev.ood is not None:
@@ -110,12 +78,12 @@ def build_conditions(config: AuditConfig, clean: LabeledArrays) -> list[Conditio
             conditions.append(Condition(f"ood/{name}", "ood", base, _ood_transform(name, seed), labelled=False,
                                         note="synthetic, made from the evaluation images"))
         for name, spec in ev.ood.sources.items():
-            data = load_source(spec, subset=ev.ood.subset, seed=seed, download=config.data.download)
+            data = load_source(spec, subset=ev.ood.subset, seed=seed, download=download)
             _check_same_shape(data, clean, f"OOD set {name!r}")
             conditions.append(Condition(f"ood/{name}", "ood", data, labelled=False, note=f"data source {spec}",
                                         space=clean))
     for name, spec in ev.shift.items():
-        data = load_source(spec, subset=config.data.subset, seed=seed, download=config.data.download)
+        data = load_source(spec, subset=subset, seed=seed, download=download)
         if message := match_sources(data, clean, f"shift set {name!r}", "the evaluation data"):
             warn(message)
         conditions.append(Condition(f"shift/{name}", "shift", data, note=f"data source {spec}"))
@@ -131,7 +99,7 @@ def _corruption_conditions(settings: CorruptionSettings, clean: LabeledArrays, s
     out = []
     for name in settings.corruptions:
         for severity in settings.severities:
-            key = f"corruption/{name}/{severity}"
+            key = corruption_condition(name, severity)
             meta = {"corruption": name, "severity": severity}
             if name in on_disk:
                 data = load_corruption_files(files, name, severity, dataset=dataset, subset=settings.subset,

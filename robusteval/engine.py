@@ -1,13 +1,16 @@
-"""The audit engine: every batch of a condition is made once and fed to every model.
+"""The audit engine: every batch of a condition is made once and fed to every model; then the attacks.
 
 Work is cut into shards (a few batches of one condition). Each model's logits for a shard
 are saved atomically under ``shards/``; when every shard of a condition is done, the
 evaluators run, one record per (model, condition) is appended, and the shards are deleted.
 A run killed at any moment loses at most the shard in flight; a rerun skips what is done.
+The attack stage (:func:`run_attacks`) gives each model the same sample to attack. The engine
+is the only writer of records (:func:`_write`): evaluators return results, never records.
 """
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,18 +23,24 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from robusteval.conditions import Condition, evaluators_for, metric_key
+from robusteval.conditions import Condition, transfer_condition
 from robusteval.errors import RobustEvalError
 from robusteval.escaping import visible
 from robusteval.evaluators.accuracy import per_sample_correct
-from robusteval.evaluators.base import Outputs
-from robusteval.models.wrap import run_batch
-from robusteval.results import RunDir, encode_bits, write_atomic
+from robusteval.evaluators.adversarial import AdversarialEvaluator, AttackInputs, craft_transfer
+from robusteval.evaluators.base import Evaluator, Outputs, Result, evaluators_for
+from robusteval.files import write_atomic
+from robusteval.metrics import metric_key
+from robusteval.models.wrap import has_gradients, run_batch
+from robusteval.records import DENSE_ID, Record
+from robusteval.results import RunDir, encode_bits
 
 if TYPE_CHECKING:
-    from robusteval.config import AuditConfig
+    from robusteval.evaluators.adversarial import AdversarialSettings
+    from robusteval.evaluators.settings import EvaluateSettings
 
-DENSE_ID = "dense"
+WHITE_BOX_SKIPPED = ("white-box attacks skipped: the model runs in onnxruntime, which gives no gradients; its "
+                     "adversarial numbers are the transfer attacks crafted on the torch reference (--reference)")
 
 
 @dataclass(frozen=True)
@@ -44,34 +53,38 @@ class ModelEntry:
 
 @dataclass(frozen=True)
 class EngineSettings:
-    batch_size: int = 250
-    shard_size: int = 1000
+    """Batching (``batch_size`` images per forward pass, ``shard_size`` per saved shard), progress bars,
+    and the provenance every record carries (config digest, seed)."""
+
+    batch_size: int
+    shard_size: int
     progress: bool = True
     provenance: tuple[tuple[str, Any], ...] = ()
 
 
 def run_conditions(models: Sequence[ModelEntry], conditions: Sequence[Condition], run: RunDir,
-                   config: AuditConfig, settings: EngineSettings) -> None:
-    """Evaluate every model on every condition, skipping (model, condition) pairs already recorded."""
+                   evaluate: EvaluateSettings, settings: EngineSettings) -> None:
+    """Evaluate every model on every condition with the evaluators ``evaluate`` switches on, skipping
+    (model, condition) pairs already recorded."""
     by_id = {m.id: m for m in models}
     if DENSE_ID not in by_id:
         raise ValueError("the family must contain the dense model")
     done = run.done()
     plan = [(c, [m for m in models if (m.id, c.key) not in done]) for c in conditions]
     plan = [(c, todo) for c, todo in plan if todo]
-    total = sum(len(c) * len(_forward_set(c, todo, by_id, config)) for c, todo in plan)
+    total = sum(len(c) * len(_forward_set(c, todo, by_id, evaluate)) for c, todo in plan)
     with tqdm(total=total, unit="img", disable=not settings.progress, desc="evaluating", smoothing=0.05) as bar:
         for condition, todo in plan:
-            forward = _forward_set(condition, todo, by_id, config)
+            forward = _forward_set(condition, todo, by_id, evaluate)
             _compute_shards(condition, forward, run, settings, bar)
-            _record(condition, todo, by_id, run, config, settings)
+            _record(condition, todo, run, evaluate, settings)
             shutil.rmtree(_shard_dir(run, condition), ignore_errors=True)
 
 
 def _forward_set(condition: Condition, todo: list[ModelEntry], by_id: dict[str, ModelEntry],
-                 config: AuditConfig) -> list[ModelEntry]:
+                 evaluate: EvaluateSettings) -> list[ModelEntry]:
     """Models to run: those without a record, plus dense when pruned ones need its logits."""
-    needs_dense = config.evaluate.agreement and condition.family != "ood" and any(m.id != DENSE_ID for m in todo)
+    needs_dense = evaluate.agreement and condition.family != "ood" and any(m.id != DENSE_ID for m in todo)
     if needs_dense and all(m.id != DENSE_ID for m in todo):
         return [by_id[DENSE_ID], *todo]
     return list(todo)
@@ -120,8 +133,8 @@ def _prefetch(condition: Condition, work: list) -> Iterator[torch.Tensor]:
             yield x
 
 
-def _record(condition: Condition, todo: list[ModelEntry], by_id: dict[str, ModelEntry], run: RunDir,
-            config: AuditConfig, settings: EngineSettings) -> None:
+def _record(condition: Condition, todo: list[ModelEntry], run: RunDir, evaluate: EvaluateSettings,
+            settings: EngineSettings) -> None:
     labels = condition.labels(0, len(condition))
     n_shards = len(_batches(len(condition), settings))
     dense = _load_logits(run, condition, DENSE_ID, n_shards) if _has_shards(run, condition, DENSE_ID) else None
@@ -132,24 +145,69 @@ def _record(condition: Condition, todo: list[ModelEntry], by_id: dict[str, Model
             raise RobustEvalError(f"model {m.id} produced NaN or infinite logits on condition {condition.key}")
         clean = _clean_logits(run, m.id) if condition.family == "ood" else None
         outputs = Outputs(logits, labels, None if m.id == DENSE_ID else dense, clean)
-        metrics: dict[str, float] = {}
-        details: dict[str, Any] = {}
-        for evaluator in evaluators_for(condition, config):
-            evaluator.update(outputs)
-            metrics.update({metric_key(evaluator.name, condition, k): float(v)
-                            for k, v in evaluator.compute().items()})
-            if extra := evaluator.compute_details():
-                details[evaluator.name] = extra
-        record: dict[str, Any] = {"model": m.id, "condition": condition.key, "family": condition.family,
-                                  "n": len(labels), "metrics": metrics, "details": details,
-                                  "note": condition.note, "meta": condition.meta}
-        if condition.labelled:
-            record["correct"] = encode_bits(per_sample_correct(logits, labels))
+        evaluated = [(e, e(outputs)) for e in evaluators_for(condition.family, evaluate)]
+        correct = encode_bits(per_sample_correct(logits, labels)) if condition.labelled else None
         if condition.key == "clean":
             _save_shard(_clean_path(run, m.id), logits)
-        record.update(dict(settings.provenance))
-        record["seconds"] = round(time.perf_counter() - start, 4)
-        run.add_record(record)
+        _write(run, _as_record(m.id, (condition.key, condition.family), len(labels), evaluated, condition=condition,
+                               correct=correct, provenance=dict(settings.provenance),
+                               seconds=time.perf_counter() - start))
+
+
+def _as_record(model: str, where: tuple[str, str], n: int, evaluated: Sequence[tuple[Evaluator, Any]], *,
+               provenance: dict[str, Any], seconds: float, condition: Condition | None = None,
+               correct: str | None = None) -> Record:
+    """One record from every evaluator's result on ``where`` (condition key, family): keys by the metric
+    contract, details under each evaluator's name, warnings in order."""
+    key, family = where
+    metrics = {metric_key(e.name, key, family, k): v for e, r in evaluated for k, v in r.metrics.items()}
+    details = {e.name: r.details for e, r in evaluated if r.details}
+    warnings = tuple(w for _, r in evaluated for w in r.warnings)
+    note, meta = (condition.note, condition.meta) if condition is not None else ("", {})
+    return Record(model, key, family, n, metrics, details, warnings, note, meta, correct, provenance, seconds)
+
+
+def _write(run: RunDir, record: Record) -> None:
+    """The one place records are written."""
+    run.add_record(record.to_json())
+
+
+def transfer_conditions(run: RunDir, dense: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                        classes: tuple[str, ...], settings: AdversarialSettings) -> list[Condition]:
+    """Transfer examples crafted once on dense (cached in the run directory for reruns), fed to every model."""
+    path = run.path / "transfer.pt"
+    if path.is_file():
+        crafted = torch.load(path, weights_only=True)
+    else:
+        crafted = {"y": y, "x": craft_transfer(dense, x, y, settings=settings)}
+        write_atomic(path, lambda f: torch.save(crafted, f))
+    return [transfer_condition(f"adversarial/transfer/{key}", x_adv, crafted["y"], classes)
+            for key, x_adv in crafted["x"].items()]
+
+
+def run_attacks(models: Sequence[ModelEntry], x: torch.Tensor, y: torch.Tensor, run: RunDir,
+                adversarial: AdversarialSettings, settings: EngineSettings) -> None:
+    """The attack stage: every model without an ``adversarial`` record is attacked on the same sample.
+
+    A model without gradients (onnxruntime) gets a record with no metrics and the reason as a warning.
+    """
+    where = ("adversarial", "adversarial")
+    provenance = dict(settings.provenance) | {"seed": adversarial.seed}
+    done = run.done()
+    for m in models:
+        if (m.id, "adversarial") in done:
+            continue
+        start = time.perf_counter()
+        evaluator = AdversarialEvaluator(adversarial)
+        if not has_gradients(m.module):
+            skipped = [(evaluator, Result({}, warnings=[WHITE_BOX_SKIPPED]))]
+            _write(run, _as_record(m.id, where, 0, skipped, provenance=provenance, seconds=0.0))
+            continue
+        if settings.progress:
+            print(f"adversarial: attacking {visible(m.id)} on {len(y)} images", file=sys.stderr, flush=True)
+        result = evaluator(AttackInputs(m.module, x, y))
+        _write(run, _as_record(m.id, where, len(y), [(evaluator, result)], provenance=provenance,
+                               seconds=time.perf_counter() - start))
 
 
 def _shard_dir(run: RunDir, condition: Condition) -> Path:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from robusteval.analysis import SCRATCH_SUFFIX, drop
+from robusteval.metrics import reference_value
 from robusteval.errors import RobustEvalError
 from robusteval.escaping import markdown_cell, markdown_code, workflow_data, workflow_property, xml_text
 from robusteval.files import read_yaml_file
@@ -116,7 +117,7 @@ def _check(rule: Rule, model: str, metrics: Mapping[str, Any], reference: Mappin
     value = float(value)
     if math.isnan(value):
         return Check(model, rule, False, f"{rule.metric} is NaN for model {model!r}")
-    ref = reference.get(rule.metric)
+    ref = reference_value(rule.metric, reference)
     if rule.budget in _NEEDS_REFERENCE:
         if ref is None or math.isnan(float(ref)):
             state = "missing" if ref is None else "NaN"

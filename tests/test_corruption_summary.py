@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from robusteval.errors import RobustEvalError
-from robusteval.evaluators.corruption import corruption_key, corruption_summary, noise_key, noise_summary
+from robusteval.analysis.derive import corruption_summary, noise_summary
+from robusteval.metrics import corruption_key, noise_key
 
 
 def flat(clean: float, accuracies: dict[tuple[str, int], float]) -> dict[str, float]:

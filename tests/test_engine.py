@@ -6,10 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from robusteval.conditions import Condition, metric_key
+from robusteval.conditions import Condition
 from robusteval.config import AuditConfig, EvaluateSettings
 from robusteval.data.arrays import LabeledArrays
 from robusteval.engine import EngineSettings, ModelEntry, run_conditions
+from robusteval.metrics import metric_key
 from robusteval.errors import RobustEvalError
 from robusteval.results import RunDir, decode_bits
 
@@ -60,7 +61,7 @@ def test_each_batch_is_made_once_and_shared(tmp_path):
     transform = CountingTransform()
     cond = Condition("noise/0.1", "noise", _data(), transform)
     models = _family()
-    run_conditions(models, [cond], RunDir(tmp_path), CONFIG, SETTINGS)
+    run_conditions(models, [cond], RunDir(tmp_path), CONFIG.evaluate, SETTINGS)
     assert transform.calls == list(range(6))  # 60 images / batch 10, made once for all 3 models
     assert models[0].module.seen == models[1].module.seen == models[2].module.seen
 
@@ -69,7 +70,7 @@ def test_records_hold_metrics_and_paired_correctness(tmp_path):
     data = _data()
     models = _family()
     run = RunDir(tmp_path)
-    run_conditions(models, [Condition("clean", "clean", data)], run, CONFIG, SETTINGS)
+    run_conditions(models, [Condition("clean", "clean", data)], run, CONFIG.evaluate, SETTINGS)
     records = {r["model"]: r for r in run.records()}
     assert set(records) == {"dense", "a@0.5", "b@0.5"}
     x, y = data.images(slice(None)), data.labels(slice(None))
@@ -87,10 +88,10 @@ def test_records_hold_metrics_and_paired_correctness(tmp_path):
 def test_rerun_skips_finished_work(tmp_path):
     run = RunDir(tmp_path)
     cond = Condition("noise/0.1", "noise", _data(), CountingTransform())
-    run_conditions(_family(), [cond], run, CONFIG, SETTINGS)
+    run_conditions(_family(), [cond], run, CONFIG.evaluate, SETTINGS)
     again = CountingTransform()
     models = _family()
-    run_conditions(models, [Condition("noise/0.1", "noise", _data(), again)], run, CONFIG, SETTINGS)
+    run_conditions(models, [Condition("noise/0.1", "noise", _data(), again)], run, CONFIG.evaluate, SETTINGS)
     assert again.calls == [] and all(not m.module.seen for m in models)
     assert len(run.records()) == 3
 
@@ -98,13 +99,13 @@ def test_rerun_skips_finished_work(tmp_path):
 def test_crash_loses_at_most_the_shard_in_flight(tmp_path):
     reference = RunDir(tmp_path / "ref")
     run_conditions(_family(), [Condition("noise/0.1", "noise", _data(), CountingTransform())], reference,
-                   CONFIG, SETTINGS)
+                   CONFIG.evaluate, SETTINGS)
     run = RunDir(tmp_path / "crash")
     with pytest.raises(KeyboardInterrupt):  # model a@0.5 dies on its 5th batch (shard 2 of 3)
         run_conditions(_family(fail_at=4), [Condition("noise/0.1", "noise", _data(), CountingTransform())], run,
-                       CONFIG, SETTINGS)
+                       CONFIG.evaluate, SETTINGS)
     resumed = CountingTransform()
-    run_conditions(_family(), [Condition("noise/0.1", "noise", _data(), resumed)], run, CONFIG, SETTINGS)
+    run_conditions(_family(), [Condition("noise/0.1", "noise", _data(), resumed)], run, CONFIG.evaluate, SETTINGS)
     assert resumed.calls == [4, 5]  # shards 0 and 1 were kept; only shard 2 is recomputed
     strip = lambda recs: sorted((r["model"], r["metrics"], r["correct"]) for r in recs)  # noqa: E731
     assert strip(run.records()) == strip(reference.records())
@@ -117,7 +118,7 @@ def test_nan_logits_are_a_clear_error(tmp_path):
 
     with pytest.raises(RobustEvalError, match="NaN"):
         run_conditions([ModelEntry("dense", NaNModel())], [Condition("clean", "clean", _data())], RunDir(tmp_path),
-                       CONFIG, SETTINGS)
+                       CONFIG.evaluate, SETTINGS)
 
 
 @pytest.mark.parametrize(("evaluator", "key", "family", "expected"), [
@@ -129,4 +130,4 @@ def test_nan_logits_are_a_clear_error(tmp_path):
     ("ood", "ood/blobs", "ood", "ood/blobs/accuracy"),
 ])
 def test_metric_keys(evaluator, key, family, expected):
-    assert metric_key(evaluator, Condition(key, family, _data(4)), "accuracy") == expected
+    assert metric_key(evaluator, key, family, "accuracy") == expected

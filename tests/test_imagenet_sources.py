@@ -202,9 +202,9 @@ def test_imagenet_c_folders_as_source_and_as_corruption_files(tmp_path: Path) ->
 
     clean = load_source(f"imagenet:{folder / 'snow' / '1'}")
     settings = CorruptionSettings(corruptions=("fog", "contrast"), severities=(3,), subset=None, files=str(root))
-    fog, contrast = build_conditions(_config("bundled", corruption=settings), clean)[1:]
+    fog, contrast = build_conditions(_config("bundled", corruption=settings).evaluate, clean, seed=0)[1:]
     assert fog.meta["source"] == "files" and fog.data.y.tolist() == [0, 999, 999]
     assert contrast.meta["source"] == "generated"  # not on disk: made on the fly
     partial = dataclasses.replace(settings, corruptions=("snow",))  # on disk, but not at severity 3: never made up
     with pytest.raises(RobustEvalError, match="snow/3 does not exist"):
-        build_conditions(_config("bundled", corruption=partial), clean)
+        build_conditions(_config("bundled", corruption=partial).evaluate, clean, seed=0)

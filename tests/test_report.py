@@ -178,7 +178,8 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
 
 
 def test_report_states_recovery_and_how_corrupted_inputs_were_made() -> None:
-    from robusteval.report.html import _condition_notes, _recovery
+    from robusteval.analysis import Evidence
+    from robusteval.report.sections import _condition_notes, _recovery
 
     summary = {"models": [
         {"id": "dense", "method": "dense"},
@@ -186,14 +187,14 @@ def test_report_states_recovery_and_how_corrupted_inputs_were_made() -> None:
         {"id": "l1_filter@0.5", "method": "l1_filter", "recovery": {"finetune_epochs": 0, "bn_recalibrated": True}},
         {"id": "random@0.5", "method": "random", "recovery": {}},
     ]}
-    text = _recovery(summary)
+    text = _recovery(summary["models"])
     assert "<b>magnitude</b>: fine-tuned 0.26 epoch(s)" in text
     assert "<b>l1_filter</b>: BatchNorm re-calibrated" in text
     assert "<b>random</b>: no recovery" in text
     records = [{"family": "corruption", "condition": "corruption/frost/3", "meta": {"corruption": "frost"},
                 "note": "generated on the fly (cifar parameters): procedural frost textures"},
                {"family": "clean", "condition": "clean", "note": "the evaluation data as given"}]
-    notes = _condition_notes(records, "corruption")
+    notes = _condition_notes(Evidence.from_records(records).notes["corruption"])
     assert "frost" in notes and "procedural" in notes and "evaluation data as given" not in notes
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from robusteval.api import write_summary
+from robusteval.analysis import write_summary
 from robusteval.cli import main
 from robusteval.config import AuditConfig
 from robusteval.errors import RobustEvalError
@@ -103,8 +103,8 @@ def test_summary_of_a_run_with_a_missing_result_says_so_and_the_gate_refuses(who
     (out / "records.jsonl").write_text("".join(line for line in lines if '"model":"magnitude@0.9"' not in line
                                                or '"condition":"clean"' not in line))
     config = AuditConfig()
-    summary = write_summary(RunDir(out), config, None,
-                            ([m["id"] for m in RunDir(out).models()], ["clean", "noise/0.1"]))
+    summary = write_summary(RunDir(out), digest=config.digest(), baseline=config.analysis.baseline, seconds=None,
+                            plan=([m["id"] for m in RunDir(out).models()], ["clean", "noise/0.1"]))
     assert summary["complete"] is False
     assert summary["missing"] == [{"model": "magnitude@0.9", "condition": "clean"}]
     with pytest.raises(RobustEvalError, match="incomplete.*'magnitude@0.9' on condition 'clean'"):

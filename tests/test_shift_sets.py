@@ -92,7 +92,8 @@ def test_shift_sets_as_conditions_of_cifar10_data(tmp_path: Path) -> None:
     config = load_config("clean")
     shift = {"c101": f"cifar10.1:{tmp_path}", "c102": f"cifar10.2:{tmp_path}"}
     config = config.replace(evaluate=dataclasses.replace(config.evaluate, shift=shift))
-    conditions = build_conditions(config, load_source("bundled", subset=20))
+    conditions = build_conditions(config.evaluate, load_source("bundled", subset=20), seed=config.data.seed,
+                                  subset=config.data.subset)
     assert [(c.key, c.family, len(c)) for c in conditions[1:]] == [("shift/c101", "shift", 20),
                                                                    ("shift/c102", "shift", 10)]
 
@@ -115,9 +116,9 @@ def test_cifar100_c_as_source_and_as_corruption_files(tmp_path: Path) -> None:
     settings = CorruptionSettings(corruptions=("fog",), severities=(2,), subset=100, files=str(tmp_path))
     config = load_config("clean")
     config = config.replace(evaluate=dataclasses.replace(config.evaluate, corruption=settings))
-    (fog,) = build_conditions(config, clean)[1:]
+    (fog,) = build_conditions(config.evaluate, clean, seed=config.data.seed)[1:]
     assert fog.meta["source"] == "files" and fog.data.classes == CIFAR100_CLASSES and len(fog) == 100
     bad = load_source("bundled", subset=20)
     with pytest.raises(RobustEvalError, match="corruption files exist for data of 10 .*, 100 .*, 1000 .* classes; "
                                               "the evaluation data has 7"):
-        build_conditions(config, dataclasses.replace(bad, y=bad.y % 7, classes=bad.classes[:7]))
+        build_conditions(config.evaluate, dataclasses.replace(bad, y=bad.y % 7, classes=bad.classes[:7]), seed=0)

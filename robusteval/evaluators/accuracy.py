@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from robusteval.errors import RobustEvalError
-from robusteval.evaluators.base import Evaluator, Outputs
+from robusteval.evaluators.base import LOGIT_EVALUATORS, LogitEvaluator, Outputs, Use
+from robusteval.metrics import Metric
 
 
 def checked_logits(logits: torch.Tensor, *, what: str = "logits") -> torch.Tensor:
@@ -45,13 +46,15 @@ def per_sample_correct(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray
     return (z.argmax(dim=1) == y).numpy()
 
 
-class AccuracyEvaluator(Evaluator):
+class AccuracyEvaluator(LogitEvaluator):
     """``accuracy`` (top-1), ``top5`` (top-min(5, classes)), ``loss`` (mean cross-entropy), ``error``.
 
     Only samples with known labels count; a condition without any returns no metrics.
     """
 
     name = "accuracy"
+    declares = (Metric("accuracy", True, label="top-1 accuracy"), Metric("top5", True, label="top-5 accuracy"),
+                Metric("loss", False, "nats", "cross-entropy"), Metric("error", False, label="top-1 error"))
 
     def metrics(self, outputs: Outputs) -> dict[str, float]:
         z, y = labelled(outputs.logits, outputs.labels)
@@ -62,3 +65,7 @@ class AccuracyEvaluator(Evaluator):
         topk = (z.topk(k, dim=1).indices == y[:, None]).any(dim=1).double().mean().item()
         loss = torch.nn.functional.cross_entropy(z, y).item()
         return {"accuracy": top1, "top5": topk, "loss": loss, "error": 1.0 - top1}
+
+
+LOGIT_EVALUATORS.add("accuracy", Use(("clean", "corruption", "noise", "shift", "transfer"),
+                                     lambda settings: AccuracyEvaluator()))

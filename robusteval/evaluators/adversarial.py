@@ -10,7 +10,7 @@ dense model; the engine feeds them to every model as a shared condition.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ from torch import nn
 from robusteval import validate
 from robusteval.errors import RobustEvalError, expected
 from robusteval.evaluators import adversarial_checks as checks
+from robusteval.evaluators.base import Evaluator, Result
 from robusteval.evaluators.attacks import (
     AUTOATTACK_PRESETS,
     FIXED_EPS_ATTACKS,
@@ -35,9 +36,10 @@ from robusteval.evaluators.attacks import (
     random_noise,
     zero_gradient_count,
 )
+from robusteval.metrics import Metric
 from robusteval.registry import unknown_name_message
 
-__all__ = ["AdversarialResult", "AdversarialSettings", "craft_transfer", "evaluate_adversarial", "format_eps",
+__all__ = ["AdversarialEvaluator", "AdversarialSettings", "AttackInputs", "craft_transfer", "evaluate_adversarial", "format_eps",
            "select_sample"]
 
 
@@ -109,15 +111,6 @@ def _eps_list(name: str, values: object, *, linf: bool) -> tuple[float, ...]:
     return unique
 
 
-@dataclass
-class AdversarialResult:
-    """Flat metrics (relative names), warnings from failed checks, and JSON-able details."""
-
-    metrics: dict[str, float]
-    warnings: list[str] = field(default_factory=list)
-    details: dict[str, Any] = field(default_factory=dict)
-
-
 def select_sample(n: int, *, settings: AdversarialSettings) -> torch.Tensor:
     """The sorted indices of the attacked sample: ``sample_size`` of ``n`` drawn with ``seed`` (all if fewer)."""
     if n <= settings.sample_size:
@@ -163,7 +156,7 @@ def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor
 @torch.inference_mode(False)
 def evaluate_adversarial(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, settings: AdversarialSettings
-) -> AdversarialResult:
+) -> Result:
     """Attack ``model`` on all of ``x`` (choose the sample with :func:`select_sample`) and check the results.
 
     ``min_norm/<norm>/median`` is the median over all samples of the smallest perturbation FMN
@@ -225,7 +218,7 @@ def evaluate_adversarial(
         warnings += check.failures
     details.update(curves={a: _keyed(c) for a, c in curves.items()}, noise={k: _keyed(c) for k, c in noise.items()},
                    checks={c.name: c.as_detail() for c in results})
-    return AdversarialResult(metrics=metrics, warnings=warnings, details=details)
+    return Result(metrics=metrics, warnings=warnings, details=details)
 
 
 def _autoattack(
@@ -318,3 +311,27 @@ def craft_transfer(
                                    batch_size=settings.batch_size, keep_adversarials=True)
         out.update({f"{attack}/{format_eps(e)}": a for e, a in zip(eps, advs or [])})
     return out
+
+
+@dataclass(frozen=True)
+class AttackInputs:
+    """What the attack stage hands the adversarial evaluator: the model and the sample to attack."""
+
+    model: nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+class AdversarialEvaluator(Evaluator[AttackInputs]):
+    """:func:`evaluate_adversarial` behind the evaluator contract (names relative to ``adversarial/``)."""
+
+    name = "adversarial"
+    declares = (Metric("clean_accuracy", True, label="clean accuracy of the attacked sample"),
+                Metric("accuracy", True, label="robust accuracy"),
+                Metric("median", True, "perturbation norm", "median minimal adversarial perturbation"))
+
+    def __init__(self, settings: AdversarialSettings) -> None:
+        self.settings = settings
+
+    def run(self, inputs: AttackInputs) -> Result:
+        return evaluate_adversarial(inputs.model, inputs.x, inputs.y, settings=self.settings)

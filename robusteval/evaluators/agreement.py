@@ -10,10 +10,11 @@ import torch
 
 from robusteval.errors import RobustEvalError
 from robusteval.evaluators.accuracy import checked_logits
-from robusteval.evaluators.base import Evaluator, Outputs
+from robusteval.evaluators.base import LOGIT_EVALUATORS, LogitEvaluator, Outputs, Use
+from robusteval.metrics import Metric
 
 
-class AgreementEvaluator(Evaluator):
+class AgreementEvaluator(LogitEvaluator):
     """Compare ``Outputs.logits`` (pruned) with ``Outputs.dense``; the dense model itself gets no metrics.
 
     Flip fractions and counts use only samples with known labels (label != -1) and are left out
@@ -21,6 +22,13 @@ class AgreementEvaluator(Evaluator):
     """
 
     name = "agreement"
+    declares = (Metric("top1", True, label="top-1 agreement with dense"), Metric("kl", False, "nats", "KL(dense || pruned)"),
+                Metric("l2", False, "", "L2 distance of the softmax vectors"),
+                Metric("linf", False, "", "L∞ distance of the softmax vectors"),
+                Metric("dense_correct_pruned_wrong", False, label="samples dense gets right and pruned wrong"),
+                Metric("dense_wrong_pruned_correct", True, label="samples dense gets wrong and pruned right"),
+                Metric("dense_correct_pruned_wrong_count", False, "samples"),
+                Metric("dense_wrong_pruned_correct_count", True, "samples"))
 
     def metrics(self, outputs: Outputs) -> dict[str, float]:
         if outputs.dense is None:
@@ -58,3 +66,7 @@ class AgreementEvaluator(Evaluator):
                 "dense_wrong_pruned_correct_count": float(gained),
             }
         return result
+
+
+LOGIT_EVALUATORS.add("agreement", Use(("clean", "corruption", "noise", "shift"),
+                                      lambda settings: AgreementEvaluator() if settings.agreement else None))

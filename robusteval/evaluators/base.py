@@ -1,17 +1,30 @@
-"""The evaluator contract: the engine hands logits in, evaluators hand flat metrics out.
+"""The evaluator contract: every evaluator receives its inputs and returns a :class:`Result`.
 
-Evaluators never load models or make inputs. The engine runs every model of the family on
-the same inputs of a condition and calls ``update`` with what it computed; ``compute``
-returns ``{name: value}`` with names relative to the evaluator (the engine prefixes them,
-e.g. ``ece`` on the clean condition becomes ``calibration/ece``).
+``Evaluator.__call__`` is the one entry point (a template method in the spirit of foolbox's final
+``__call__`` around ``run``): it runs the evaluator and checks that each metric it returns is one it
+declared (``declares``, registered in :mod:`robusteval.metrics` when the class is defined). Metric
+names are relative to the evaluator; the engine alone turns results into records and keys
+(``ece`` on the clean condition becomes ``calibration/ece``). Evaluators never load models, make
+inputs or write records.
+
+Two kinds exist: :class:`LogitEvaluator` reads the logits the engine computed on a condition
+(:class:`Outputs`, accumulated with ``update`` when fed in batches); the adversarial evaluator
+receives the model and the images to attack.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from collections.abc import Callable
+from typing import Any, ClassVar, Generic, TypeVar, final
 
 import torch
+
+from robusteval import metrics as contract
+from robusteval.metrics import Metric
+from robusteval.registry import Registry
+
+In = TypeVar("In")
 
 
 @dataclass(frozen=True)
@@ -29,26 +42,54 @@ class Outputs:
     clean: torch.Tensor | None = None
 
 
-class Evaluator(ABC):
-    """Accumulates one model's outputs on one condition, then computes metrics once.
+@dataclass
+class Result:
+    """What an evaluator hands back: flat metrics (relative names), JSON-able details, warnings."""
 
-    Subclasses write ``metrics``; ``update``/``compute`` are the engine's interface.
-    """
+    metrics: dict[str, float]
+    details: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+class Evaluator(ABC, Generic[In]):
+    """Computes one model's metrics on one condition's inputs; subclasses implement :meth:`run`."""
 
     name: ClassVar[str]
+    declares: ClassVar[tuple[Metric, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        contract.declare(cls.declares)
+
+    @final
+    def __call__(self, inputs: In) -> Result:
+        result = self.run(inputs)
+        for key, value in result.metrics.items():
+            name = key.rsplit("/", 1)[-1]
+            if not any(m.covers(name) for m in self.declares):
+                raise TypeError(f"{type(self).__name__} returned {key!r}, a metric it does not declare")
+            result.metrics[key] = float(value)
+        return result
+
+    @abstractmethod
+    def run(self, inputs: In) -> Result:
+        """The metrics of one model on one whole condition."""
+
+
+class LogitEvaluator(Evaluator[Outputs]):
+    """An evaluator of logits; ``update``/``compute`` accumulate batches for callers that stream."""
 
     def __init__(self) -> None:
         self._parts: list[Outputs] = []
+
+    def run(self, inputs: Outputs) -> Result:
+        return Result(self.metrics(inputs), self.details(inputs))
 
     def update(self, outputs: Outputs) -> None:
         self._parts.append(outputs)
 
     def compute(self) -> dict[str, float]:
-        return self.metrics(self._whole())
-
-    def compute_details(self) -> dict[str, Any]:
-        """Non-scalar, JSON-able results (curves, histograms) kept in the record for the report."""
-        return self.details(self._whole())
+        return self(self._whole()).metrics
 
     def _whole(self) -> Outputs:
         if not self._parts:
@@ -64,6 +105,26 @@ class Evaluator(ABC):
     def details(self, outputs: Outputs) -> dict[str, Any]:
         """Override to keep curves or bins; none by default."""
         return {}
+
+
+@dataclass(frozen=True)
+class Use:
+    """Where a logit evaluator runs: on conditions of ``families``, made by ``make`` from the
+    ``evaluate`` settings section (None: switched off there)."""
+
+    families: tuple[str, ...]
+    make: Callable[[Any], LogitEvaluator | None]
+
+
+LOGIT_EVALUATORS: Registry[Use] = Registry("evaluator")
+"""Filled beside each evaluator's definition; :func:`evaluators_for` asks it."""
+
+
+def evaluators_for(family: str, settings: Any) -> list[LogitEvaluator]:
+    """Fresh evaluators for one model on a condition of ``family`` (``settings``: the evaluate section)."""
+    made = (LOGIT_EVALUATORS.get(name).make(settings) for name in LOGIT_EVALUATORS
+            if family in LOGIT_EVALUATORS.get(name).families)
+    return [e for e in made if e is not None]
 
 
 def concat_outputs(parts: list[Outputs]) -> Outputs:

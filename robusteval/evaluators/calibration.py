@@ -14,7 +14,8 @@ from scipy.optimize import minimize_scalar
 
 from robusteval import validate
 from robusteval.evaluators.accuracy import labelled
-from robusteval.evaluators.base import Evaluator, Outputs
+from robusteval.evaluators.base import LOGIT_EVALUATORS, LogitEvaluator, Outputs, Use
+from robusteval.metrics import Metric
 
 BRIER_CONVENTION = (
     "Brier score: squared distance between the softmax vector and the one-hot label, "
@@ -129,7 +130,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float(np.exp(found.x))
 
 
-class CalibrationEvaluator(Evaluator):
+class CalibrationEvaluator(LogitEvaluator):
     """Calibration of one model on one labelled condition (clean or shifted); unlabelled samples are skipped.
 
     ``temperature`` is fitted on a seeded ``temperature_split`` of the condition's samples;
@@ -138,6 +139,11 @@ class CalibrationEvaluator(Evaluator):
     """
 
     name = "calibration"
+    declares = (Metric("ece", False, label="expected calibration error"), Metric("aece", False, label="adaptive ECE"),
+                Metric("mce", False, label="maximum calibration error"), Metric("classwise_ece", False),
+                Metric("nll", False, "nats", "negative log-likelihood"), Metric("brier", False, "", "Brier score"),
+                Metric("confidence", True), Metric("confidence_gap", True), Metric("temperature", True, ""),
+                Metric("ece_after_ts", False), Metric("nll_after_ts", False, "nats"))
 
     def __init__(self, settings: CalibrationSettings | None = None) -> None:
         super().__init__()
@@ -196,3 +202,7 @@ class CalibrationEvaluator(Evaluator):
             },
             "brier_convention": BRIER_CONVENTION,
         }
+
+
+LOGIT_EVALUATORS.add("calibration", Use(("clean", "corruption", "shift"), lambda settings: None if settings.calibration
+                                        is None else CalibrationEvaluator(settings.calibration)))

@@ -16,7 +16,8 @@ import torch
 from robusteval import validate
 from robusteval.errors import RobustEvalError
 from robusteval.evaluators.accuracy import checked_logits
-from robusteval.evaluators.base import Evaluator, Outputs
+from robusteval.evaluators.base import LOGIT_EVALUATORS, LogitEvaluator, Outputs, Use
+from robusteval.metrics import Metric
 from robusteval.registry import Registry
 
 OOD_CONVENTION = (
@@ -95,7 +96,7 @@ def _downsample(fpr: np.ndarray, tpr: np.ndarray, points: int) -> dict[str, list
     return {"fpr": fpr[keep].tolist(), "tpr": tpr[keep].tolist()}
 
 
-class OODEvaluator(Evaluator):
+class OODEvaluator(LogitEvaluator):
     """Detection of the condition's OOD inputs against this model's clean inputs.
 
     Keys per score: ``auroc_<s>``, ``aupr_in_<s>``, ``aupr_out_<s>``, ``fpr95_<s>``
@@ -103,6 +104,8 @@ class OODEvaluator(Evaluator):
     """
 
     name = "ood"
+    declares = (Metric("auroc_*", True, label="OOD detection AUROC"), Metric("aupr_in_*", True),
+                Metric("aupr_out_*", True), Metric("fpr95_*", False, label="FPR at 95% TPR"))
 
     def __init__(self, settings: OODSettings | None = None) -> None:
         super().__init__()
@@ -134,3 +137,6 @@ class OODEvaluator(Evaluator):
         roc = {s: _downsample(*roc_curve(pos, neg)[:2], self.settings.roc_points) for s, (pos, neg) in scores.items()}
         pos, neg = next(iter(scores.values()))
         return {"roc": roc, "n_id": len(pos), "n_ood": len(neg), "convention": OOD_CONVENTION}
+
+
+LOGIT_EVALUATORS.add("ood", Use(("ood",), lambda settings: OODEvaluator(settings.ood.scores)))

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from robusteval.analysis import CONTROL_ID, SCRATCH_SUFFIX
+from robusteval.records import CONTROL_ID, SCRATCH_SUFFIX
 from robusteval.data.arrays import LabeledArrays
 from robusteval.errors import RobustEvalError
 from robusteval.pruning.importance import PruneContext

@@ -14,7 +14,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from robusteval.analysis import CORRUPTION_ACCURACY, Analysis, lower_is_better
+from robusteval.analysis import Analysis
+from robusteval.metrics import corruption_point, lower_is_better
 
 DENSE_STYLE = {"color": "black", "linestyle": "--", "linewidth": 1.2}
 _WIDTH = 10.0  # inches; at 100 dpi a figure fits a laptop screen
@@ -102,7 +103,7 @@ def corruption_heatmaps(analysis: Analysis, corruptions: Sequence[str]) -> Figur
         for j, (ratio, model) in enumerate(sorted(ids)):
             for i, c in enumerate(corruptions):
                 keys = [k for k in analysis.values[model]
-                        if (hit := CORRUPTION_ACCURACY.match(k)) and hit["name"] == c and k in dense]
+                        if (hit := corruption_point(k)) and hit[0] == c and k in dense]
                 if keys:
                     grid[i, ratios.index(ratio)] = 100 * np.mean([dense[k] - analysis.values[model][k] for k in keys])
         grids.append((ratios, grid))

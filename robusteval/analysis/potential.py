@@ -1,6 +1,6 @@
-"""Prune potential and its uncertainty: direction rule, drops, potentials, bootstrap intervals.
+"""Prune potential and its uncertainty: potentials, curves, bootstrap intervals.
 
-Definitions are in :mod:`robusteval.analysis`, which re-exports everything here. The
+Definitions are in :mod:`robusteval.analysis.drops`; the package re-exports everything here. The
 uncertainty of a prune potential comes from the drops' 95% paired-bootstrap intervals:
 
 * the **strict** potential (``Curve.prune_potential``) uses the point estimate, drop <= δ;
@@ -17,22 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-_LOWER_IS_BETTER = frozenset({
-    "ece", "aece", "mce", "classwise_ece", "ece_after_ts", "nll", "nll_after_ts", "brier", "loss", "error",
-    "ce", "relative_ce", "relative_mce", "kl", "l2", "linf", "dense_correct_pruned_wrong",
-    "dense_correct_pruned_wrong_count",
-})
-
-
-def lower_is_better(key: str) -> bool:
-    """The one direction rule: True for error-like metrics (ECE, NLL, loss, FPR@95, KL, ...)."""
-    name = key.rsplit("/", 1)[-1]
-    return name in _LOWER_IS_BETTER or name.startswith("fpr95")
-
-
-def drop(key: str, reference: float, value: float) -> float:
-    """How much worse ``value`` is than ``reference`` for metric ``key`` (negative: better)."""
-    return value - reference if lower_is_better(key) else reference - value
+from robusteval.metrics import lower_is_better
 
 
 def prune_potential(points: Iterable[tuple[float, bool]]) -> tuple[float, float | None]:

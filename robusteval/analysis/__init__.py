@@ -1,0 +1,36 @@
+"""Analysis of a finished run: derived metrics, drops vs the baseline, prune potential, intervals, verdict.
+
+``derive`` computes every derived metric (stored in ``summary.json``); ``drops`` turns a summary
+into an :class:`Analysis`; ``potential`` holds potentials and bootstrap intervals; ``verdict``
+says it in words. Importing the package registers every evaluator's metric declarations.
+"""
+import robusteval.evaluators  # noqa: F401  (the metric declarations live beside the evaluators)
+from robusteval.analysis.derive import corruption_summary, derive, noise_summary
+from robusteval.analysis.drops import (
+    BASELINES,
+    DEFAULT_TOLERANCE,
+    analyse,
+    analyse_run,
+    baseline_id,
+    check_tolerances,
+    tolerance_for,
+)
+from robusteval.analysis.model import Analysis, Evidence, ModelInfo
+from robusteval.analysis.summary import write_summary
+from robusteval.analysis.potential import (
+    Curve,
+    Point,
+    bootstrap_mean_ci,
+    mean_halfwidth,
+    potential_interval,
+    prune_potential,
+)
+from robusteval.analysis.verdict import format_amount, format_drop, format_verdict_table, pct, verdict_lines
+from robusteval.metrics import FAMILIES, drop, lower_is_better
+from robusteval.records import CONTROL_ID, SCRATCH_SUFFIX
+
+__all__ = ["BASELINES", "CONTROL_ID", "DEFAULT_TOLERANCE", "FAMILIES", "SCRATCH_SUFFIX", "Analysis", "Curve",
+           "Evidence", "ModelInfo", "Point", "analyse", "analyse_run", "baseline_id", "bootstrap_mean_ci",
+           "check_tolerances", "corruption_summary", "derive", "drop", "format_amount", "format_drop",
+           "format_verdict_table", "lower_is_better", "mean_halfwidth", "noise_summary", "pct",
+           "potential_interval", "prune_potential", "tolerance_for", "verdict_lines", "write_summary"]

@@ -1,0 +1,34 @@
+"""``summary.json``: every model's metrics from its records plus every derived metric, and the run's plan."""
+from __future__ import annotations
+
+from typing import Any
+
+from robusteval.analysis.derive import derive
+from robusteval.analysis.drops import baseline_id
+from robusteval.records import DENSE_ID
+from robusteval.results import RunDir, build_summary, missing_results
+
+
+def write_summary(run: RunDir, *, digest: str, baseline: str, seconds: float | None,
+                  plan: tuple[list[str], list[str]]) -> dict[str, Any]:
+    """Write and return summary.json. ``plan`` (model ids, condition keys) is what the run set out to
+    compute, so a missing result shows; ``baseline`` is the ``analysis.baseline`` choice; ``seconds``
+    (None: not timed) is appended to the manifest's durations."""
+    records = run.records()
+    missing = missing_results(*plan, {(r["model"], r["condition"]) for r in records})
+    summary = build_summary(DENSE_ID, run.models(), records,
+                            {"config_digest": digest, "complete": not missing, "missing": missing})
+    summary["baseline"] = baseline_id(baseline, [m["id"] for m in summary["models"]], DENSE_ID)
+    derived = derive({m["id"]: m["metrics"] for m in summary["models"]}, DENSE_ID)
+    warnings: dict[str, list[str]] = {}
+    for rec in records:
+        warnings.setdefault(rec["model"], []).extend(rec.get("warnings", []))
+    for entry in summary["models"]:
+        entry["metrics"] = derived[entry["id"]]
+        entry["warnings"] = list(entry.get("warnings", [])) + warnings.get(entry["id"], [])
+    manifest = run.read_manifest() or {}
+    if seconds is not None:
+        manifest.setdefault("durations", []).append(round(seconds, 1))
+        run.write_manifest(manifest)
+    run.write_summary(summary)
+    return summary

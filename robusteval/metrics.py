@@ -1,0 +1,223 @@
+"""The metric contract: one key grammar, and per metric its direction, unit and label.
+
+Every stage speaks it. A **key** names one number of one model, ``<family>/<condition path>/<name>``:
+``clean/accuracy``, ``corruption/fog/3/accuracy``, ``noise/0.1/accuracy``,
+``adversarial/linf_pgd/0.00784/accuracy``, ``adversarial/transfer/linf_pgd/0.00784/accuracy``,
+``calibration/ece``, ``agreement/noise/0.1/top1``, ``ood/blobs/auroc_msp``, ``shift/cifar10.1/accuracy``.
+:class:`MetricKey` formats and parses it; the helpers below (:func:`corruption_point`,
+:func:`noise_point`, :func:`attack_point`, ...) are the only code that reads keys apart.
+
+A **metric** (:class:`Metric`) is declared by the evaluator that produces it (its class attribute
+``declares``, registered when the class is defined, as torchmetrics declares ``higher_is_better``
+on each metric class), or by the derivation that computes it from other metrics. Analysis,
+report and gate ask :func:`lower_is_better` and :func:`spec`; no name list lives anywhere else.
+"""
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+__all__ = ["CURVE_PANELS", "FAMILIES", "AttackPoint", "Metric", "MetricKey", "attack_point", "corruption_condition",
+           "corruption_key", "corruption_point", "declare", "drop", "family_of", "key_matches", "lower_is_better",
+           "metric_key", "noise_condition", "noise_key", "noise_point", "ood_point", "reference_value", "shift_point", "spec"]
+
+FAMILIES: dict[str, str] = {
+    "clean": "clean accuracy",
+    "corruption": "corruption accuracy",
+    "noise": "noise accuracy",
+    "adversarial": "adversarial accuracy",
+    "calibration": "calibration (ECE)",
+    "ood": "OOD detection (AUROC)",
+    "agreement": "agreement with dense",
+}
+"""Metric family → human label of its headline; the order is the verdict table's column order."""
+
+CURVE_PANELS: dict[str, tuple[str, ...]] = {
+    "clean": ("clean/accuracy", "clean/top5", "clean/loss"),
+    "corruption": ("corruption/mean_accuracy", "corruption/mce", "corruption/relative_mce"),
+    "noise": ("noise/auc/accuracy", "noise/mean_accuracy"),
+    "adversarial": ("$adversarial", "adversarial/min_norm/*/median"),
+    "calibration": ("calibration/ece", "calibration/nll", "calibration/brier"),
+    "ood": ("ood/mean_auroc_msp", "ood/*/fpr95_msp"),
+    "agreement": ("agreement/top1", "agreement/kl", "agreement/dense_correct_pruned_wrong"),
+    "distribution shift": ("shift/*/accuracy",),
+}
+"""Curves the report draws per family: key patterns (:func:`key_matches`; ``$adversarial`` is the
+family's headline), the first three present."""
+
+_NUMBER = re.compile(r"^[0-9][0-9.eE+-]*$")  # a severity or ε component (``auc`` in ``noise/auc/...`` is not one)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric name as its producer declares it; a name ending in ``*`` covers every name with that
+    prefix (``fpr95_*`` → ``fpr95_msp``, ``fpr95_energy``)."""
+
+    name: str
+    higher_is_better: bool
+    unit: str = "fraction"
+    label: str = ""
+
+    def covers(self, name: str) -> bool:
+        return name.startswith(self.name[:-1]) if self.name.endswith("*") else name == self.name
+
+
+_DECLARED: dict[str, Metric] = {}
+
+
+def declare(metrics: Iterable[Metric]) -> None:
+    """Register metrics; declaring one name twice with opposite directions is a programming error."""
+    for metric in metrics:
+        known = _DECLARED.get(metric.name)
+        if known is not None and known.higher_is_better != metric.higher_is_better:
+            raise ValueError(f"metric {metric.name!r} is declared both higher- and lower-is-better")
+        _DECLARED.setdefault(metric.name, metric)
+
+
+def spec(key: str) -> Metric | None:
+    """The declaration covering ``key``'s last component: an exact name first, else the longest prefix."""
+    name = key.rsplit("/", 1)[-1]
+    if name in _DECLARED:
+        return _DECLARED[name]
+    covering = [m for m in _DECLARED.values() if m.name.endswith("*") and m.covers(name)]
+    return max(covering, key=lambda m: len(m.name)) if covering else None
+
+
+def lower_is_better(key: str) -> bool:
+    """The one direction rule: True for error-like metrics (ECE, NLL, loss, FPR@95, KL, ...);
+    an undeclared metric counts as higher-is-better."""
+    found = spec(key)
+    return found is not None and not found.higher_is_better
+
+
+def drop(key: str, reference: float, value: float) -> float:
+    """How much worse ``value`` is than ``reference`` for metric ``key`` (negative: better)."""
+    return value - reference if lower_is_better(key) else reference - value
+
+
+def reference_value(key: str, reference: Mapping[str, float]) -> float | None:
+    """The reference model's value of ``key`` (None when it has none): agreement metrics are the
+    identity, since the reference agrees with itself (top-1 agreement 1, distances and flips 0)."""
+    if key in reference:
+        return reference[key]
+    if key.startswith("agreement/"):
+        return 1.0 if key.endswith("top1") else 0.0
+    return None
+
+
+@dataclass(frozen=True)
+class MetricKey:
+    """``family/condition.../name``; ``condition`` is the path between (empty for ``clean/accuracy``)."""
+
+    family: str
+    condition: tuple[str, ...]
+    name: str
+
+    def __str__(self) -> str:
+        return "/".join((self.family, *self.condition, self.name))
+
+    @classmethod
+    def parse(cls, key: str) -> MetricKey:
+        parts = key.split("/")
+        if len(parts) < 2 or not all(parts):
+            raise ValueError(f"expected a metric key 'family/.../name', got {key!r}")
+        return cls(parts[0], tuple(parts[1:-1]), parts[-1])
+
+
+def family_of(key: str) -> str:
+    """The family of a key, its first component (``corruption`` of ``corruption/fog/3/accuracy``)."""
+    return key.split("/", 1)[0]
+
+
+def metric_key(evaluator: str, condition: str, family: str, name: str) -> str:
+    """The key of ``name`` computed by ``evaluator`` on ``condition`` (of ``family``): a condition's own
+    metrics live under its key, the others under the evaluator's name.
+
+    ``accuracy`` on ``corruption/fog/3`` → ``corruption/fog/3/accuracy``; ``calibration`` on ``clean`` →
+    ``calibration/ece``; ``agreement`` on ``noise/0.1`` → ``agreement/noise/0.1/top1``.
+    """
+    if evaluator in ("accuracy", family):
+        return f"{condition}/{name}"
+    if condition == "clean":
+        return f"{evaluator}/{name}"
+    return f"{evaluator}/{condition}/{name}"
+
+
+def corruption_condition(name: str, severity: int) -> str:
+    """The condition key of corruption ``name`` at ``severity`` (``corruption/fog/3``)."""
+    return f"corruption/{name}/{severity}"
+
+
+def noise_condition(eps: float) -> str:
+    """The condition key of uniform noise of radius ``eps`` (``noise/0.15``)."""
+    return f"noise/{eps:g}"
+
+
+def corruption_key(name: str, severity: int, metric: str = "accuracy") -> str:
+    """The key of ``metric`` on corruption ``name`` at ``severity``."""
+    return f"{corruption_condition(name, severity)}/{metric}"
+
+
+def noise_key(eps: float, metric: str = "accuracy") -> str:
+    """The key of ``metric`` under uniform noise of radius ``eps`` (e.g. ``noise/0.15/accuracy``)."""
+    return f"{noise_condition(eps)}/{metric}"
+
+
+def _split(key: str, family: str, depth: int) -> list[str] | None:
+    parts = key.split("/")
+    return parts[1:] if len(parts) == depth + 1 and parts[0] == family and all(parts) else None
+
+
+def corruption_point(key: str, metric: str = "accuracy") -> tuple[str, int] | None:
+    """(corruption, severity) of ``corruption/<name>/<severity>/<metric>``, else None."""
+    parts = _split(key, "corruption", 3)
+    if parts is None or parts[2] != metric or not _NUMBER.match(parts[1]):
+        return None
+    severity = float(parts[1])
+    return (parts[0], int(severity)) if severity.is_integer() else None
+
+
+def noise_point(key: str) -> tuple[float, str] | None:
+    """(ε, metric) of ``noise/<ε>/<metric>`` (the metric may have several parts), else None
+    (``noise/auc/accuracy`` is no point)."""
+    family, _, rest = key.partition("/")
+    eps, _, metric = rest.partition("/")
+    return (float(eps), metric) if family == "noise" and metric and _NUMBER.match(eps) else None
+
+
+@dataclass(frozen=True)
+class AttackPoint:
+    attack: str
+    eps: float
+    transfer: bool
+
+
+def attack_point(key: str) -> AttackPoint | None:
+    """The attack and ε of ``adversarial/[transfer/]<attack>/<ε>/accuracy``, else None."""
+    parts = key.split("/")
+    transfer = len(parts) == 5 and parts[1] == "transfer"
+    if transfer:
+        parts = [parts[0], *parts[2:]]
+    if len(parts) != 4 or parts[0] != "adversarial" or parts[3] != "accuracy" or not _NUMBER.match(parts[2]):
+        return None
+    return AttackPoint(parts[1], float(parts[2]), transfer)
+
+
+def ood_point(key: str) -> tuple[str, str] | None:
+    """(OOD set, metric) of ``ood/<set>/<metric>``, else None."""
+    parts = _split(key, "ood", 2)
+    return (parts[0], parts[1]) if parts is not None else None
+
+
+def shift_point(key: str) -> tuple[str, str] | None:
+    """(shift set, metric) of ``shift/<set>/<metric>``, else None."""
+    parts = _split(key, "shift", 2)
+    return (parts[0], parts[1]) if parts is not None else None
+
+
+def key_matches(key: str, pattern: str) -> bool:
+    """Whether ``key`` is ``pattern``, lies under it (``calibration/`` or ``calibration`` covers
+    ``calibration/ece``) or matches it as a glob (``ood/*/fpr95_*``)."""
+    return key == pattern or key.startswith(pattern.rstrip("/") + "/") or fnmatch.fnmatchcase(key, pattern)

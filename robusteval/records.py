@@ -1,0 +1,46 @@
+"""The record contract: one :class:`Record` per (model, condition), the ids of the baseline members.
+
+Evaluators return an :class:`robusteval.evaluators.base.Result`; the engine alone turns results
+into records (``Record.to_json`` is the line in ``records.jsonl``).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+DENSE_ID = "dense"
+"""Id of the dense model as given."""
+CONTROL_ID = "dense+ft"
+"""Id (and method) of the control member: the dense model given the pruned members' recovery budget."""
+SCRATCH_SUFFIX = "+scratch"
+"""Method suffix of the pruned architectures re-initialised and trained from scratch (Crowley et al. 2018)."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One model's metrics on one condition: flat ``metrics`` keyed by the metric contract
+    (:mod:`robusteval.metrics`), JSON-able ``details`` per evaluator, ``warnings`` (e.g. failed
+    attack checks), how the inputs were made (``note``, ``meta``), per-sample top-1 correctness
+    (``correct``, packed bits) and ``provenance`` (config digest, seed)."""
+
+    model: str
+    condition: str
+    family: str
+    n: int
+    metrics: dict[str, float]
+    details: dict[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    note: str = ""
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    correct: str | None = None
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"model": self.model, "condition": self.condition, "family": self.family, "n": self.n,
+                               "metrics": {k: float(v) for k, v in self.metrics.items()}, "details": self.details,
+                               "warnings": list(self.warnings), "note": self.note, "meta": dict(self.meta)}
+        if self.correct is not None:
+            out["correct"] = self.correct
+        return out | dict(self.provenance) | {"seconds": round(self.seconds, 4)}
