@@ -165,14 +165,7 @@ def evaluate_adversarial(
     """
     x, y = validate_inputs(x, y)
     n, bs, seed = len(x), settings.batch_size, settings.seed
-    logits = _predict(model, x, bs)
-    if logits.ndim != 2:
-        raise RobustEvalError("adversarial: " + expected("outputs of shape (images, classes)", tuple(logits.shape)))
-    if int(y.max()) >= logits.shape[1]:
-        raise RobustEvalError(
-            f"adversarial labels: expected class indices below the model's {logits.shape[1]} outputs,"
-            f" got {int(y.max())}"
-        )
+    logits = _clean_logits(model, x, y, bs)
     correct = logits.argmax(dim=1) == y
     idx = correct.nonzero().flatten()
     xc, yc = x[idx], y[idx]
@@ -207,11 +200,8 @@ def evaluate_adversarial(
     for attack, curve in curves.items():
         metrics.update({f"{attack}/{format_eps(e)}/accuracy": a for e, a in curve.items()})
     for norm in settings.min_norm:
-        norms = torch.zeros(n, dtype=torch.float64)
-        norms[idx.cpu()] = min_norm_attack(model, xc, yc, norm=norm, steps=settings.min_norm_steps, seed=seed,
-                                     batch_size=bs).double().cpu()
-        metrics[f"min_norm/{norm}/median"] = float(np.median(norms.numpy()))
-        details.setdefault("min_norm", {})[norm] = _norm_summary(norms, correct.cpu())
+        median, details.setdefault("min_norm", {})[norm] = _min_norm(model, xc, yc, correct, norm, settings)
+        metrics[f"min_norm/{norm}/median"] = median
 
     results = _run_checks(model, xc, yc, n=n, curves=curves, noise=noise, settings=settings)
     for check in results:
@@ -219,6 +209,29 @@ def evaluate_adversarial(
     details.update(curves={a: _keyed(c) for a, c in curves.items()}, noise={k: _keyed(c) for k, c in noise.items()},
                    checks={c.name: c.as_detail() for c in results})
     return Result(metrics=metrics, warnings=warnings, details=details)
+
+
+def _clean_logits(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """The model's logits on the clean sample, checked against the labels."""
+    logits = _predict(model, x, batch_size)
+    if logits.ndim != 2:
+        raise RobustEvalError("adversarial: " + expected("outputs of shape (images, classes)", tuple(logits.shape)))
+    if int(y.max()) >= logits.shape[1]:
+        raise RobustEvalError(
+            f"adversarial labels: expected class indices below the model's {logits.shape[1]} outputs,"
+            f" got {int(y.max())}"
+        )
+    return logits
+
+
+def _min_norm(model: nn.Module, xc: torch.Tensor, yc: torch.Tensor, correct: torch.Tensor, norm: str,
+              settings: AdversarialSettings) -> tuple[float, dict[str, Any]]:
+    """Median minimal perturbation over all samples (0 where already wrong) and its summary."""
+    norms = torch.zeros(len(correct), dtype=torch.float64)
+    norms[correct.nonzero().flatten().cpu()] = min_norm_attack(
+        model, xc, yc, norm=norm, steps=settings.min_norm_steps, seed=settings.seed,
+        batch_size=settings.batch_size).double().cpu()
+    return float(np.median(norms.numpy())), _norm_summary(norms, correct.cpu())
 
 
 def _autoattack(
