@@ -269,23 +269,21 @@ def _report(run_dir: Path, tolerance: float, tolerances: dict[str, float]) -> No
 
 
 def _cmd_report(args: argparse.Namespace, command: list[str]) -> int:
+    from robusteval.analysis import DEFAULT_TOLERANCE  # not config: rebuilding a report needs no torch
     from robusteval.results import RunDir
 
-    run_dir = Path(args.run_dir)
-    if not run_dir.is_dir():
-        raise RobustEvalError(f"expected a run directory, got {str(run_dir)!r} (not a directory)")
-    analysis_cfg = ((RunDir(run_dir).read_manifest() or {}).get("config") or {}).get("analysis") or {}
-    tolerance = args.tolerance if args.tolerance is not None else analysis_cfg.get("tolerance", 0.005)
-    _report(run_dir, tolerance, analysis_cfg.get("tolerances") or {})
+    run = RunDir.existing(Path(args.run_dir))
+    analysis_cfg = ((run.read_manifest() or {}).get("config") or {}).get("analysis") or {}
+    tolerance = args.tolerance if args.tolerance is not None else analysis_cfg.get("tolerance", DEFAULT_TOLERANCE)
+    _report(run.path, tolerance, analysis_cfg.get("tolerances") or {})
     return 0
 
 
 def _cmd_gate(args: argparse.Namespace, command: list[str]) -> int:
-    if not Path(args.run_dir).is_dir():
-        raise RobustEvalError(f"expected a run directory, got {args.run_dir!r} (not a directory)")
     from robusteval.gate import load_rules
+    from robusteval.results import RunDir
 
-    return _gate(Path(args.run_dir), load_rules(args.gate), args.junit, args.reference)
+    return _gate(RunDir.existing(args.run_dir).path, load_rules(args.gate), args.junit, args.reference)
 
 
 def _gate(run_dir: Path, rules: list[Any], junit: str | None, reference: str | None) -> int:

@@ -102,6 +102,13 @@ class RunDir:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
 
+    @classmethod
+    def existing(cls, path: str | os.PathLike[str]) -> RunDir:
+        """The run directory at ``path``, which must be an existing directory (for reading)."""
+        if not Path(path).is_dir():
+            raise RobustEvalError(f"expected a run directory, got {os.fspath(path)!r} (not a directory)")
+        return cls(path)
+
     @property
     def records_path(self) -> Path:
         return self.path / "records.jsonl"
