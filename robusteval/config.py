@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from robusteval import validate
-from robusteval.analysis import BASELINES, check_tolerances
+from robusteval.analysis import BASELINES, DEFAULT_TOLERANCE, check_tolerances
 from robusteval.data.corruptions import BENCHMARK_CORRUPTIONS, CORRUPTIONS, DEFAULT_NOISE_EPS, EXTRA_CORRUPTIONS
 from robusteval.data.ood_sets import OOD_SETS
 from robusteval.data.sources import SPLIT_SOURCES, parse_spec
@@ -158,7 +158,7 @@ class AnalysisSettings:
     the untouched ``dense``; ``dense`` or ``dense+ft`` force one.
     """
 
-    tolerance: float = 0.005
+    tolerance: float = DEFAULT_TOLERANCE
     tolerances: dict[str, float] = field(default_factory=dict)
     baseline: str = "auto"
 
