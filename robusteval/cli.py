@@ -78,7 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     model_opts.add_argument("--std", help="per-channel input std, e.g. 0.229,0.224,0.225")
     model_opts.add_argument("--trust-pickle", action="store_true", help="allow loading a pickled full model "
                             "(torch.save(model)); unpickling runs arbitrary code: only for files you trust")
-    model_opts.add_argument("--batch-size", type=int, help="evaluation batch size")
+    model_opts.add_argument("--batch-size", type=int, help="evaluation batch size, also the attacks' unless "
+                            "the config sets evaluate.adversarial.batch_size")
     model_opts.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     model_opts.add_argument("--seed", type=int, help="seed for sampling and generated conditions")
 

@@ -170,7 +170,8 @@ class AnalysisSettings:
 
 @dataclass(frozen=True)
 class AuditConfig:
-    """A whole run. ``pruning: null`` evaluates the given model alone."""
+    """A whole run. ``pruning: null`` evaluates the given model alone. An unset (None)
+    ``evaluate.adversarial.batch_size`` becomes ``data.batch_size`` here, once."""
 
     data: DataSettings = field(default_factory=DataSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
@@ -182,6 +183,10 @@ class AuditConfig:
 
     def __post_init__(self) -> None:
         validate.positive_int("threads", self.threads, optional=True, must_be=True)
+        adversarial = self.evaluate.adversarial
+        if adversarial is not None and adversarial.batch_size is None:  # the evaluation batch size
+            adversarial = dataclasses.replace(adversarial, batch_size=self.data.batch_size)
+            object.__setattr__(self, "evaluate", dataclasses.replace(self.evaluate, adversarial=adversarial))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
