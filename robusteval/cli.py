@@ -78,7 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     model_opts.add_argument("--std", help="per-channel input std, e.g. 0.229,0.224,0.225")
     model_opts.add_argument("--trust-pickle", action="store_true", help="allow loading a pickled full model "
                             "(torch.save(model)); unpickling runs arbitrary code: only for files you trust")
-    model_opts.add_argument("--batch-size", type=int, help="evaluation batch size")
+    model_opts.add_argument("--batch-size", type=int, help="evaluation batch size, also the attacks' unless "
+                            "the config sets evaluate.adversarial.batch_size")
     model_opts.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     model_opts.add_argument("--seed", type=int, help="seed for sampling and generated conditions")
 
@@ -269,23 +270,21 @@ def _report(run_dir: Path, tolerance: float, tolerances: dict[str, float]) -> No
 
 
 def _cmd_report(args: argparse.Namespace, command: list[str]) -> int:
+    from robusteval.analysis import DEFAULT_TOLERANCE  # not config: rebuilding a report needs no torch
     from robusteval.results import RunDir
 
-    run_dir = Path(args.run_dir)
-    if not run_dir.is_dir():
-        raise RobustEvalError(f"expected a run directory, got {str(run_dir)!r} (not a directory)")
-    analysis_cfg = ((RunDir(run_dir).read_manifest() or {}).get("config") or {}).get("analysis") or {}
-    tolerance = args.tolerance if args.tolerance is not None else analysis_cfg.get("tolerance", 0.005)
-    _report(run_dir, tolerance, analysis_cfg.get("tolerances") or {})
+    run = RunDir.existing(Path(args.run_dir))
+    analysis_cfg = ((run.read_manifest() or {}).get("config") or {}).get("analysis") or {}
+    tolerance = args.tolerance if args.tolerance is not None else analysis_cfg.get("tolerance", DEFAULT_TOLERANCE)
+    _report(run.path, tolerance, analysis_cfg.get("tolerances") or {})
     return 0
 
 
 def _cmd_gate(args: argparse.Namespace, command: list[str]) -> int:
-    if not Path(args.run_dir).is_dir():
-        raise RobustEvalError(f"expected a run directory, got {args.run_dir!r} (not a directory)")
     from robusteval.gate import load_rules
+    from robusteval.results import RunDir
 
-    return _gate(Path(args.run_dir), load_rules(args.gate), args.junit, args.reference)
+    return _gate(RunDir.existing(args.run_dir).path, load_rules(args.gate), args.junit, args.reference)
 
 
 def _gate(run_dir: Path, rules: list[Any], junit: str | None, reference: str | None) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from robusteval import validate
-from robusteval.analysis import BASELINES, check_tolerances
+from robusteval.analysis import BASELINES, DEFAULT_TOLERANCE, check_tolerances
 from robusteval.data.corruptions import BENCHMARK_CORRUPTIONS, CORRUPTIONS, DEFAULT_NOISE_EPS, EXTRA_CORRUPTIONS
 from robusteval.data.ood_sets import OOD_SETS
 from robusteval.data.sources import SPLIT_SOURCES, parse_spec
@@ -158,7 +158,7 @@ class AnalysisSettings:
     the untouched ``dense``; ``dense`` or ``dense+ft`` force one.
     """
 
-    tolerance: float = 0.005
+    tolerance: float = DEFAULT_TOLERANCE
     tolerances: dict[str, float] = field(default_factory=dict)
     baseline: str = "auto"
 
@@ -170,7 +170,8 @@ class AnalysisSettings:
 
 @dataclass(frozen=True)
 class AuditConfig:
-    """A whole run. ``pruning: null`` evaluates the given model alone."""
+    """A whole run. ``pruning: null`` evaluates the given model alone. An unset (None)
+    ``evaluate.adversarial.batch_size`` becomes ``data.batch_size`` here, once."""
 
     data: DataSettings = field(default_factory=DataSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
@@ -182,6 +183,10 @@ class AuditConfig:
 
     def __post_init__(self) -> None:
         validate.positive_int("threads", self.threads, optional=True, must_be=True)
+        adversarial = self.evaluate.adversarial
+        if adversarial is not None and adversarial.batch_size is None:  # the evaluation batch size
+            adversarial = dataclasses.replace(adversarial, batch_size=self.data.batch_size)
+            object.__setattr__(self, "evaluate", dataclasses.replace(self.evaluate, adversarial=adversarial))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

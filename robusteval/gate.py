@@ -32,7 +32,8 @@ from robusteval.errors import RobustEvalError
 from robusteval.escaping import markdown_cell, markdown_code, workflow_data, workflow_property, xml_text
 from robusteval.files import read_yaml_file
 from robusteval.registry import unknown_name_message
-from robusteval.results import incomplete_message, write_atomic
+from robusteval.files import write_atomic
+from robusteval.results import incomplete_message
 
 BUDGETS = ("max_drop", "max_relative_drop", "max_increase", "min", "max")
 _NEEDS_REFERENCE = {"max_drop", "max_relative_drop", "max_increase"}

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from robusteval.errors import RobustEvalError
-from robusteval.files import write_atomic, write_json_atomic, write_text_atomic  # noqa: F401 (re-exported)
+from robusteval.files import write_json_atomic
 
 try:
     import fcntl
@@ -104,9 +104,9 @@ class RunDir:
 
     @classmethod
     def existing(cls, path: str | os.PathLike[str]) -> RunDir:
-        """A run directory that must already exist (for reading), or a one-line error."""
+        """The run directory at ``path``, which must be an existing directory (for reading)."""
         if not Path(path).is_dir():
-            raise RobustEvalError(f"expected a run directory, got {str(path)!r} (not a directory)")
+            raise RobustEvalError(f"expected a run directory, got {os.fspath(path)!r} (not a directory)")
         return cls(path)
 
     @property

@@ -97,7 +97,8 @@ def test_reruns_reproduce_and_leave_the_global_rng_alone(run) -> None:
 def test_transfer_examples_stay_in_the_ball_and_fool_the_dense_model() -> None:
     model = tiny_net()
     x, y = synthetic(16, seed=5)
-    settings = AdversarialSettings(linf_eps=(0.02, 0.1), transfer=("linf_pgd", "l2_pgd"), l2_eps=(1.0,), pgd_steps=5)
+    settings = AdversarialSettings(linf_eps=(0.02, 0.1), transfer=("linf_pgd", "l2_pgd"), l2_eps=(1.0,), pgd_steps=5,
+                                   batch_size=250)
     out = craft_transfer(model, x, y, settings=settings)
     assert list(out) == ["linf_pgd/0.02", "linf_pgd/0.1", "l2_pgd/1"]
     assert (out["linf_pgd/0.1"] - x).abs().max() <= 0.1 + 1e-6

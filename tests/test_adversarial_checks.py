@@ -7,7 +7,7 @@ from robusteval.evaluators import adversarial_checks as checks
 from robusteval.evaluators.adversarial import AdversarialSettings, evaluate_adversarial
 from test_adversarial_models import MeanMargin, QuantisedCount, count_images, mean_images, synthetic, tiny_net
 
-BASE = dict(autoattack="off", min_norm=(), pgd_steps=40, seed=0)
+BASE = dict(autoattack="off", min_norm=(), pgd_steps=40, seed=0, batch_size=250)
 
 
 def _failed(result) -> set[str]:
@@ -17,7 +17,7 @@ def _failed(result) -> set[str]:
 def test_normal_model_trips_nothing() -> None:
     x, y = synthetic(32, seed=9)
     settings = AdversarialSettings(linf_eps=(0.01, 0.04, 0.08), l2_eps=(0.5, 1.5), autoattack_eps=(0.04, 0.08),
-                                   autoattack_iters=20, apgd_targets=3, min_norm=(), pgd_steps=10)
+                                   autoattack_iters=20, apgd_targets=3, min_norm=(), pgd_steps=10, batch_size=250)
     result = evaluate_adversarial(tiny_net(), x, y, settings=settings)
     assert result.warnings == [] and _failed(result) == set()
     assert result.metrics["linf_pgd/0.08/accuracy"] < result.metrics["clean_accuracy"]
@@ -56,7 +56,7 @@ def test_autoattack_weaker_than_pgd_is_flagged() -> None:
     """One APGD iteration jumps 2ε past the adversarial window; 40 small PGD steps walk into it."""
     x, y = mean_images(16)
     settings = AdversarialSettings(linf_eps=(0.2,), attacks=("linf_pgd",), autoattack="fast", autoattack_eps=(0.2,),
-                                   autoattack_iters=1, min_norm=(), large_eps=None)
+                                   autoattack_iters=1, min_norm=(), large_eps=None, batch_size=250)
     result = evaluate_adversarial(MeanMargin("window"), x, y, settings=settings)
     assert result.metrics["linf_pgd/0.2/accuracy"] == 0.0 and result.metrics["autoattack/0.2/accuracy"] == 1.0
     assert "autoattack_vs_pgd" in _failed(result)

@@ -172,3 +172,12 @@ def test_where_may_contain_colons() -> None:
                                "imagenet, imagenet-a, imagenet-c, imagenet-r, imagenet-v2, npz, svhn")
     with pytest.raises(RobustEvalError, match=r"^C:\\run\.yaml: data\.seed: expected int, got 'x'$"):
         config_from_dict({"data": {"seed": "x"}}, where="C:\\run.yaml")
+
+
+def test_adversarial_batch_size_follows_the_evaluation_batch_size() -> None:
+    follows = config_from_dict({"data": {"batch_size": 64}, "evaluate": {"adversarial": {}}})
+    assert follows.evaluate.adversarial is not None and follows.evaluate.adversarial.batch_size == 64
+    own = config_from_dict({"data": {"batch_size": 64}, "evaluate": {"adversarial": {"batch_size": 30}}})
+    assert own.evaluate.adversarial is not None and own.evaluate.adversarial.batch_size == 30
+    assert config_from_dict({"evaluate": {"adversarial": {}}}) == config_from_dict(
+        {"evaluate": {"adversarial": {"batch_size": 250}}})  # the default is the default evaluation batch size

@@ -204,3 +204,11 @@ def test_a_run_stopped_by_bad_input_before_any_result_can_be_rerun_with_a_fixed_
     assert "absent.npz does not exist" in _error_line(capsys)
     assert _audit(inputs, out) == 0
     assert _summary(out) == _summary(whole)
+
+
+def test_existing_run_dir_must_be_a_directory(tmp_path):
+    assert RunDir.existing(tmp_path).path == tmp_path
+    (tmp_path / "file").write_text("x")
+    for path in (tmp_path / "file", str(tmp_path / "missing") + "/"):
+        with pytest.raises(RobustEvalError, match=r"^expected a run directory, got '.*' \(not a directory\)$"):
+            RunDir.existing(path)

@@ -51,6 +51,8 @@ class AdversarialSettings:
     and ``apgd_targets`` shape the ``fast`` preset only; ``standard`` is AutoAttack's published
     configuration. ``large_eps`` (L∞, None to skip) is where a cheap L∞ PGD must reach ~0 robust
     accuracy. ``check_slack`` is the accuracy margin (at least one sample) before a check fails.
+    ``batch_size`` None means the evaluation batch size: the run configuration sets it to
+    ``data.batch_size`` (``AuditConfig``), so every stage of a run sees an integer.
     """
 
     linf_eps: tuple[float, ...] = (0.25 / 255, 0.5 / 255, 1 / 255, 2 / 255, 4 / 255, 8 / 255)
@@ -61,7 +63,7 @@ class AdversarialSettings:
     min_norm: tuple[str, ...] = (LINF, L2)
     transfer: tuple[str, ...] = ("linf_pgd",)
     sample_size: int = 500
-    batch_size: int = 250
+    batch_size: int | None = None
     seed: int = 0
     pgd_steps: int = 40
     min_norm_steps: int = 100
@@ -83,7 +85,7 @@ class AdversarialSettings:
         if self.autoattack not in AUTOATTACK_PRESETS:
             _fail("autoattack", unknown_name_message("AutoAttack preset", self.autoattack, AUTOATTACK_PRESETS))
         for name in ("sample_size", "batch_size", "pgd_steps", "min_norm_steps", "autoattack_iters", "apgd_targets"):
-            validate.positive_int(f"adversarial.{name}", getattr(self, name))
+            validate.positive_int(f"adversarial.{name}", getattr(self, name), optional=name == "batch_size")
         validate.non_negative_int("adversarial.seed", self.seed)
         validate.fraction("adversarial.large_eps", self.large_eps, what="an L∞ epsilon", include_high=True,
                           optional=True)

@@ -45,7 +45,8 @@ import torch
 from scipy.optimize import linprog
 
 from robusteval.pruning.importance import PruneContext
-from robusteval.pruning.structured import ChannelGroup
+from robusteval.pruning.registry import PRUNING_METHODS
+from robusteval.pruning.structured import ChannelGroup, ChannelPruning
 
 MVEE_TOL = 1e-2
 _CACHE: dict[tuple[bytes, tuple[int, ...], int, int], np.ndarray] = {}
@@ -170,3 +171,7 @@ def coreset_importance(group: ChannelGroup, ctx: PruneContext) -> torch.Tensor:
         sens = torch.from_numpy(point_sensitivities(pts.numpy(), max_dim=ctx.settings.coreset_max_dim))
         importance.index_add_(0, owner.repeat_interleave(per_index), sens)
     return importance.float()
+
+
+PRUNING_METHODS.add("coreset_filter", ChannelPruning(
+    coreset_importance, reference="Tukan et al. 2022, Pruning neural networks via coresets and convex geometry"))

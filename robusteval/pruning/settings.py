@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 from robusteval import validate
 from robusteval.errors import RobustEvalError
+from robusteval.pruning.registry import PRUNING_METHODS
 
 SCHEDULES = ("one_shot", "iterative")
 
@@ -68,8 +69,6 @@ class PruneSettings:
     scratch_baseline: bool = False
 
     def __post_init__(self) -> None:
-        from robusteval.pruning.methods import PRUNING_METHODS
-
         if isinstance(self.methods, str) or not self.methods:
             raise RobustEvalError(f"methods must be a non-empty sequence of names, got {self.methods!r}")
         object.__setattr__(self, "methods", tuple(self.methods))

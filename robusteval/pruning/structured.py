@@ -19,6 +19,7 @@ from torch import nn
 from robusteval.errors import RobustEvalError
 from robusteval.pruning.importance import ChannelImportance, PruneContext, PruningMethod
 from robusteval.pruning.masks import execution_order
+from robusteval.pruning.registry import PRUNING_METHODS
 
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
 
@@ -122,6 +123,10 @@ class ChannelPruning(PruningMethod):
             if group.name in plan:
                 graph.get_pruning_group(group.producer, _out_fn(group.producer), plan[group.name]).prune()
         _check_equivalent(model, reference, ctx.example_input)
+
+
+PRUNING_METHODS.add("l1_filter", ChannelPruning(l1_filter_importance,
+                                                reference="Li et al. 2017, Pruning filters for efficient ConvNets"))
 
 
 @torch.no_grad()

@@ -10,6 +10,7 @@ from torch import nn
 
 from robusteval.pruning.importance import PruneContext, PruningMethod
 from robusteval.pruning.masks import Masks, apply_masks, masks_from_scores
+from robusteval.pruning.registry import PRUNING_METHODS
 
 
 class _LinearizedCopy:
@@ -69,3 +70,6 @@ class SynFlowPruning(PruningMethod):
         ctx.masks = masks
         if masks is not None:
             apply_masks(ctx.layers, masks)
+
+
+PRUNING_METHODS.add("synflow", SynFlowPruning())

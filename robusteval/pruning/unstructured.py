@@ -6,7 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from robusteval.errors import RobustEvalError
-from robusteval.pruning.importance import PruneContext
+from robusteval.pruning.importance import MaskPruning, PruneContext
+from robusteval.pruning.registry import PRUNING_METHODS
 
 GRASP_TEMPERATURE = 200.0
 """Softmax temperature of the GraSP reference code (Wang et al. 2020)."""
@@ -18,9 +19,19 @@ def random_scores(model: nn.Module, ctx: PruneContext) -> dict[str, torch.Tensor
             for name, m in ctx.layers.items()}
 
 
+PRUNING_METHODS.add("random", MaskPruning(random_scores, scope="layer",
+                                          reference="random pruning, the same ratio in every layer"))
+
+
 def magnitude_scores(model: nn.Module, ctx: PruneContext) -> dict[str, torch.Tensor]:
     """|w| (Han et al. 2015); global thresholding is "WT" in Liebenwein et al. 2021."""
     return {name: m.weight.detach().abs() for name, m in ctx.layers.items()}
+
+
+PRUNING_METHODS.add("magnitude", MaskPruning(
+    magnitude_scores, scope="global", reference='global |w| thresholding ("WT" in Liebenwein et al. 2021, Lost in Pruning)'))
+PRUNING_METHODS.add("layer_magnitude", MaskPruning(magnitude_scores, scope="layer",
+                                                   reference="|w| per layer (Han et al. 2015)"))
 
 
 def _require_batch(ctx: PruneContext, method: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,6 +47,11 @@ def snip_scores(model: nn.Module, ctx: PruneContext) -> dict[str, torch.Tensor]:
     with torch.enable_grad():
         grads = torch.autograd.grad(F.cross_entropy(model(x), y), weights)
     return {name: (g * w).detach().abs() for name, g, w in zip(ctx.layers, grads, weights)}
+
+
+PRUNING_METHODS.add("snip", MaskPruning(
+    snip_scores, scope="global", needs_data=True,
+    reference="Lee et al. 2019, SNIP: single-shot network pruning based on connection sensitivity"))
 
 
 def grasp_scores(model: nn.Module, ctx: PruneContext) -> dict[str, torch.Tensor]:
@@ -54,3 +70,8 @@ def grasp_scores(model: nn.Module, ctx: PruneContext) -> dict[str, torch.Tensor]
         z = sum((gw.detach() * gf).sum() for gw, gf in zip(grad_w, grad_f))
         hg = torch.autograd.grad(z, weights)
     return {name: (h * w).detach() for name, h, w in zip(ctx.layers, hg, weights)}
+
+
+PRUNING_METHODS.add("grasp", MaskPruning(
+    grasp_scores, scope="global", needs_data=True,
+    reference="Wang et al. 2020, Picking winning tickets before training by preserving gradient flow"))

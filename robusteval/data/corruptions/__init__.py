@@ -25,17 +25,15 @@ Effects of Pruning Neural Networks beyond Test Accuracy" (MLSys 2021).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from robusteval import validate
-from robusteval.data.corruptions import blur, digital, noise, spatter, weather
+from robusteval.data.corruptions import blur, digital, noise, spatter, weather  # each registers its corruptions
 from robusteval.data.corruptions.params import parameter_set, severity_parameters
+from robusteval.data.corruptions.registry import CORRUPTIONS, Corruption
 from robusteval.errors import RobustEvalError, expected
-from robusteval.registry import Registry
 
 __all__ = [
     "BENCHMARK_CORRUPTIONS",
@@ -56,48 +54,6 @@ MIN_SIDE = 16
 DEFAULT_NOISE_EPS: tuple[float, ...] = tuple(round(0.05 * i, 10) for i in range(15))
 """ε ∈ linspace(0, 0.7, 15), the grid of Liebenwein et al. (2021)."""
 
-
-@dataclass(frozen=True)
-class Corruption:
-    """One corruption: ``apply(batch, severity parameters, generator)`` and how it relates to the reference."""
-
-    name: str
-    apply: Callable[[Tensor, object, torch.Generator], Tensor]
-    random: bool
-    note: str
-
-
-CORRUPTIONS: Registry[Corruption] = Registry("corruption")
-
-_EXACT_NOISE = "same formula as the reference; different random draws"
-for _name, _apply, _random, _note in (
-    ("gaussian_noise", noise.gaussian_noise, True, _EXACT_NOISE),
-    ("shot_noise", noise.shot_noise, True, _EXACT_NOISE),
-    ("impulse_noise", noise.impulse_noise, True, "scikit-image random_noise('s&p') semantics, per channel value"),
-    ("defocus_blur", blur.defocus_blur, False, "exact: same anti-aliased disk kernel and REFLECT_101 borders"),
-    ("glass_blur", blur.glass_blur, True,
-     "the reference's per-pixel 'swap' (a copy: NumPy views alias) vectorised in dependency-free waves; "
-     "same pixel map for the same offsets"),
-    ("motion_blur", blur.motion_blur, True,
-     "ImageMagick's MotionBlurImage kernel re-implemented (no ImageMagick); output not re-quantised to 8 bits"),
-    ("zoom_blur", blur.zoom_blur, False, "exact: clipped_zoom as resampling matrices (per axis for non-square images)"),
-    ("snow", weather.snow, True, "flake layer motion-blurred with the re-implemented ImageMagick kernel"),
-    ("frost", weather.frost, True,
-     "procedural frost textures instead of the reference photographs (set frost_dir to use them): "
-     "not comparable with published frost numbers"),
-    ("fog", weather.fog, True, "same diamond-square plasma fractal, batched"),
-    ("brightness", digital.brightness, False, "exact closed form of the HSV value shift"),
-    ("contrast", digital.contrast, False, "exact"),
-    ("elastic_transform", digital.elastic_transform, True,
-     "float bilinear weights where OpenCV's warpAffine uses 5-bit fixed point"),
-    ("pixelate", digital.pixelate, False, "PIL BOX coefficients, without PIL's per-axis uint8 rounding"),
-    ("jpeg_compression", digital.jpeg_compression, False, "exact: PIL JPEG at the reference quality"),
-    ("speckle_noise", noise.speckle_noise, True, _EXACT_NOISE),
-    ("gaussian_blur", blur.gaussian_blur, False, "exact: scikit-image gaussian (edge borders, truncate 4)"),
-    ("spatter", spatter.spatter, True, "OpenCV steps ported; exact Euclidean distance transform"),
-    ("saturate", digital.saturate, False, "exact closed form of the HSV saturation change"),
-):
-    CORRUPTIONS.add(_name, Corruption(_name, _apply, _random, _note))
 
 BENCHMARK_CORRUPTIONS: tuple[str, ...] = (
     "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",

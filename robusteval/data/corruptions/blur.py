@@ -11,9 +11,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from robusteval.data.corruptions import kernels
+import robusteval.data.corruptions.kernels as kernels
+from robusteval.data.corruptions.registry import corruption
 
 
+@corruption("gaussian_blur", random=False, note="exact: scikit-image gaussian (edge borders, truncate 4)")
 def gaussian_blur(x: Tensor, sigma: float, gen: torch.Generator) -> Tensor:
     """scikit-image ``gaussian(x, sigma)`` (edge-replicating borders, truncate 4σ)."""
     return kernels.gaussian_blur(x, sigma)
@@ -35,6 +37,7 @@ def disk_kernel(radius: float, alias_blur: float) -> Tensor:
     return kernel[centre - support : centre + support + 1, centre - support : centre + support + 1]
 
 
+@corruption("defocus_blur", random=False, note="exact: same anti-aliased disk kernel and REFLECT_101 borders")
 def defocus_blur(x: Tensor, params: tuple[float, float], gen: torch.Generator) -> Tensor:
     """Correlation with an anti-aliased disk (``cv2.filter2D``, REFLECT_101 borders)."""
     return kernels.filter2d(x, disk_kernel(*params))
@@ -97,6 +100,9 @@ def _reference_input(x: Tensor) -> Tensor:
     return levels / 255 if bool(((x * 255 - levels).abs() < 1e-3).all()) else x
 
 
+@corruption("glass_blur", random=True,
+            note=("the reference's per-pixel 'swap' (a copy: NumPy views alias) vectorised in dependency-free waves; "
+                  "same pixel map for the same offsets"))
 def glass_blur(x: Tensor, params: tuple[float, int, int], gen: torch.Generator) -> Tensor:
     """Gaussian blur, uint8 truncation, local pixel copying (the reference's "swap"), Gaussian blur again.
 
@@ -113,6 +119,9 @@ def glass_blur(x: Tensor, params: tuple[float, int, int], gen: torch.Generator) 
     return kernels.gaussian_blur(shuffled.reshape(n, c, h, w), sigma)
 
 
+@corruption("motion_blur", random=True,
+            note=("ImageMagick's MotionBlurImage kernel re-implemented (no ImageMagick); output not re-quantised "
+                  "to 8 bits"))
 def motion_blur(x: Tensor, params: tuple[float, float], gen: torch.Generator) -> Tensor:
     """ImageMagick ``motion_blur(radius, sigma, angle ~ U(−45°, 45°))`` per image, without ImageMagick."""
     radius, sigma = params
@@ -120,6 +129,8 @@ def motion_blur(x: Tensor, params: tuple[float, float], gen: torch.Generator) ->
     return kernels.motion_blur(x, radius, sigma, angles)
 
 
+@corruption("zoom_blur", random=False,
+            note="exact: clipped_zoom as resampling matrices (per axis for non-square images)")
 def zoom_blur(x: Tensor, params: tuple[float, float, float], gen: torch.Generator) -> Tensor:
     """Mean of the image and its centre zooms by ``np.arange(*params)`` (``clipped_zoom`` per axis)."""
     h, w = x.shape[-2:]

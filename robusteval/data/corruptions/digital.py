@@ -14,9 +14,11 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from robusteval.data.corruptions import kernels
+import robusteval.data.corruptions.kernels as kernels
+from robusteval.data.corruptions.registry import corruption
 
 
+@corruption("brightness", random=False, note="exact closed form of the HSV value shift")
 def brightness(x: Tensor, shift: float, gen: torch.Generator) -> Tensor:
     """HSV value V → min(V + shift, 1)."""
     value = x.amax(dim=1, keepdim=True)
@@ -24,6 +26,7 @@ def brightness(x: Tensor, shift: float, gen: torch.Generator) -> Tensor:
     return torch.where(value > 0, x * (new_value / value.clamp_min(1e-12)), new_value)
 
 
+@corruption("saturate", random=False, note="exact closed form of the HSV saturation change")
 def saturate(x: Tensor, params: tuple[float, float], gen: torch.Generator) -> Tensor:
     """HSV saturation S → clip(S·factor + offset, 0, 1)."""
     factor, offset = params
@@ -36,6 +39,7 @@ def saturate(x: Tensor, params: tuple[float, float], gen: torch.Generator) -> Te
     return torch.where(spread > 0, coloured, red_hue)
 
 
+@corruption("contrast", random=False, note="exact")
 def contrast(x: Tensor, factor: float, gen: torch.Generator) -> Tensor:
     """(x − m)·factor + m with m the per-image, per-channel mean."""
     means = x.mean(dim=(2, 3), keepdim=True)
@@ -48,6 +52,8 @@ def _affine_from_points(src: Tensor, dst: Tensor) -> Tensor:
     return torch.linalg.solve(torch.cat([src, ones], dim=-1), dst).transpose(1, 2)
 
 
+@corruption("elastic_transform", random=True,
+            note="float bilinear weights where OpenCV's warpAffine uses 5-bit fixed point")
 def elastic_transform(x: Tensor, params: tuple[float, float, float], gen: torch.Generator) -> Tensor:
     """Random affine warp (REFLECT_101 borders), then a smooth random displacement field.
 
@@ -77,6 +83,7 @@ def elastic_transform(x: Tensor, params: tuple[float, float, float], gen: torch.
     return kernels.bilinear_sample(warped, rows.to(x.device) + dy, cols.to(x.device) + dx, "reflect")
 
 
+@corruption("pixelate", random=False, note="PIL BOX coefficients, without PIL's per-axis uint8 rounding")
 def pixelate(x: Tensor, factor: float, gen: torch.Generator) -> Tensor:
     """PIL ``BOX`` resize to ``int(side·factor)`` and back, as one matrix per axis."""
     h, w = x.shape[-2:]
@@ -86,6 +93,7 @@ def pixelate(x: Tensor, factor: float, gen: torch.Generator) -> Tensor:
     return kernels.separable(x, rows, cols)
 
 
+@corruption("jpeg_compression", random=False, note="exact: PIL JPEG at the reference quality")
 def jpeg_compression(x: Tensor, quality: int, gen: torch.Generator) -> Tensor:
     """PIL JPEG encode/decode at ``quality`` of each image rounded to uint8 (libjpeg's defaults)."""
     images = (x.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()

@@ -8,6 +8,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from robusteval.data.corruptions.registry import corruption
+
+_EXACT = "same formula as the reference; different random draws"
+
 
 def draw(kind: str, like: Tensor, gen: torch.Generator, shape: tuple[int, ...] | None = None) -> Tensor:
     """Standard normal (``randn``) or uniform [0, 1) (``rand``) samples shaped like ``like``."""
@@ -16,17 +20,20 @@ def draw(kind: str, like: Tensor, gen: torch.Generator, shape: tuple[int, ...] |
     return sample(size, generator=gen, dtype=like.dtype).to(like.device)
 
 
+@corruption("gaussian_noise", random=True, note=_EXACT)
 def gaussian_noise(x: Tensor, sigma: float, gen: torch.Generator) -> Tensor:
     """x + N(0, σ²) per pixel and channel."""
     return x + sigma * draw("randn", x, gen)
 
 
+@corruption("shot_noise", random=True, note=_EXACT)
 def shot_noise(x: Tensor, photons: float, gen: torch.Generator) -> Tensor:
     """Poisson(λ·x) / λ: photon counting noise with λ photons at full intensity."""
     rates = (x * photons).double().cpu()
     return (torch.poisson(rates, generator=gen) / photons).to(x.device, x.dtype)
 
 
+@corruption("impulse_noise", random=True, note="scikit-image random_noise('s&p') semantics, per channel value")
 def impulse_noise(x: Tensor, amount: float, gen: torch.Generator) -> Tensor:
     """Salt-and-pepper: each value becomes 0 or 1 (equally likely) with probability ``amount``.
 
@@ -37,6 +44,7 @@ def impulse_noise(x: Tensor, amount: float, gen: torch.Generator) -> Tensor:
     return torch.where(flip, salt.to(x.dtype), x)
 
 
+@corruption("speckle_noise", random=True, note=_EXACT)
 def speckle_noise(x: Tensor, sigma: float, gen: torch.Generator) -> Tensor:
     """x + x·N(0, σ²): multiplicative noise."""
     return x + x * sigma * draw("randn", x, gen)

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import Tensor
 
-from robusteval.data.corruptions import kernels
+import robusteval.data.corruptions.kernels as kernels
+from robusteval.data.corruptions.registry import corruption
 
 _WATER = (175 / 255, 238 / 255, 238 / 255)  # pale turquoise
 _MUD = (63 / 255, 42 / 255, 20 / 255)
@@ -24,6 +25,7 @@ _BOX3 = torch.full((3, 3), 1 / 9, dtype=torch.float64)
 _SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=torch.float64)
 
 
+@corruption("spatter", random=True, note="OpenCV steps ported; exact Euclidean distance transform")
 def spatter(x: Tensor, params: tuple[float, ...], gen: torch.Generator) -> Tensor:
     """Blurred, thresholded Gaussian 'liquid' drawn as water (mud = 0) or mud (mud = 1)."""
     loc, scale, sigma, threshold, intensity, mud = params

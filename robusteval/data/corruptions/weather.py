@@ -10,13 +10,15 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from robusteval.data.corruptions import kernels
+import robusteval.data.corruptions.kernels as kernels
+from robusteval.data.corruptions.registry import corruption
 from robusteval.data.corruptions.textures import FROST_TEXTURES, frost_texture, plasma_fractal
 from robusteval.errors import RobustEvalError
 
 _GRAY = (0.299, 0.587, 0.114)  # cv2.COLOR_RGB2GRAY
 
 
+@corruption("fog", random=True, note="same diamond-square plasma fractal, batched")
 def fog(x: Tensor, params: tuple[float, float], gen: torch.Generator) -> Tensor:
     """Add ``strength``·plasma fractal, rescale by max/(max + strength) per image."""
     strength, decay = params
@@ -27,6 +29,7 @@ def fog(x: Tensor, params: tuple[float, float], gen: torch.Generator) -> Tensor:
     return (x + strength * haze) * peak / (peak + strength)
 
 
+@corruption("snow", random=True, note="flake layer motion-blurred with the re-implemented ImageMagick kernel")
 def snow(x: Tensor, params: tuple[float, ...], gen: torch.Generator) -> Tensor:
     """Thresholded zoomed Gaussian flakes, motion-blurred at U(−135°, −45°), added twice (rotated 180°).
 
@@ -88,6 +91,9 @@ def frost_photos(directory: str, scale: float, min_height: int, min_width: int) 
     return tuple(photos)
 
 
+@corruption("frost", random=True,
+            note=("procedural frost textures instead of the reference photographs (set frost_dir to use them): "
+                  "not comparable with published frost numbers"))
 def frost(x: Tensor, params: tuple[float, float, float], gen: torch.Generator, photos: str | None = None) -> Tensor:
     """``image_weight``·x + ``frost_weight``·(random crop of a random frost texture) per image.
 
