@@ -53,7 +53,14 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--verbose", action="store_true", help="show full tracebacks on errors")
     common.add_argument("--quiet", action="store_true", help="no progress bars")
+    model_opts, prune_opts, gate_opts = _model_options(common), _prune_options(), _gate_options()
+    _run_commands(sub, model_opts, prune_opts, gate_opts)
+    _run_dir_commands(sub, common)
+    return parser
 
+
+def _model_options(common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The model, data and evaluation options of audit, evaluate and prune."""
     model_opts = argparse.ArgumentParser(add_help=False, parents=[common])
     model_opts.add_argument("model", help="model file: state_dict (.pt/.pth, needs --arch), .safetensors (needs "
                             "--arch), TorchScript (.pt), torch.export archive (.pt2), ONNX (.onnx); or "
@@ -82,18 +89,29 @@ def _parser() -> argparse.ArgumentParser:
                             "the config sets evaluate.adversarial.batch_size")
     model_opts.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     model_opts.add_argument("--seed", type=int, help="seed for sampling and generated conditions")
+    return model_opts
 
+
+def _prune_options() -> argparse.ArgumentParser:
     prune_opts = argparse.ArgumentParser(add_help=False)
     prune_opts.add_argument("--methods", help="comma-separated pruning methods: random, magnitude, "
                             "layer_magnitude, snip, grasp, synflow, l1_filter, coreset_filter")
     prune_opts.add_argument("--ratios", help="comma-separated prune ratios in [0, 1), e.g. 0.5,0.7,0.9")
     prune_opts.add_argument("--finetune-epochs", type=float, help="recovery fine-tuning epochs after pruning "
                             "(fractions allowed)")
+    return prune_opts
 
+
+def _gate_options() -> argparse.ArgumentParser:
     gate_opts = argparse.ArgumentParser(add_help=False)
     gate_opts.add_argument("--gate", help="gate rules YAML (see configs/gate.yaml); exit 1 when a budget is exceeded")
     gate_opts.add_argument("--junit", help="write the gate's JUnit XML here")
+    return gate_opts
 
+
+def _run_commands(sub: Any, model_opts: argparse.ArgumentParser, prune_opts: argparse.ArgumentParser,
+                  gate_opts: argparse.ArgumentParser) -> None:
+    """audit, evaluate and prune: the commands that load a model."""
     p = sub.add_parser("audit", parents=[model_opts, prune_opts, gate_opts], help="prune (per config), evaluate, "
                        "report and optionally gate", description="Prune MODEL into a family (when the config or "
                        "--methods ask for it), evaluate every member, write summary.json and report.html.",
@@ -114,6 +132,9 @@ def _parser() -> argparse.ArgumentParser:
                        "<out>/models/<id>.pt2 and write summary.json.", epilog=EPILOG)
     p.set_defaults(func=_cmd_prune)
 
+
+def _run_dir_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    """report, gate (on a run directory) and demo."""
     p = sub.add_parser("report", parents=[common], help="rebuild report.html from a run directory (no models)")
     p.add_argument("run_dir")
     p.add_argument("--tolerance", type=float, help="prune-potential tolerance δ (default from the run's config)")
@@ -131,7 +152,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="reports/demo", help="run directory (default: reports/demo)")
     p.add_argument("--config", default="quick", help="config (default: quick)")
     p.set_defaults(func=_cmd_demo)
-    return parser
 
 
 def _config(args: argparse.Namespace, default: str | None) -> Any:

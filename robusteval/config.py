@@ -1,7 +1,7 @@
 """The typed, validated run configuration (YAML files in ``configs/``).
 
-Each section is a frozen dataclass; sections owned by a subsystem (pruning, adversarial,
-calibration, OOD scores) are that subsystem's own settings class, composed here. Unknown
+Each section is a frozen dataclass; sections owned by a subsystem (pruning, the ``evaluate``
+section and its evaluators' settings) are that subsystem's own settings class, composed here. Unknown
 keys, wrong types and bad values are one-line errors naming the key.
 """
 from __future__ import annotations
@@ -17,26 +17,18 @@ from typing import Any, Union
 
 from robusteval import validate
 from robusteval.analysis import BASELINES, DEFAULT_TOLERANCE, check_tolerances
-from robusteval.data.corruptions import BENCHMARK_CORRUPTIONS, CORRUPTIONS, DEFAULT_NOISE_EPS, EXTRA_CORRUPTIONS
-from robusteval.data.ood_sets import OOD_SETS
 from robusteval.data.sources import SPLIT_SOURCES, parse_spec
 from robusteval.errors import RobustEvalError
-from robusteval.evaluators.adversarial import AdversarialSettings
-from robusteval.evaluators.calibration import CalibrationSettings
-from robusteval.evaluators.ood import OODSettings
+from robusteval.evaluators.base import DEFAULT_BATCH_SIZE
+from robusteval.evaluators.settings import CorruptionSettings, EvaluateSettings, NoiseSettings, OODConfig
 from robusteval.files import read_yaml_file
 from robusteval.pruning.settings import PruneSettings
 from robusteval.registry import unknown_name_message
 
+__all__ = ["CONFIG_DIR", "AnalysisSettings", "AuditConfig", "CorruptionSettings", "DataSettings", "EvaluateSettings",
+           "ModelSettings", "NoiseSettings", "OODConfig", "config_from_dict", "load_config", "read_config_file"]
+
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-
-
-def _check_specs(what: str, specs: dict[str, str]) -> None:
-    for name, spec in specs.items():
-        try:
-            parse_spec(spec)
-        except RobustEvalError as exc:
-            raise RobustEvalError(f"{what} {name!r}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -58,7 +50,7 @@ class DataSettings:
     train: str | None = "auto"
     subset: int | None = None
     seed: int = 0
-    batch_size: int = 250
+    batch_size: int = DEFAULT_BATCH_SIZE
     shard_size: int = 1000
     download: bool = True
 
@@ -81,72 +73,6 @@ class ModelSettings:
     std: tuple[float, ...] | None = None
     trust_pickle: bool = False
     checkpoint_key: str | None = None
-
-
-@dataclass(frozen=True)
-class CorruptionSettings:
-    """Common corruptions (generated on the fly, or read from ``files`` in robustbench's layout)."""
-
-    corruptions: tuple[str, ...] = BENCHMARK_CORRUPTIONS + EXTRA_CORRUPTIONS
-    severities: tuple[int, ...] = validate.SEVERITIES
-    subset: int | None = 1000
-    files: str | None = None
-    frost_dir: str | None = None
-    """A folder with the reference's frost photographs (frost1.png … frost5.jpg); else procedural textures."""
-
-    def __post_init__(self) -> None:
-        for name in self.corruptions:
-            CORRUPTIONS.get(name)
-        if self.frost_dir is not None and not Path(self.frost_dir).is_dir():
-            raise RobustEvalError(f"frost_dir: {self.frost_dir} is not a folder (expected frost1.png … frost5.jpg in it)")
-        validate.severities("severities", self.severities)
-        validate.positive_int("subset", self.subset, optional=True, must_be=True)
-
-
-@dataclass(frozen=True)
-class NoiseSettings:
-    """The uniform-noise resilience curve of Liebenwein et al. (2021)."""
-
-    eps: tuple[float, ...] = DEFAULT_NOISE_EPS
-    subset: int | None = 1000
-
-    def __post_init__(self) -> None:
-        if not self.eps or any(not 0 <= e <= 1 for e in self.eps):
-            raise RobustEvalError(f"noise eps must be a non-empty list in [0, 1], got {list(self.eps)}")
-        validate.positive_int("subset", self.subset, optional=True, must_be=True)
-
-
-@dataclass(frozen=True)
-class OODConfig:
-    """Out-of-distribution sets: synthetic ``sets`` and data ``sources`` (name → data spec)."""
-
-    sets: tuple[str, ...] = ("gaussian_noise", "uniform_noise", "blobs", "pixel_shuffled", "patch_shuffled")
-    sources: dict[str, str] = field(default_factory=dict)
-    subset: int | None = 1000
-    scores: OODSettings = field(default_factory=OODSettings)
-
-    def __post_init__(self) -> None:
-        for name in self.sets:
-            OOD_SETS.get(name)
-        validate.positive_int("subset", self.subset, optional=True, must_be=True)
-        _check_specs("OOD source", self.sources)
-
-
-@dataclass(frozen=True)
-class EvaluateSettings:
-    """Which evaluator families run; a section set to null (or absent, for optional ones) is off."""
-
-    clean: bool = True
-    agreement: bool = True
-    calibration: CalibrationSettings | None = field(default_factory=CalibrationSettings)
-    corruption: CorruptionSettings | None = None
-    noise: NoiseSettings | None = None
-    ood: OODConfig | None = None
-    shift: dict[str, str] = field(default_factory=dict)
-    adversarial: AdversarialSettings | None = None
-
-    def __post_init__(self) -> None:
-        _check_specs("shift set", self.shift)
 
 
 @dataclass(frozen=True)

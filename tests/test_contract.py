@@ -146,3 +146,16 @@ def test_records_have_one_shape():
     assert record["metrics"] == {"adversarial/fgsm/0.1/accuracy": 0.5}
     assert set(record) == {"model", "condition", "family", "n", "metrics", "details", "warnings", "note", "meta",
                            "config", "seed", "seconds"}
+
+
+def test_attack_settings_without_a_batch_size_work_outside_an_audit():
+    """``adversarial.batch_size`` defaults to the run's evaluation batch size; a direct call uses the default."""
+    from robusteval.evaluators.adversarial import AdversarialSettings, AttackInputs, AdversarialEvaluator
+
+    settings = AdversarialSettings(attacks=("fgsm",), linf_eps=(0.01,), l2_eps=(0.1,), autoattack="off",
+                                   min_norm=(), transfer=(), large_eps=None, sample_size=8)
+    assert settings.batch_size is None
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3)).eval()
+    x, y = torch.rand(8, 3, 2, 2), torch.arange(8) % 3
+    result = AdversarialEvaluator(settings)(AttackInputs(model, x, y))
+    assert set(result.metrics) == {"clean_accuracy", "fgsm/0.01/accuracy"}

@@ -9,6 +9,7 @@ dense model; the engine feeds them to every model as a shared condition.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,7 @@ from torch import nn
 from robusteval import validate
 from robusteval.errors import RobustEvalError, expected
 from robusteval.evaluators import adversarial_checks as checks
-from robusteval.evaluators.base import Evaluator, Result
+from robusteval.evaluators.base import DEFAULT_BATCH_SIZE, Evaluator, Result
 from robusteval.evaluators.attacks import (
     AUTOATTACK_PRESETS,
     FIXED_EPS_ATTACKS,
@@ -166,6 +167,7 @@ def evaluate_adversarial(
     which robust accuracy falls to 50%, with no ε to choose.
     """
     x, y = validate_inputs(x, y)
+    settings = _sized(settings)
     n, bs, seed = len(x), settings.batch_size, settings.seed
     logits = _clean_logits(model, x, y, bs)
     correct = logits.argmax(dim=1) == y
@@ -211,6 +213,11 @@ def evaluate_adversarial(
     details.update(curves={a: _keyed(c) for a, c in curves.items()}, noise={k: _keyed(c) for k, c in noise.items()},
                    checks={c.name: c.as_detail() for c in results})
     return Result(metrics=metrics, warnings=warnings, details=details)
+
+
+def _sized(settings: AdversarialSettings) -> AdversarialSettings:
+    """``settings`` with a batch size: an audit fills in ``data.batch_size``, a direct call the default."""
+    return settings if settings.batch_size is not None else dataclasses.replace(settings, batch_size=DEFAULT_BATCH_SIZE)
 
 
 def _clean_logits(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -319,6 +326,7 @@ def craft_transfer(
 ) -> dict[str, torch.Tensor]:
     """Adversarial examples crafted on ``dense`` for every transfer attack and ε: ``{"linf_pgd/0.00784": x_adv}``."""
     x, y = validate_inputs(x, y)
+    settings = _sized(settings)
     out: dict[str, torch.Tensor] = {}
     for attack in settings.transfer:
         eps = settings.eps_for(FIXED_EPS_ATTACKS.get(attack).norm)

@@ -25,6 +25,8 @@ from robusteval.metrics import Metric
 from robusteval.registry import Registry
 
 In = TypeVar("In")
+DEFAULT_BATCH_SIZE = 250
+"""Images per forward pass unless the run sets ``data.batch_size``."""
 
 
 @dataclass(frozen=True)
