@@ -32,14 +32,8 @@ import numpy as np
 
 from robusteval.analysis.derive import family_means
 from robusteval.analysis.model import Analysis, Evidence, ModelInfo
-from robusteval.analysis.potential import (
-    Curve,
-    Point,
-    bootstrap_mean_ci,
-    mean_halfwidth,
-    potential_interval,
-    prune_potential,
-)
+from robusteval.analysis import potential
+from robusteval.analysis.potential import Curve, Point, potential_interval, prune_potential
 from robusteval.errors import RobustEvalError
 from robusteval.metrics import FAMILIES, attack_point, corruption_point, drop, key_matches, noise_point, reference_value
 from robusteval.records import CONTROL_ID
@@ -119,11 +113,11 @@ class _Bootstrap:
         by_model = self.paired.get(key, {})
         if self.dense not in by_model or model not in by_model or len(by_model[self.dense]) != len(by_model[model]):
             return None
-        return bootstrap_mean_ci(by_model[self.dense].astype(float) - by_model[model].astype(float), **self.options)
+        return potential.bootstrap_mean_ci(by_model[self.dense].astype(float) - by_model[model].astype(float), **self.options)
 
     def dense_halfwidth(self, key: str) -> float | None:
         reference = self.paired.get(key, {}).get(self.dense)
-        return None if reference is None else mean_halfwidth(reference.astype(float), **self.options)
+        return None if reference is None else potential.mean_halfwidth(reference.astype(float), **self.options)
 
 
 def _curve(key: str, method: str, ref: float, tol: float, members: Sequence[ModelInfo],
