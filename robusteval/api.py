@@ -77,7 +77,8 @@ def _audit(run: RunDir, model: str | Path | nn.Module, config: AuditConfig,
     _start_manifest(run, config, clean, shas, command)
     members = list(_family(dense, candidate, config, clean, run, progress))
     models = [ModelEntry(m.id, m.model) for m in members]
-    engine = EngineSettings(data.batch_size, data.shard_size, progress, (("config", config.digest()), ("seed", data.seed)))
+    engine = EngineSettings(data.batch_size, data.shard_size, progress,
+                            (("config", config.digest()), ("seed", data.seed)))
     if adv is not None and adv.transfer and has_gradients(dense):
         conditions += transfer_conditions(run, dense, *_attack_sample(clean, adv), clean.classes, adv)
     run_conditions(models, conditions, run, config.evaluate, engine)

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 __all__ = ["CURVE_PANELS", "FAMILIES", "AttackPoint", "Metric", "MetricKey", "attack_point", "corruption_condition",
            "corruption_key", "corruption_point", "declare", "drop", "family_of", "key_matches", "lower_is_better",
-           "metric_key", "noise_condition", "noise_key", "noise_point", "ood_point", "reference_value", "shift_point", "spec"]
+           "metric_key", "noise_condition", "noise_key", "noise_point", "ood_point", "reference_value", "shift_point",
+           "spec"]
 
 FAMILIES: dict[str, str] = {
     "clean": "clean accuracy",

@@ -92,7 +92,8 @@ def analyse(summary: Mapping[str, Any], records: Iterable[Mapping[str, Any]] = (
         if ref is not None:
             tol = tolerance_for(key, default=tolerance, tolerances=tolerances)
             for method in dict.fromkeys(m.method for m in pruned):
-                members = sorted((m for m in pruned if m.method == method and key in values[m.id]), key=lambda m: m.ratio)
+                members = sorted((m for m in pruned if m.method == method and key in values[m.id]),
+                                 key=lambda m: m.ratio)
                 if members:
                     curves.setdefault(key, {})[method] = _curve(key, method, ref, tol, members, values, stats)
     families = {f: k for f, k in _headlines(values[dense_id]).items() if k in curves}
@@ -113,7 +114,8 @@ class _Bootstrap:
         by_model = self.paired.get(key, {})
         if self.dense not in by_model or model not in by_model or len(by_model[self.dense]) != len(by_model[model]):
             return None
-        return potential.bootstrap_mean_ci(by_model[self.dense].astype(float) - by_model[model].astype(float), **self.options)
+        diff = by_model[self.dense].astype(float) - by_model[model].astype(float)
+        return potential.bootstrap_mean_ci(diff, **self.options)
 
     def dense_halfwidth(self, key: str) -> float | None:
         reference = self.paired.get(key, {}).get(self.dense)

@@ -40,8 +40,8 @@ from robusteval.evaluators.attacks import (
 from robusteval.metrics import Metric
 from robusteval.registry import unknown_name_message
 
-__all__ = ["AdversarialEvaluator", "AdversarialSettings", "AttackInputs", "craft_transfer", "evaluate_adversarial", "format_eps",
-           "select_sample"]
+__all__ = ["AdversarialEvaluator", "AdversarialSettings", "AttackInputs", "craft_transfer", "evaluate_adversarial",
+           "format_eps", "select_sample"]
 
 
 @dataclass(frozen=True)

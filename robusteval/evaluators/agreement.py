@@ -22,7 +22,8 @@ class AgreementEvaluator(LogitEvaluator):
     """
 
     name = "agreement"
-    declares = (Metric("top1", True, label="top-1 agreement with dense"), Metric("kl", False, "nats", "KL(dense || pruned)"),
+    declares = (Metric("top1", True, label="top-1 agreement with dense"),
+                Metric("kl", False, "nats", "KL(dense || pruned)"),
                 Metric("l2", False, "", "L2 distance of the softmax vectors"),
                 Metric("linf", False, "", "L∞ distance of the softmax vectors"),
                 Metric("dense_correct_pruned_wrong", False, label="samples dense gets right and pruned wrong"),
