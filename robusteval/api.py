@@ -22,6 +22,7 @@ from robusteval.conditions import build_conditions
 from robusteval.config import AuditConfig
 from robusteval.data.arrays import LabeledArrays, match_sources
 from robusteval.data.sources import load_source
+from robusteval.device import check_autocast, model_device, resolve_device
 from robusteval.engine import EngineSettings, ModelEntry, run_attacks, run_conditions, transfer_conditions
 from robusteval.errors import RobustEvalError, describe, warn
 from robusteval.evaluators.adversarial import AdversarialSettings, select_sample
@@ -61,24 +62,26 @@ def audit(model: str | Path | nn.Module, *, config: AuditConfig | None = None, o
     write the run directory ``out``. With ``reference``, ``model`` is an already pruned model
     compared against the dense ``reference`` (no pruning)."""
     config = config or AuditConfig()
-    _threads(config)
+    device = _setup(config)
     with RunDir(out or default_out()).writing() as run:
-        return _audit(run, model, config, reference, progress, command)
+        return _audit(run, model, config, reference, progress, command, device)
 
 
 def _audit(run: RunDir, model: str | Path | nn.Module, config: AuditConfig,
-           reference: str | Path | nn.Module | None, progress: bool, command: list[str] | None) -> Run:
+           reference: str | Path | nn.Module | None, progress: bool, command: list[str] | None,
+           device: torch.device) -> Run:
     """load → prune → evaluate → attack → summary, each stage given its own settings section."""
     started, adv, data = time.time(), config.evaluate.adversarial, config.data
     clean = _evaluation_data(config)
-    dense, shas, candidate = _load_models(model, reference, config, clean)
+    dense, shas, candidate = _load_models(model, reference, config, clean, device)
     conditions = build_conditions(config.evaluate, clean, seed=data.seed, subset=data.subset,
                                   download=data.download)  # every data source is read before anything is written
-    _start_manifest(run, config, clean, shas, command)
+    _start_manifest(run, config, clean, shas, command, device)
     members = list(_family(dense, candidate, config, clean, run, progress))
     models = [ModelEntry(m.id, m.model) for m in members]
     engine = EngineSettings(data.batch_size, data.shard_size, progress,
-                            (("config", config.digest()), ("seed", data.seed)))
+                            (("config", config.digest()), ("seed", data.seed), ("device", str(device)),
+                             ("precision", config.precision)), config.precision, config.channels_last)
     if adv is not None and adv.transfer and has_gradients(dense):
         conditions += transfer_conditions(run, dense, *_attack_sample(clean, adv), clean.classes, adv)
     run_conditions(models, conditions, run, config.evaluate, engine)
@@ -105,12 +108,13 @@ def _attack_sample(clean: LabeledArrays, settings: AdversarialSettings) -> tuple
 
 
 def _load_models(model: str | Path | nn.Module, reference: str | Path | nn.Module | None, config: AuditConfig,
-                 clean: LabeledArrays) -> tuple[nn.Module, dict[str, str], tuple[str, nn.Module] | None]:
+                 clean: LabeledArrays, device: torch.device
+                 ) -> tuple[nn.Module, dict[str, str], tuple[str, nn.Module] | None]:
     """The dense model, every model's sha256 and, with ``reference``, the given pruned model (id, module)."""
-    dense, dense_sha = _load(reference if reference is not None else model, config, clean, "model")
+    dense, dense_sha = _load(reference if reference is not None else model, config, clean, "model", device)
     if reference is None:
         return dense, {DENSE_ID: dense_sha}, None
-    given, sha = _load(model, config, clean, "pruned model")
+    given, sha = _load(model, config, clean, "pruned model", device)
     return dense, {DENSE_ID: dense_sha, _candidate_id(model): sha}, (_candidate_id(model), given)
 
 
@@ -132,27 +136,31 @@ def prune(model: str | Path | nn.Module, *, config: AuditConfig, out: str | Path
     """Build and save the pruned family only (``<out>/models/<id>.pt2``); summary.json lists it."""
     if config.pruning is None:
         raise RobustEvalError("prune needs pruning methods and ratios (--methods, --ratios or a config)")
-    _threads(config)
+    device = _setup(config)
     with RunDir(out or default_out()).writing() as run:
         clean = load_source(config.data.source, subset=config.data.subset, seed=config.data.seed,
                             download=config.data.download)
-        dense, sha = _load(model, config, clean, "model")
-        _start_manifest(run, config, clean, {DENSE_ID: sha}, command)
+        dense, sha = _load(model, config, clean, "model", device)
+        _start_manifest(run, config, clean, {DENSE_ID: sha}, command, device)
         ids = []
         for m in _family(dense, None, config, clean, run, progress):
             ids.append(m.id)
         return Run(run.path, _summary(run, config, None, (ids, [])))
 
 
-def _threads(config: AuditConfig) -> None:
+def _setup(config: AuditConfig) -> torch.device:
+    """CPU threads, and the device the run uses (with its precision checked there)."""
     if config.threads:
         torch.set_num_threads(config.threads)
-    if config.device != "cpu":
-        raise RobustEvalError(f"device {config.device!r} is not supported yet; use cpu")
+    device = resolve_device(config.device)
+    check_autocast(device, config.precision)
+    return device
 
 
-def _load(model: str | Path | nn.Module, config: AuditConfig, clean: LabeledArrays, name: str) -> tuple[nn.Module, str]:
-    """Load (or take) a model, wrap normalisation, probe it against the data; returns (model, sha256)."""
+def _load(model: str | Path | nn.Module, config: AuditConfig, clean: LabeledArrays, name: str,
+          device: torch.device) -> tuple[nn.Module, str]:
+    """Load (or take) a model (weights are read to CPU), wrap normalisation, move it to ``device`` (an
+    onnxruntime model stays on CPU), probe it against the data; returns (model, sha256)."""
     if isinstance(model, nn.Module):
         loaded, sha = model.eval(), _state_sha(model)
     else:
@@ -162,9 +170,20 @@ def _load(model: str | Path | nn.Module, config: AuditConfig, clean: LabeledArra
                             trust_pickle=config.model.trust_pickle, checkpoint_key=config.model.checkpoint_key)
         sha = file_sha256(path) if path.is_file() else ""
         name = source.label
-    loaded = with_normalization(loaded, config.model.mean, config.model.std)
+    loaded = _placed(with_normalization(loaded, config.model.mean, config.model.std), device, config.channels_last)
     check_model(loaded, clean.image_shape, clean.num_logits, name)
     return loaded, sha
+
+
+def _placed(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
+    """``model`` on ``device`` (in channels-last memory format if asked); onnxruntime models stay on CPU."""
+    if not has_gradients(model):
+        return model
+    try:
+        model = model.to(device)
+        return model.to(memory_format=torch.channels_last) if channels_last else model
+    except Exception as exc:  # TorchScript or exported graphs can pin tensors to a device
+        raise RobustEvalError(f"the model cannot be moved to {device}: {describe(exc)}") from exc
 
 
 def _state_sha(model: nn.Module) -> str:
@@ -218,7 +237,7 @@ def _plain_member(model: nn.Module, model_id: str, method: str, example: torch.T
     """A given (not pruned here) model with its costs; opaque models (TorchScript, export, ONNX) have no
     inspectable layers, so their sparsity and MACs are unknown (null)."""
     try:
-        info = model_info(model, example, dense=dense, measure_latency=latency)
+        info = model_info(model, example.to(model_device(model)), dense=dense, measure_latency=latency)
     except RobustEvalError:
         raise
     except Exception as exc:  # the model's own code failed on a batch size the probe did not try
@@ -245,7 +264,7 @@ def _register(run: RunDir, member: FamilyMember) -> None:
 
 
 def _start_manifest(run: RunDir, config: AuditConfig, clean: LabeledArrays, model_sha: dict[str, str],
-                    command: list[str] | None) -> None:
+                    command: list[str] | None, device: torch.device) -> None:
     """Write the manifest; refuse to mix results of a different config into an existing run (one that
     recorded nothing yet, e.g. stopped by bad input, starts over)."""
     old = run.read_manifest() if run.models() or run.done() else None
@@ -260,6 +279,8 @@ def _start_manifest(run: RunDir, config: AuditConfig, clean: LabeledArrays, mode
         "config_digest": config.digest(),
         "config": config.to_dict(),
         "seed": config.data.seed,
+        "device": str(device),
+        "precision": config.precision,
         "model_sha256": model_sha,
         "data": {"source": config.data.source, "n": len(clean), "classes": list(clean.classes),
                  "sha256": data_hash},

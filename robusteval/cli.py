@@ -88,6 +88,11 @@ def _model_options(common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     model_opts.add_argument("--batch-size", type=int, help="evaluation batch size, also the attacks' unless "
                             "the config sets evaluate.adversarial.batch_size")
     model_opts.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    model_opts.add_argument("--device", help="auto (default: CUDA, then MPS, else CPU), cpu, cuda, cuda:N or mps")
+    model_opts.add_argument("--precision", help="forward passes in fp32 (default), bf16 or fp16 autocast; attacks and "
+                            "pruning scores always run in fp32")
+    model_opts.add_argument("--channels-last", action="store_true", help="models and inputs in channels-last "
+                            "memory format (often faster on GPUs)")
     model_opts.add_argument("--seed", type=int, help="seed for sampling and generated conditions")
     return model_opts
 
@@ -185,6 +190,8 @@ _CONFIG_FLAGS = (
     ("--std", "std", ("model", "std")), ("--trust-pickle", "trust_pickle", ("model", "trust_pickle")),
     ("--methods", "methods", ("pruning", "methods")), ("--ratios", "ratios", ("pruning", "ratios")),
     ("--finetune-epochs", "finetune_epochs", ("pruning", "finetune", "epochs")), ("--threads", "threads", ("threads",)),
+    ("--device", "device", ("device",)), ("--precision", "precision", ("precision",)),
+    ("--channels-last", "channels_last", ("channels_last",)),
 )
 
 

@@ -18,6 +18,7 @@ from typing import Any, Union
 from robusteval import validate
 from robusteval.analysis import BASELINES, DEFAULT_TOLERANCE, check_tolerances
 from robusteval.data.sources import SPLIT_SOURCES, parse_spec
+from robusteval.device import check_device_spec, check_precision
 from robusteval.errors import RobustEvalError
 from robusteval.evaluators.base import DEFAULT_BATCH_SIZE
 from robusteval.evaluators.settings import CorruptionSettings, EvaluateSettings, NoiseSettings, OODConfig
@@ -97,7 +98,9 @@ class AnalysisSettings:
 @dataclass(frozen=True)
 class AuditConfig:
     """A whole run. ``pruning: null`` evaluates the given model alone. An unset (None)
-    ``evaluate.adversarial.batch_size`` becomes ``data.batch_size`` here, once."""
+    ``evaluate.adversarial.batch_size`` becomes ``data.batch_size`` here, once. ``device`` stays as
+    written (``auto``), so the digest does not depend on the machine; the manifest records the device
+    it resolved to."""
 
     data: DataSettings = field(default_factory=DataSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
@@ -105,10 +108,14 @@ class AuditConfig:
     evaluate: EvaluateSettings = field(default_factory=EvaluateSettings)
     analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
     threads: int | None = None
-    device: str = "cpu"
+    device: str = "auto"
+    precision: str = "fp32"
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         validate.positive_int("threads", self.threads, optional=True, must_be=True)
+        check_device_spec(self.device)
+        check_precision(self.precision)
         adversarial = self.evaluate.adversarial
         if adversarial is not None and adversarial.batch_size is None:  # the evaluation batch size
             adversarial = dataclasses.replace(adversarial, batch_size=self.data.batch_size)

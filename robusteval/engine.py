@@ -24,7 +24,8 @@ from torch import nn
 from tqdm import tqdm
 
 from robusteval.conditions import Condition, transfer_condition
-from robusteval.errors import RobustEvalError
+from robusteval.device import autocast, model_device, pinned, to_device
+from robusteval.errors import RobustEvalError, warn
 from robusteval.escaping import visible
 from robusteval.evaluators.accuracy import per_sample_correct
 from robusteval.evaluators.adversarial import AdversarialEvaluator, AttackInputs, craft_transfer
@@ -54,12 +55,15 @@ class ModelEntry:
 @dataclass(frozen=True)
 class EngineSettings:
     """Batching (``batch_size`` images per forward pass, ``shard_size`` per saved shard), progress bars,
-    and the provenance every record carries (config digest, seed)."""
+    the provenance every record carries (config digest, seed, device, precision), and how forward
+    passes run: ``precision`` (autocast, see :mod:`robusteval.device`), ``channels_last`` inputs."""
 
     batch_size: int
     shard_size: int
     progress: bool = True
     provenance: tuple[tuple[str, Any], ...] = ()
+    precision: str = "fp32"
+    channels_last: bool = False
 
 
 def run_conditions(models: Sequence[ModelEntry], conditions: Sequence[Condition], run: RunDir,
@@ -109,27 +113,58 @@ def _compute_shards(condition: Condition, forward: list[ModelEntry], run: RunDir
         work += [(k, b, pending) for b in shard] if pending else []
     bar.set_postfix_str(visible(condition.key), refresh=False)
     partial: dict[str, list[torch.Tensor]] = {}
-    for (k, (start, stop, index), pending), x in zip(work, _prefetch(condition, work)):
+    halved: set[str] = set()
+    pin = any(model_device(m.module).type == "cuda" for m in forward)
+    for (k, (start, stop, index), pending), x in zip(work, _prefetch(condition, work, pin)):
+        on_device: dict[torch.device, torch.Tensor] = {}
         with torch.inference_mode():
             for m in pending:
-                partial.setdefault(m.id, []).append(condition.restrict(run_batch(m.module, x, f"model {m.id!r}").float()))
+                device = model_device(m.module)
+                if device not in on_device:
+                    on_device[device] = to_device(x, device, channels_last=settings.channels_last)
+                with autocast(device, settings.precision):
+                    logits = _forward(m, on_device[device], condition, halved)
+                partial.setdefault(m.id, []).append(condition.restrict(logits.float().cpu()))
         bar.update((stop - start) * len(pending))
         if index == shards[k][-1][2]:  # last batch of the shard: persist it
             for m in pending:
                 _save_shard(_shard_path(run, condition, m.id, k), torch.cat(partial.pop(m.id)))
 
 
-def _prefetch(condition: Condition, work: list) -> Iterator[torch.Tensor]:
-    """Make the next batch's inputs in a worker thread while models run on the current one."""
+def _forward(m: ModelEntry, x: torch.Tensor, condition: Condition, halved: set[str]) -> torch.Tensor:
+    """``m``'s logits on ``x``; a batch that runs out of device memory is retried in halves (the same
+    logits: every sample's forward pass is independent in eval mode), said once per condition."""
+    try:
+        return run_batch(m.module, x, f"model {m.id!r}")
+    except torch.OutOfMemoryError:
+        if len(x) == 1:
+            raise RobustEvalError(f"model {m.id!r} runs out of device memory on a single input of "
+                                  f"{condition.key}") from None
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    if condition.key not in halved:
+        halved.add(condition.key)
+        warn(f"{condition.key}: model {m.id!r} ran out of device memory on a batch of {len(x)}; retrying in halves "
+             "(a smaller --batch-size avoids the retries)")
+    half = len(x) // 2
+    return torch.cat([_forward(m, x[:half], condition, halved), _forward(m, x[half:], condition, halved)])
+
+
+def _prefetch(condition: Condition, work: list, pin: bool) -> Iterator[torch.Tensor]:
+    """Make the next batch's inputs in a worker thread while models run on the current one (in
+    page-locked memory when ``pin``, so the copy to a CUDA device is asynchronous)."""
     if not work:
         return
+
+    def make(start: int, stop: int, index: int) -> torch.Tensor:
+        return pinned(condition.inputs(start, stop, index), pin)
+
     with ThreadPoolExecutor(max_workers=1) as pool:
-        future = pool.submit(condition.inputs, work[0][1][0], work[0][1][1], work[0][1][2])
+        future = pool.submit(make, *work[0][1])
         for j in range(len(work)):
             x = future.result()
             if j + 1 < len(work):
-                _, (s, e, i), _ = work[j + 1]
-                future = pool.submit(condition.inputs, s, e, i)
+                future = pool.submit(make, *work[j + 1][1])
             yield x
 
 

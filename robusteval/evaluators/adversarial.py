@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from robusteval import validate
+from robusteval.device import model_device
 from robusteval.errors import RobustEvalError, expected
 from robusteval.evaluators import adversarial_checks as checks
 from robusteval.evaluators.base import DEFAULT_BATCH_SIZE, Evaluator, Result
@@ -151,6 +152,13 @@ def validate_inputs(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, tor
     return x, y
 
 
+def _on_device(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sample on the model's device; attacks always run in fp32 (no autocast: half-precision gradients
+    can vanish and make a model look robust)."""
+    device = model_device(model)
+    return x.to(device), y.to(device)
+
+
 def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     with attack_mode(model), torch.no_grad():
         return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
@@ -166,7 +174,7 @@ def evaluate_adversarial(
     finds (0 where the clean prediction is already wrong, inf where none is found): the ε at
     which robust accuracy falls to 50%, with no ε to choose.
     """
-    x, y = validate_inputs(x, y)
+    x, y = _on_device(model, *validate_inputs(x, y))
     settings = _sized(settings)
     n, bs, seed = len(x), settings.batch_size, settings.seed
     logits = _clean_logits(model, x, y, bs)
@@ -325,14 +333,14 @@ def craft_transfer(
     dense: nn.Module, x: torch.Tensor, y: torch.Tensor, *, settings: AdversarialSettings
 ) -> dict[str, torch.Tensor]:
     """Adversarial examples crafted on ``dense`` for every transfer attack and ε: ``{"linf_pgd/0.00784": x_adv}``."""
-    x, y = validate_inputs(x, y)
+    x, y = _on_device(dense, *validate_inputs(x, y))
     settings = _sized(settings)
     out: dict[str, torch.Tensor] = {}
     for attack in settings.transfer:
         eps = settings.eps_for(FIXED_EPS_ATTACKS.get(attack).norm)
         _, advs = fixed_eps_attack(dense, x, y, attack=attack, eps=eps, steps=settings.pgd_steps, seed=settings.seed,
                                    batch_size=settings.batch_size, keep_adversarials=True)
-        out.update({f"{attack}/{format_eps(e)}": a for e, a in zip(eps, advs or [])})
+        out.update({f"{attack}/{format_eps(e)}": a.cpu() for e, a in zip(eps, advs or [])})
     return out
 
 

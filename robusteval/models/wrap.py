@@ -6,6 +6,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from robusteval.device import model_device
 from robusteval.errors import RobustEvalError, describe
 
 
@@ -48,7 +49,7 @@ def with_normalization(model: nn.Module, mean: Sequence[float] | None, std: Sequ
 
 def check_model(model: nn.Module, image_shape: tuple[int, int, int], num_classes: int, name: str = "model") -> None:
     """Run a probe batch of the data's shape; the output must be (batch, num_classes) and finite."""
-    probe = torch.rand(2, *image_shape, generator=torch.Generator().manual_seed(0))
+    probe = torch.rand(2, *image_shape, generator=torch.Generator().manual_seed(0)).to(model_device(model))
     try:
         with torch.inference_mode():
             out = model(probe)
@@ -75,10 +76,11 @@ def has_gradients(model: nn.Module) -> bool:
 
 def run_batch(model: nn.Module, x: torch.Tensor, name: str) -> torch.Tensor:
     """``model(x)`` for a batch of the evaluation; a failure (or a wrong output shape) names the model and the
-    batch size, since a model that passed the probe batch of 2 can still fail on a larger one."""
+    batch size, since a model that passed the probe batch of 2 can still fail on a larger one (running out
+    of device memory is raised as it is)."""
     try:
         out = model(x)
-    except RobustEvalError:
+    except (RobustEvalError, torch.OutOfMemoryError):  # out of memory: the engine retries in halves
         raise
     except Exception as exc:  # any failure inside the model's own code
         raise RobustEvalError(f"{name} failed on a batch of {len(x)} inputs (the load-time probe of 2 ran; try the "

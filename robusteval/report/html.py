@@ -31,6 +31,7 @@ from robusteval.report.sections import (
     _robustness,
     _verdict,
     attack_strength_note,
+    precision_note,
 )
 from robusteval.results import RunDir
 
@@ -67,7 +68,8 @@ def render_report(analysis: Analysis, manifest: Mapping[str, Any], *, title: str
     with matplotlib.rc_context({"text.parse_math": False}):  # '$' in a model id is text, not mathtext
         robustness = _robustness(analysis)
         parts = {
-            "verdict": _recovery(m.entry for m in analysis.models) + _verdict(analysis) + strength,
+            "verdict": precision_note(manifest) + _recovery(m.entry for m in analysis.models) + _verdict(analysis)
+            + strength,
             "curves": _curves(analysis),
             "corruption": _corruptions(analysis) + _condition_notes(analysis.evidence.notes.get("corruption", {})),
             "robustness": strength + robustness if robustness else "",

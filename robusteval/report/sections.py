@@ -90,6 +90,15 @@ def attack_strength_note(manifest: Mapping[str, Any]) -> str:
             "with published robust accuracies.</p>")
 
 
+def precision_note(manifest: Mapping[str, Any]) -> str:
+    """Says when forward passes ran in reduced precision (the attacks and pruning scores never do)."""
+    precision = manifest.get("precision", "fp32")
+    if precision == "fp32":
+        return ""
+    return (f'<p class="note">Precision: forward passes in {_e(precision)} autocast; attacks and pruning scores in '
+            f"fp32 (device {_e(manifest.get('device', 'unknown'))}).</p>")
+
+
 def _recovery(entries: Iterable[Mapping[str, Any]]) -> str:
     """What recovery followed pruning, per method: the report must say it (it changes the picture)."""
     by_method: dict[str, set[str]] = {}
