@@ -22,7 +22,7 @@ class Record:
     """One model's metrics on one condition: flat ``metrics`` keyed by the metric contract
     (:mod:`robusteval.metrics`), JSON-able ``details`` per evaluator, ``warnings`` (e.g. failed
     attack checks), how the inputs were made (``note``, ``meta``), per-sample top-1 correctness
-    (``correct``, packed bits) and ``provenance`` (config digest, seed)."""
+    (``correct``, packed bits) and ``provenance`` (config digest, seed, device, precision)."""
 
     model: str
     condition: str
