@@ -21,7 +21,9 @@ class _LinearizedCopy:
     """
 
     def __init__(self, model: nn.Module, layer_names: Sequence[str], example_input: torch.Tensor) -> None:
-        self.model = copy.deepcopy(model).double().eval()
+        self.device = example_input.device
+        work = torch.device("cpu") if self.device.type == "mps" else self.device  # MPS has no float64
+        self.model = copy.deepcopy(model).to(work).double().eval()
         with torch.no_grad():
             for tensor in self.model.state_dict().values():
                 if tensor.is_floating_point():
@@ -31,17 +33,18 @@ class _LinearizedCopy:
         self.abs_weights = {name: m.weight.detach().clone() for name, m in self.layers.items()}
         for p in self.model.parameters():
             p.requires_grad_(True)
-        self.ones = torch.ones_like(example_input[:1], dtype=torch.float64)
+        self.ones = torch.ones_like(example_input[:1], dtype=torch.float64, device=work)
 
     def scores(self, masks: Masks | None) -> dict[str, torch.Tensor]:
         with torch.no_grad():
             for name, m in self.layers.items():
                 w = self.abs_weights[name]
-                m.weight.copy_(w if masks is None else w * masks[name])
+                m.weight.copy_(w if masks is None else w * masks[name].to(w.device))
         weights = [m.weight for m in self.layers.values()]
         with torch.enable_grad():
             grads = torch.autograd.grad(self.model(self.ones).sum(), weights)
-        return {name: (g * w).detach().abs() for name, g, w in zip(self.layers, grads, weights)}
+        dtype = torch.float32 if self.device.type == "mps" else torch.float64  # scores ranked where the masks live
+        return {name: (g * w).detach().abs().to(self.device, dtype) for name, g, w in zip(self.layers, grads, weights)}
 
 
 def synflow_scores(
