@@ -8,6 +8,7 @@ always run in fp32; ``precision`` applies to forward-only inference (:func:`auto
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 
 import torch
@@ -70,12 +71,18 @@ def check_autocast(device: torch.device, precision: str) -> None:
     if not torch.amp.is_autocast_available(device.type):
         raise RobustEvalError(f"precision {precision} needs autocast, which torch {torch.__version__} does not "
                               f"offer on {device.type}; use fp32")
-    try:
-        with torch.autocast(device.type, dtype=dtype):
-            pass
-    except (RuntimeError, ValueError) as exc:
-        raise RobustEvalError(f"precision {precision} is not supported on {device.type} by torch "
-                              f"{torch.__version__} ({str(exc).splitlines()[0][:120]}); use fp32") from None
+    with warnings.catch_warnings(record=True) as caught:  # an unsupported dtype warns and disables autocast
+        warnings.simplefilter("always")
+        try:
+            with torch.autocast(device.type, dtype=dtype):
+                pass
+        except (RuntimeError, ValueError) as exc:
+            warnings.warn(str(exc), RuntimeWarning, stacklevel=1)
+    refused = [str(w.message).splitlines()[0][:120] for w in caught if w.category is RuntimeWarning
+               or "autocast" in str(w.message).lower()]
+    if refused:
+        raise RobustEvalError(f"precision {precision} is not supported on {device.type} by torch {torch.__version__} "
+                              f"({refused[0]}); use fp32")
 
 
 @contextlib.contextmanager

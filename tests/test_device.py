@@ -69,6 +69,13 @@ def test_fp16_and_bf16_autocast_are_accepted_on_cpu():
 
 
 @pytest.mark.skipif(HAS_CUDA, reason="this machine has CUDA")
+def test_a_precision_torch_cannot_autocast_is_refused():
+    """torch warns and disables autocast for a dtype (or device) it cannot autocast: refused in one line."""
+    with pytest.raises(RobustEvalError, match="precision bf16 is not supported on cuda .*; use fp32"):
+        check_autocast(torch.device("cuda"), "bf16")
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="this machine has CUDA")
 def test_cli_device_cuda_without_cuda_is_exit_2_with_one_line(tmp_path, capsys):
     code = main(["evaluate", str(BUNDLED_MODEL), "--arch", BUNDLED_ARCH, "--subset", "20", "--device", "cuda",
                  "--out", str(tmp_path / "o"), "--quiet", "--no-report"])
