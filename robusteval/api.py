@@ -81,7 +81,8 @@ def _audit(run: RunDir, model: str | Path | nn.Module, config: AuditConfig,
     models = [ModelEntry(m.id, m.model) for m in members]
     engine = EngineSettings(data.batch_size, data.shard_size, progress,
                             (("config", config.digest()), ("seed", data.seed), ("device", str(device)),
-                             ("precision", config.precision)), config.precision, config.channels_last)
+                             ("precision", config.precision)),
+                            precision=config.precision, channels_last=config.channels_last)
     if adv is not None and adv.transfer and has_gradients(dense):
         conditions += transfer_conditions(run, dense, *_attack_sample(clean, adv), clean.classes, adv)
     run_conditions(models, conditions, run, config.evaluate, engine)
@@ -176,7 +177,8 @@ def _load(model: str | Path | nn.Module, config: AuditConfig, clean: LabeledArra
 
 
 def _placed(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
-    """``model`` on ``device`` (in channels-last memory format if asked); onnxruntime models stay on CPU."""
+    """``model`` on ``device`` (in channels-last memory format if asked; a module given in Python is moved in
+    place, as ``nn.Module.to`` does); onnxruntime models stay on CPU."""
     if not has_gradients(model):
         return model
     try:
