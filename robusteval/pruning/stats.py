@@ -1,4 +1,4 @@
-"""What a (pruned) model costs: parameters, nonzeros, MACs, measured CPU latency, layer sparsity."""
+"""What a (pruned) model costs: parameters, nonzeros, MACs, latency measured on its device, layer sparsity."""
 from __future__ import annotations
 
 import copy
@@ -13,6 +13,13 @@ from robusteval.pruning.masks import PRUNABLE_TYPES
 
 LATENCY_BATCHES = {"batch_1": 1, "batch_128": 128}
 SAME_KERNELS = "dense kernels: same MACs as dense, zeros cost as much as weights (no sparse runtime)"
+CUDA_WARMUP = 3  # forward passes per model and batch size before timing on a GPU (kernel selection, caches)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter; CPU for a model without any (ONNX runs on the CPU)."""
+    first = next(model.parameters(), None)
+    return torch.device("cpu") if first is None else first.device
 
 
 def macs(model: nn.Module, example_input: torch.Tensor) -> tuple[int, float]:
@@ -29,7 +36,7 @@ def macs(model: nn.Module, example_input: torch.Tensor) -> tuple[int, float]:
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, PRUNABLE_TYPES)]
     try:
         with torch.no_grad():
-            model.eval()(example_input[:1])
+            model.eval()(example_input[:1].to(model_device(model)))
     finally:
         for handle in handles:
             handle.remove()
@@ -45,14 +52,28 @@ def _spread(values: Sequence[float]) -> list[float]:
 
 
 def _timed(model: nn.Module, x: torch.Tensor) -> float:
-    start = time.perf_counter()
-    model(x)
-    return (time.perf_counter() - start) * 1e3
+    """Wall time (ms) of one forward pass on the CPU; on CUDA, between events after a synchronize."""
+    if x.device.type != "cuda":
+        start = time.perf_counter()
+        model(x)
+        return (time.perf_counter() - start) * 1e3
+    with torch.cuda.device(x.device):  # events record on the current stream of the input's device
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        begin.record()
+        model(x)
+        end.record()
+        torch.cuda.synchronize()
+        return begin.elapsed_time(end)
 
 
 def latency_ms(model: nn.Module, example_input: torch.Tensor, *, repeats: int = 5,
                dense: nn.Module | None = None) -> dict[str, dict]:
-    """CPU wall time (ms) of a forward pass at batch 1 and batch 128: median and IQR over ``repeats``.
+    """Time (ms) of a forward pass at batch 1 and batch 128: median and IQR over ``repeats``.
+
+    Timed on ``model``'s device (:func:`model_device`), with ``dense`` and the input moved there:
+    CPU wall time after one warm-up pass, or on CUDA the time between CUDA events around each
+    pass, synchronized, after ``CUDA_WARMUP`` warm-up passes.
 
     With ``dense``, both models are timed in pairs, in alternating order (dense first on even
     repeats, the model first on odd ones), so a load change on a shared machine hits both
@@ -60,14 +81,17 @@ def latency_ms(model: nn.Module, example_input: torch.Tensor, *, repeats: int = 
     Returns ``{"latency_ms", "latency_iqr_ms"}`` per batch key, plus ``"dense_latency_ms"``,
     ``"speedup_measured"`` and ``"speedup_iqr"`` with ``dense``.
     """
-    models = [copy.deepcopy(m).cpu().eval() for m in ([model] if dense is None else [model, dense])]
-    one = example_input[:1].detach().cpu()
+    device = model_device(model)
+    models = [copy.deepcopy(m).to(device).eval() for m in ([model] if dense is None else [model, dense])]
+    one = example_input[:1].detach().to(device)
+    warmup = CUDA_WARMUP if device.type == "cuda" else 1
     out: dict[str, dict] = {}
     with torch.inference_mode():
         for key, size in LATENCY_BATCHES.items():
             x = one.expand(size, *one.shape[1:]).contiguous()
-            for m in models:
-                m(x)  # warm-up
+            for _ in range(warmup):
+                for m in models:
+                    m(x)
             times: list[list[float]] = [[] for _ in models]
             for i in range(repeats):
                 order = range(len(models)) if i % 2 == 0 else reversed(range(len(models)))
@@ -116,8 +140,9 @@ def model_info(
     ``prunable`` names the Conv2d/Linear layers that count as prunable (default: all of them).
     Layer sparsity is 1 - nonzero(pruned layer) / numel(dense layer), so removed channels count
     as pruned; a layer that is gone or all zero is "collapsed". Latency is timed paired with
-    ``dense`` (``latency_ms``); ``speedup`` is 1.0 unless the model is structurally smaller
-    (``speedup_claims``), and ``latency_warnings`` says where the spread exceeds the effect.
+    ``dense`` (``latency_ms``) on ``model``'s device (``latency_device``); ``speedup`` is 1.0 unless
+    the model is structurally smaller (``speedup_claims``), and ``latency_warnings`` says where the
+    spread exceeds the effect.
     """
     modules = dict(model.named_modules())
     reference = dict((dense or model).named_modules())
@@ -148,6 +173,7 @@ def model_info(
         info["macs_reduction"] = 1.0 - dense_macs / reference_macs if reference_macs else None
     if measure_latency:
         info.update(latency_ms(model, example_input, repeats=latency_repeats, dense=dense))
+        info["latency_device"] = str(model_device(model))
         info["sparse_runtime"] = False
         if dense is not None:
             same_kernels = dense_macs > 0 and dense_macs == macs(dense, example_input)[0]

@@ -118,13 +118,21 @@ def _models(analysis: Analysis) -> str:
                      _e(", ".join(m.get("collapsed_layers") or [])) or "–"])
         warnings += [(m["id"], "model", w) for w in m.get("warnings") or []]
     warnings += analysis.evidence.warnings
+    devices = sorted({m["latency_device"] for m in entries if m.get("latency_device")})
+    unit = _e(f"ms, {', '.join(devices)}" if devices else "ms")
     header = ["model", "method", "ratio", "sparsity", "params", "nonzero params", "MACs", "effective MACs",
-              "latency b=1 (ms)", "speed-up b=1", "latency b=128 (ms)", "speed-up b=128", "structured",
+              f"latency b=1 ({unit})", "speed-up b=1", f"latency b=128 ({unit})", "speed-up b=128", "structured",
               "collapsed layers"]
     out = _table(header, rows)
+    if len(devices) > 1:
+        out += ('<p class="note">Latency was measured on several devices: '
+                + _e("; ".join(f"{m['id']}: {m['latency_device']}" for m in entries if m.get("latency_device")))
+                + ".</p>")
     if any(m.get("speedup_basis") for m in entries):
-        out += ('<p class="note">Latency: median (IQR) over paired runs timed alternately with the dense model. '
-                "Speed-up is stated as 1.0 for models that run the dense kernels (masked weights: no sparse "
+        out += ('<p class="note">Latency: median (IQR) over paired runs timed alternately with the dense model'
+                + (" (on CUDA: between CUDA events, synchronized, after warm-up passes)"
+                   if any(d.startswith("cuda") for d in devices) else "")
+                + ". Speed-up is stated as 1.0 for models that run the dense kernels (masked weights: no sparse "
                 "runtime ran); the measured ratio is in summary.json (speedup_measured).</p>")
     if warnings:
         out += "<h3>Warnings</h3>" + _table(["model", "where", "warning"],

@@ -1,0 +1,142 @@
+"""What a run costs on an accelerator, as ratios measured side by side in one run.
+
+    python benchmarks/bench_device.py [--device cuda] [--n 2000] [--repeats 5] [--batch-size 250] [--quick]
+
+On ``--device`` (default: cuda if available, else cpu), with the bundled ResNet-20 on the bundled
+CIFAR-10 sample (random weights if the file is missing), medians of ``--repeats`` alternating runs:
+
+A: the engine (clean accuracy, records, shards) vs a bare ``model(x)`` loop that copies each host
+   batch to the device and the logits back: throughput engine / bare (target >= 0.95x). The
+   model runs behind a wrapper that moves its input to the device, so the engine takes it as is.
+B: generating all 19 corruptions x 5 severities of one batch on the host, as the engine does (and,
+   on an accelerator, on the device too), vs one inference pass over the 95 corrupted batches on
+   the device: time generation / inference (target <= 0.25x).
+C: bf16 (``torch.autocast``) vs fp32 throughput of the bare loop, and the clean-accuracy difference.
+
+``--quick`` (200 images, 3 repeats, batches of 16 for B) runs on a 2-core CPU in a few minutes.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from robusteval.conditions import Condition
+from robusteval.config import EvaluateSettings
+from robusteval.data.corruptions import BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS, condition_seed, corrupt
+from robusteval.data.sources import load_source
+from robusteval.engine import EngineSettings, ModelEntry, run_conditions
+from robusteval.models.archs import build_arch
+from robusteval.models.bundled import BUNDLED_ARCH, BUNDLED_MODEL
+from robusteval.models.loading import load_model
+from robusteval.results import RunDir
+
+
+class OnDevice(nn.Module):
+    """``model`` on ``device``, taking host batches and returning host logits."""
+
+    def __init__(self, model: nn.Module, device: torch.device) -> None:
+        super().__init__()
+        self.model, self.device = model.to(device), device
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.to(self.device)).float().cpu()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _medians(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device) -> dict[str, float]:
+    """Median seconds of each function over ``repeats`` rounds after one warm-up each; the order
+    reverses every other round, so a load change on a shared machine hits every function alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for fn in fns.values():
+        fn()
+    for i in range(repeats):
+        for name, fn in list(fns.items())[::1 if i % 2 == 0 else -1]:
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _bare(model: nn.Module, x: torch.Tensor, batch_size: int, bf16: bool = False) -> torch.Tensor:
+    """Logits of ``model`` (an :class:`OnDevice`) over host images ``x``, optionally under bf16 autocast."""
+    device = model.device
+    cast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    with torch.inference_mode(), cast:
+        return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+def _engine(model: nn.Module, data, batch_size: int) -> None:
+    settings = EngineSettings(batch_size=batch_size, shard_size=1000, progress=False)
+    evaluate = EvaluateSettings(calibration=None, agreement=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        run_conditions([ModelEntry("dense", model)], [Condition("clean", "clean", data)], RunDir(tmp), evaluate,
+                       settings)
+
+
+def _corrupted(x: torch.Tensor) -> list[torch.Tensor]:
+    names = BENCHMARK_CORRUPTIONS + EXTRA_CORRUPTIONS
+    return [corrupt(x, name, s, seed=condition_seed(name, s, 0)) for name in names for s in range(1, 6)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--batch-size", type=int, default=250)
+    ap.add_argument("--corrupt-batch", type=int, default=128, help="images per corrupted batch in B")
+    ap.add_argument("--quick", action="store_true", help="200 images, 3 repeats, batches of 16 for B")
+    args = ap.parse_args()
+    if args.quick:
+        args.n, args.repeats, args.corrupt_batch = 200, 3, 16
+    device = torch.device(args.device)
+    data = load_source("bundled", subset=args.n)
+    x, y = data.images(slice(None)), data.labels(slice(None))
+    weights = BUNDLED_MODEL.is_file()
+    module = load_model(BUNDLED_MODEL, arch=BUNDLED_ARCH) if weights else build_arch(BUNDLED_ARCH, 10).eval()
+    model = OnDevice(module, device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"device {device} ({name}), {len(x)} images, batch {args.batch_size}, repeats {args.repeats}, "
+          f"{'bundled' if weights else 'random'} {BUNDLED_ARCH} weights")
+
+    t = _medians({"bare": lambda: _bare(model, x, args.batch_size),
+                  "engine": lambda: _engine(model, data, args.batch_size)}, args.repeats, device)
+    print(f"A  bare loop {len(x) / t['bare']:.0f} img/s, engine {len(x) / t['engine']:.0f} img/s: "
+          f"engine / bare throughput = {t['bare'] / t['engine']:.3f}  (target >= 0.95)")
+
+    batch = x[:args.corrupt_batch]
+    inputs = _corrupted(batch)
+    fns = {"host": lambda: _corrupted(batch), "infer": lambda: [_bare(model, c, args.batch_size) for c in inputs]}
+    if device.type != "cpu":
+        on_device = batch.to(device)
+        fns["device"] = lambda: _corrupted(on_device)
+    t = _medians(fns, args.repeats, device)
+    print(f"B  {len(inputs)} corrupted batches of {len(batch)}: inference {t['infer']:.3f} s")
+    for where in ("host", "device") if device.type != "cpu" else ("host",):
+        print(f"   generation on the {where} {t[where]:.3f} s: generation / inference = "
+              f"{t[where] / t['infer']:.3f}  (target <= 0.25)")
+
+    t = _medians({"fp32": lambda: _bare(model, x, args.batch_size),
+                  "bf16": lambda: _bare(model, x, args.batch_size, bf16=True)}, args.repeats, device)
+    acc = {p: float((_bare(model, x, args.batch_size, bf16=p == "bf16").argmax(1) == y).float().mean())
+           for p in ("fp32", "bf16")}
+    print(f"C  fp32 {len(x) / t['fp32']:.0f} img/s, bf16 {len(x) / t['bf16']:.0f} img/s: bf16 / fp32 throughput = "
+          f"{t['fp32'] / t['bf16']:.3f}; clean accuracy fp32 {acc['fp32']:.4f}, bf16 {acc['bf16']:.4f} "
+          f"(bf16 - fp32 = {100 * (acc['bf16'] - acc['fp32']):+.2f} points)")
+
+
+if __name__ == "__main__":
+    main()
