@@ -83,11 +83,12 @@ def _audit(run: RunDir, model: str | Path | nn.Module, config: AuditConfig,
                             (("config", config.digest()), ("seed", data.seed), ("device", str(device)),
                              ("precision", config.precision)),
                             precision=config.precision, channels_last=config.channels_last)
-    if adv is not None and adv.transfer and has_gradients(dense):
-        conditions += transfer_conditions(run, dense, *_attack_sample(clean, adv), clean.classes, adv)
+    sample = None if adv is None else _attack_sample(clean, adv)  # attacked, and transfer examples made from
+    if sample is not None and adv.transfer and has_gradients(dense):
+        conditions += transfer_conditions(run, dense, *sample, clean.classes, adv)
     run_conditions(models, conditions, run, config.evaluate, engine)
-    if adv is not None:
-        run_attacks(models, *_attack_sample(clean, adv), run, adv, engine)
+    if sample is not None:
+        run_attacks(models, *sample, run, adv, engine)
     plan = ([m.id for m in members], [c.key for c in conditions] + (["adversarial"] if adv is not None else []))
     return Run(run.path, _summary(run, config, time.time() - started, plan))
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from robusteval.pruning.stats import latency_ms, model_device, model_info
+from robusteval.device import model_device
+from robusteval.pruning.stats import latency_ms, model_info
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

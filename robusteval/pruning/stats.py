@@ -9,17 +9,12 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from robusteval.device import model_device
 from robusteval.pruning.masks import PRUNABLE_TYPES
 
 LATENCY_BATCHES = {"batch_1": 1, "batch_128": 128}
 SAME_KERNELS = "dense kernels: same MACs as dense, zeros cost as much as weights (no sparse runtime)"
 CUDA_WARMUP = 3  # forward passes per model and batch size before timing on a GPU (kernel selection, caches)
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of ``model``'s first parameter; CPU for a model without any (ONNX runs on the CPU)."""
-    first = next(model.parameters(), None)
-    return torch.device("cpu") if first is None else first.device
 
 
 def macs(model: nn.Module, example_input: torch.Tensor) -> tuple[int, float]:
@@ -71,7 +66,7 @@ def latency_ms(model: nn.Module, example_input: torch.Tensor, *, repeats: int = 
                dense: nn.Module | None = None) -> dict[str, dict]:
     """Time (ms) of a forward pass at batch 1 and batch 128: median and IQR over ``repeats``.
 
-    Timed on ``model``'s device (:func:`model_device`), with ``dense`` and the input moved there:
+    Timed on ``model``'s device (:func:`robusteval.device.model_device`), with ``dense`` and the input moved there:
     CPU wall time after one warm-up pass, or on CUDA the time between CUDA events around each
     pass, synchronized, after ``CUDA_WARMUP`` warm-up passes.
 
