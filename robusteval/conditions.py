@@ -20,6 +20,7 @@ from robusteval.data.cifar_c import available_corruption_files, corruption_datas
 from robusteval.data.corruptions import condition_seed, corrupt, describe, parameter_set, uniform_noise
 from robusteval.data.ood_sets import make_ood_batch
 from robusteval.data.sources import load_source
+from robusteval.device import pinned, to_device
 from robusteval.errors import RobustEvalError, warn
 from robusteval.metrics import corruption_condition, noise_condition
 
@@ -49,8 +50,12 @@ class Condition:
         """A model's logits in the condition's label space (a class subset's columns, see LabeledArrays)."""
         return (self.space or self.data).restrict(logits)
 
-    def inputs(self, start: int, stop: int, batch_index: int) -> torch.Tensor:
+    def inputs(self, start: int, stop: int, batch_index: int, device: torch.device | None = None) -> torch.Tensor:
+        """Images ``start:stop`` (batch ``batch_index``), transformed on ``device`` (default CPU): an
+        accelerator makes corrupted and synthetic inputs itself, from the same seeded CPU draws."""
         x = self.data.images(slice(start, stop))
+        if device is not None and device.type != "cpu":
+            x = to_device(pinned(x, device.type == "cuda"), device)
         return x if self.transform is None else self.transform(x, batch_index)
 
     def labels(self, start: int, stop: int) -> torch.Tensor:

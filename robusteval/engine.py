@@ -114,8 +114,10 @@ def _compute_shards(condition: Condition, forward: list[ModelEntry], run: RunDir
     bar.set_postfix_str(visible(condition.key), refresh=False)
     partial: dict[str, list[torch.Tensor]] = {}
     halved: set[str] = set()
-    pin = any(model_device(m.module).type == "cuda" for m in forward)
-    for (k, (start, stop, index), pending), x in zip(work, _prefetch(condition, work, pin)):
+    devices = {model_device(m.module) for m in forward}
+    made_on = next(iter(devices)) if len(devices) == 1 else torch.device("cpu")
+    pin = any(d.type == "cuda" for d in devices) and made_on.type == "cpu"
+    for (k, (start, stop, index), pending), x in zip(work, _prefetch(condition, work, made_on, pin)):
         on_device: dict[torch.device, torch.Tensor] = {}
         with torch.inference_mode():
             for m in pending:
@@ -150,14 +152,15 @@ def _forward(m: ModelEntry, x: torch.Tensor, condition: Condition, halved: set[s
     return torch.cat([_forward(m, x[:half], condition, halved), _forward(m, x[half:], condition, halved)])
 
 
-def _prefetch(condition: Condition, work: list, pin: bool) -> Iterator[torch.Tensor]:
-    """Make the next batch's inputs in a worker thread while models run on the current one (in
-    page-locked memory when ``pin``, so the copy to a CUDA device is asynchronous)."""
+def _prefetch(condition: Condition, work: list, device: torch.device, pin: bool) -> Iterator[torch.Tensor]:
+    """Make the next batch's inputs in a worker thread while models run on the current one: on
+    ``device`` when every model is on that one accelerator, else on CPU (in page-locked memory
+    when ``pin``, so the copy to a CUDA device is asynchronous)."""
     if not work:
         return
 
     def make(start: int, stop: int, index: int) -> torch.Tensor:
-        return pinned(condition.inputs(start, stop, index), pin)
+        return pinned(condition.inputs(start, stop, index, device), pin)
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         future = pool.submit(make, *work[0][1])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,3 +189,60 @@ def test_a_tiny_audit_runs_on_each_device(device, tmp_path):
     run = audit(BUNDLED_MODEL, config=config, out=tmp_path / device, progress=False)
     assert 0.0 <= run.metrics()["clean/accuracy"] <= 1.0
     assert json.loads((run.path / "manifest.json").read_text())["device"].startswith(device)
+
+
+def test_inputs_made_on_a_given_cpu_device_are_the_default_inputs():
+    data = LabeledArrays(np.random.default_rng(0).random((8, 3, 32, 32), dtype=np.float32), np.zeros(8, np.int64),
+                         tuple("abcdefghij"), "synthetic")
+    condition = Condition("noise/0.1", "noise", data, lambda x, i: (x + 0.01 * i).clamp(0, 1))
+    assert torch.equal(condition.inputs(2, 6, 3, torch.device("cpu")), condition.inputs(2, 6, 3))
+
+
+ACCELERATORS = [pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device on this machine")),
+                pytest.param("mps", marks=pytest.mark.skipif(not HAS_MPS, reason="no MPS device on this machine"))]
+
+
+def _every_family(device: str) -> AuditConfig:
+    from robusteval.config import CorruptionSettings, NoiseSettings, OODConfig, PruneSettings
+
+    evaluate = EvaluateSettings(corruption=CorruptionSettings(corruptions=("gaussian_noise", "fog", "jpeg_compression",
+                                                                           "glass_blur"), severities=(2, 5), subset=40),
+                                noise=NoiseSettings(eps=(0.0, 0.1), subset=40), ood=OODConfig(subset=40))
+    return AuditConfig(data=DataSettings(subset=40, batch_size=20), model=ModelSettings(arch=BUNDLED_ARCH),
+                       evaluate=evaluate, pruning=PruneSettings(methods=("magnitude",), ratios=(0.5,)), device=device)
+
+
+@pytest.mark.parametrize("device", ACCELERATORS)
+def test_an_audit_on_an_accelerator_matches_cpu(device, tmp_path):
+    """Corrupted, noisy and OOD inputs are made on the device from the same seeded draws: accuracies
+    agree with CPU within one image per condition."""
+    on_device = audit(BUNDLED_MODEL, config=_every_family(device), out=tmp_path / device, progress=False)
+    on_cpu = audit(BUNDLED_MODEL, config=_every_family("cpu"), out=tmp_path / "cpu", progress=False)
+    accuracies = [k for k in on_cpu.metrics() if k.endswith("/accuracy")]
+    assert len(accuracies) > 10
+    for key in accuracies:
+        assert abs(on_device.metrics()[key] - on_cpu.metrics()[key]) <= 1 / 40 + 1e-9, key
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device on this machine")
+def test_a_run_made_on_cuda_resumes_on_a_machine_without_it(tmp_path):
+    """``device: auto`` on CUDA, then the same run directory on CPU (CUDA hidden): the saved members
+    reload on CPU, nothing is recomputed, the summary is the same."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    first = audit(BUNDLED_MODEL, config=_every_family("auto"), out=tmp_path / "run", progress=False)
+    records = (tmp_path / "run" / "records.jsonl").read_text()
+    (tmp_path / "run" / "summary.json").unlink()
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(json.loads(json.dumps(_every_family("auto").to_dict()))))
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    cli = str(Path(sys.executable).parent / "robusteval")
+    done = subprocess.run([cli, "audit", str(BUNDLED_MODEL), "--config",
+                           str(tmp_path / "config.yaml"), "--out", str(tmp_path / "run"), "--quiet", "--no-report"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "run" / "records.jsonl").read_text() == records
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["models"] == first.summary["models"]
