@@ -7,6 +7,7 @@ import platform
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
@@ -30,6 +31,7 @@ from robusteval.models.loading import file_sha256, load_model
 from robusteval.models.sources import resolve_model
 from robusteval.models.wrap import check_model, has_gradients, with_normalization
 from robusteval.pruning import FamilyMember, build_family, model_info
+from robusteval.ray_engine import RayExecutor, check_available, ray_executor
 from robusteval.records import DENSE_ID
 from robusteval.results import RunDir
 
@@ -71,13 +73,23 @@ def _audit(run: RunDir, model: str | Path | nn.Module, config: AuditConfig,
            reference: str | Path | nn.Module | None, progress: bool, command: list[str] | None,
            device: torch.device) -> Run:
     """load → prune → evaluate → attack → summary, each stage given its own settings section."""
-    started, adv, data = time.time(), config.evaluate.adversarial, config.data
+    started, data = time.time(), config.data
     clean = _evaluation_data(config)
     dense, shas, candidate = _load_models(model, reference, config, clean, device)
     conditions = build_conditions(config.evaluate, clean, seed=data.seed, subset=data.subset,
                                   download=data.download)  # every data source is read before anything is written
     _start_manifest(run, config, clean, shas, command, device)
-    members = list(_family(dense, candidate, config, clean, run, progress))
+    with _executor(config, run) as executor:
+        return _evaluate(run, config, (dense, candidate), clean, conditions, executor, progress, started, device)
+
+
+def _evaluate(run: RunDir, config: AuditConfig, given: tuple[nn.Module, tuple[str, nn.Module] | None],
+              clean: LabeledArrays, conditions: list, executor: RayExecutor | None, progress: bool, started: float,
+              device: torch.device) -> Run:
+    """prune → evaluate → attack → summary on ``executor`` (None: in this process)."""
+    adv, data = config.evaluate.adversarial, config.data
+    dense, candidate = given
+    members = list(_family(dense, candidate, config, clean, run, progress, executor))
     models = [ModelEntry(m.id, m.model) for m in members]
     engine = EngineSettings(data.batch_size, data.shard_size, progress,
                             (("config", config.digest()), ("seed", data.seed), ("device", str(device)),
@@ -86,9 +98,9 @@ def _audit(run: RunDir, model: str | Path | nn.Module, config: AuditConfig,
     sample = None if adv is None else _attack_sample(clean, adv)  # attacked, and transfer examples made from
     if sample is not None and adv.transfer and has_gradients(dense):
         conditions += transfer_conditions(run, dense, *sample, clean.classes, adv)
-    run_conditions(models, conditions, run, config.evaluate, engine)
+    run_conditions(models, conditions, run, config.evaluate, engine, executor)
     if sample is not None:
-        run_attacks(models, *sample, run, adv, engine)
+        run_attacks(models, *sample, run, adv, engine, executor)
     plan = ([m.id for m in members], [c.key for c in conditions] + (["adversarial"] if adv is not None else []))
     return Run(run.path, _summary(run, config, time.time() - started, plan))
 
@@ -144,9 +156,8 @@ def prune(model: str | Path | nn.Module, *, config: AuditConfig, out: str | Path
                             download=config.data.download)
         dense, sha = _load(model, config, clean, "model", device)
         _start_manifest(run, config, clean, {DENSE_ID: sha}, command, device)
-        ids = []
-        for m in _family(dense, None, config, clean, run, progress):
-            ids.append(m.id)
+        with _executor(config, run) as executor:
+            ids = [m.id for m in _family(dense, None, config, clean, run, progress, executor)]
         return Run(run.path, _summary(run, config, None, (ids, [])))
 
 
@@ -156,7 +167,18 @@ def _setup(config: AuditConfig) -> torch.device:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
     check_autocast(device, config.precision)
+    check_available(config.engine)
     return device
+
+
+@contextmanager
+def _executor(config: AuditConfig, run: RunDir) -> Iterator[RayExecutor | None]:
+    """Where the work runs: this process (None) or Ray workers."""
+    if config.engine.kind == "local":
+        yield None
+        return
+    with ray_executor(config.engine, run) as executor:
+        yield executor
 
 
 def _load(model: str | Path | nn.Module, config: AuditConfig, clean: LabeledArrays, name: str,
@@ -203,16 +225,17 @@ def _candidate_id(model: str | Path | nn.Module) -> str:
 
 
 def _family(dense: nn.Module, candidate: tuple[str, nn.Module] | None, config: AuditConfig,
-            clean: LabeledArrays, run: RunDir, progress: bool) -> Iterator[FamilyMember]:
-    """The dense member, then the pruned members (built, or reloaded from the run directory), each
-    registered in the run directory as it comes."""
-    for member in _members(dense, candidate, config, clean, run, progress):
+            clean: LabeledArrays, run: RunDir, progress: bool, executor: RayExecutor | None) -> Iterator[FamilyMember]:
+    """The dense member, then the pruned members (built here or by ``executor``'s workers, or reloaded
+    from the run directory), each registered in the run directory as it comes."""
+    for member in _members(dense, candidate, config, clean, run, progress, executor):
         _register(run, member)
         yield member
 
 
 def _members(dense: nn.Module, candidate: tuple[str, nn.Module] | None, config: AuditConfig,
-             clean: LabeledArrays, run: RunDir, progress: bool) -> Iterator[FamilyMember]:
+             clean: LabeledArrays, run: RunDir, progress: bool, executor: RayExecutor | None
+             ) -> Iterator[FamilyMember]:
     example = clean.images(slice(0, 2))
     if candidate is not None:
         yield _plain_member(dense, DENSE_ID, "dense", example, latency=True)
@@ -231,6 +254,9 @@ def _members(dense: nn.Module, candidate: tuple[str, nn.Module] | None, config: 
                               "classes); train on data labelled in the model's own classes")
     if train is not None and (message := match_sources(train, clean, f"training data {spec!r}", "the evaluation data")):
         warn(message)
+    if executor is not None:
+        executor.build_family(dense, settings=config.pruning, example_input=example, train_data=train,
+                              out_dir=run.path / "models", progress=progress)
     yield from build_family(dense, settings=config.pruning, example_input=example, train_data=train,
                             out_dir=run.path / "models", progress=progress)
 
@@ -292,6 +318,7 @@ def _start_manifest(run: RunDir, config: AuditConfig, clean: LabeledArrays, mode
                     "threads": torch.get_num_threads()},
     }
     manifest["resumed"] = old is not None
+    manifest["engine"] = config.engine.kind  # the latest run's: a run may resume on the other engine
     run.write_manifest(manifest)
 
 

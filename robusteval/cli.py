@@ -93,6 +93,8 @@ def _model_options(common: argparse.ArgumentParser) -> argparse.ArgumentParser:
                             "pruning scores always run in fp32")
     model_opts.add_argument("--channels-last", action="store_true", help="models and inputs in channels-last "
                             "memory format (often faster on GPUs)")
+    model_opts.add_argument("--engine", help="local (default: this process) or ray (a local Ray instance, or the "
+                            "cluster named by engine.address / RAY_ADDRESS; pip install 'robusteval[ray]')")
     model_opts.add_argument("--seed", type=int, help="seed for sampling and generated conditions")
     return model_opts
 
@@ -191,7 +193,7 @@ _CONFIG_FLAGS = (
     ("--methods", "methods", ("pruning", "methods")), ("--ratios", "ratios", ("pruning", "ratios")),
     ("--finetune-epochs", "finetune_epochs", ("pruning", "finetune", "epochs")), ("--threads", "threads", ("threads",)),
     ("--device", "device", ("device",)), ("--precision", "precision", ("precision",)),
-    ("--channels-last", "channels_last", ("channels_last",)),
+    ("--channels-last", "channels_last", ("channels_last",)), ("--engine", "engine", ("engine", "kind")),
 )
 
 

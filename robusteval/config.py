@@ -24,6 +24,7 @@ from robusteval.evaluators.base import DEFAULT_BATCH_SIZE
 from robusteval.evaluators.settings import CorruptionSettings, EvaluateSettings, NoiseSettings, OODConfig
 from robusteval.files import read_yaml_file
 from robusteval.pruning.settings import PruneSettings
+from robusteval.ray_engine import EngineConfig
 from robusteval.registry import unknown_name_message
 
 __all__ = ["CONFIG_DIR", "AnalysisSettings", "AuditConfig", "CorruptionSettings", "DataSettings", "EvaluateSettings",
@@ -100,7 +101,7 @@ class AuditConfig:
     """A whole run. ``pruning: null`` evaluates the given model alone. An unset (None)
     ``evaluate.adversarial.batch_size`` becomes ``data.batch_size`` here, once. ``device`` stays as
     written (``auto``), so the digest does not depend on the machine; the manifest records the device
-    it resolved to."""
+    it resolved to. ``engine`` says where the work runs (:mod:`robusteval.ray_engine`)."""
 
     data: DataSettings = field(default_factory=DataSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
@@ -111,6 +112,7 @@ class AuditConfig:
     device: str = "auto"
     precision: str = "fp32"
     channels_last: bool = False
+    engine: EngineConfig = field(default_factory=EngineConfig)
 
     def __post_init__(self) -> None:
         validate.positive_int("threads", self.threads, optional=True, must_be=True)
@@ -125,8 +127,10 @@ class AuditConfig:
         return dataclasses.asdict(self)
 
     def digest(self) -> str:
-        """A short hash of the configuration, recorded with every result; equal configs hash equally."""
-        text = json.dumps(_canonical(self.to_dict()), sort_keys=True, default=str)
+        """A short hash of the configuration, recorded with every result; equal configs hash equally.
+        ``engine`` is left out: where the work runs does not change results (a run resumes on either)."""
+        fields = {k: v for k, v in self.to_dict().items() if k != "engine"}
+        text = json.dumps(_canonical(fields), sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def replace(self, **sections: Any) -> AuditConfig:

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -66,21 +66,60 @@ class EngineSettings:
     channels_last: bool = False
 
 
+Job = tuple[Condition, list[ModelEntry]]
+"""One condition and the models to run on it."""
+
+
+class Executor(Protocol):
+    """Where shards are computed and models attacked: in this process (the default) or on workers
+    (:mod:`robusteval.ray_engine`). Both write the same shard files; the engine records."""
+
+    def compute(self, jobs: list[Job], run: RunDir, settings: EngineSettings, bar: tqdm) -> Iterator[None]:
+        """Compute every shard of each job, yielding once per job, in order, when its shards are saved."""
+
+    def attack(self, models: list[ModelEntry], x: torch.Tensor, y: torch.Tensor, adversarial: AdversarialSettings,
+               progress: bool) -> Iterator[tuple[Result, float]]:
+        """The adversarial result and seconds of each model, in order."""
+
+
+class LocalExecutor:
+    """Everything in this process, one job after the other."""
+
+    def compute(self, jobs: list[Job], run: RunDir, settings: EngineSettings, bar: tqdm) -> Iterator[None]:
+        for condition, forward in jobs:
+            compute_shards(condition, forward, run, settings, bar)
+            yield
+
+    def attack(self, models: list[ModelEntry], x: torch.Tensor, y: torch.Tensor, adversarial: AdversarialSettings,
+               progress: bool) -> Iterator[tuple[Result, float]]:
+        for m in models:
+            if progress:
+                print(f"adversarial: attacking {visible(m.id)} on {len(y)} images", file=sys.stderr, flush=True)
+            yield attack_model(m.module, x, y, adversarial)
+
+
+def attack_model(module: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 adversarial: AdversarialSettings) -> tuple[Result, float]:
+    """One model's adversarial result on the sample, and the seconds it took."""
+    start = time.perf_counter()
+    result = AdversarialEvaluator(adversarial)(AttackInputs(module, x, y))
+    return result, time.perf_counter() - start
+
+
 def run_conditions(models: Sequence[ModelEntry], conditions: Sequence[Condition], run: RunDir,
-                   evaluate: EvaluateSettings, settings: EngineSettings) -> None:
+                   evaluate: EvaluateSettings, settings: EngineSettings, executor: Executor | None = None) -> None:
     """Evaluate every model on every condition with the evaluators ``evaluate`` switches on, skipping
-    (model, condition) pairs already recorded."""
+    (model, condition) pairs already recorded. Conditions are recorded in order, whoever computes them."""
     by_id = {m.id: m for m in models}
     if DENSE_ID not in by_id:
         raise ValueError("the family must contain the dense model")
     done = run.done()
     plan = [(c, [m for m in models if (m.id, c.key) not in done]) for c in conditions]
     plan = [(c, todo) for c, todo in plan if todo]
-    total = sum(len(c) * len(_forward_set(c, todo, by_id, evaluate)) for c, todo in plan)
+    jobs = [(c, _forward_set(c, todo, by_id, evaluate)) for c, todo in plan]
+    total = sum(len(c) * len(forward) for c, forward in jobs)
     with tqdm(total=total, unit="img", disable=not settings.progress, desc="evaluating", smoothing=0.05) as bar:
-        for condition, todo in plan:
-            forward = _forward_set(condition, todo, by_id, evaluate)
-            _compute_shards(condition, forward, run, settings, bar)
+        for (condition, todo), _ in zip(plan, (executor or LocalExecutor()).compute(jobs, run, settings, bar)):
             _record(condition, todo, run, evaluate, settings)
             shutil.rmtree(_shard_dir(run, condition), ignore_errors=True)
 
@@ -94,6 +133,17 @@ def _forward_set(condition: Condition, todo: list[ModelEntry], by_id: dict[str, 
     return list(todo)
 
 
+def shard_count(condition: Condition, settings: EngineSettings) -> int:
+    return len(_batches(len(condition), settings))
+
+
+def shard_plan(condition: Condition, forward: list[ModelEntry], run: RunDir,
+               settings: EngineSettings) -> list[tuple[int, int, list[ModelEntry]]]:
+    """(shard index, its number of images, the models of ``forward`` that have not saved it) per shard."""
+    return [(k, shard[-1][1] - shard[0][0], [m for m in forward if not _shard_path(run, condition, m.id, k).is_file()])
+            for k, shard in enumerate(_batches(len(condition), settings))]
+
+
 def _batches(n: int, settings: EngineSettings) -> list[list[tuple[int, int, int]]]:
     """Shards as lists of (start, stop, batch index); batch i always covers the same samples."""
     bs = settings.batch_size
@@ -102,15 +152,17 @@ def _batches(n: int, settings: EngineSettings) -> list[list[tuple[int, int, int]
     return [batches[i:i + per_shard] for i in range(0, len(batches), per_shard)]
 
 
-def _compute_shards(condition: Condition, forward: list[ModelEntry], run: RunDir,
-                    settings: EngineSettings, bar: tqdm) -> None:
+def compute_shards(condition: Condition, forward: list[ModelEntry], run: RunDir, settings: EngineSettings,
+                   bar: tqdm | None = None, only: Sequence[int] | None = None) -> None:
+    """Save each model's logits on every shard of ``condition`` (or the shards ``only``) not saved yet."""
     shards = _batches(len(condition), settings)
+    bar = bar if bar is not None else tqdm(disable=True)
     work = []
-    for k, shard in enumerate(shards):
-        pending = [m for m in forward if not _shard_path(run, condition, m.id, k).is_file()]
-        n = shard[-1][1] - shard[0][0]
+    for k, n, pending in shard_plan(condition, forward, run, settings):
+        if only is not None and k not in only:
+            continue
         bar.update(n * (len(forward) - len(pending)))
-        work += [(k, b, pending) for b in shard] if pending else []
+        work += [(k, b, pending) for b in shards[k]] if pending else []
     bar.set_postfix_str(visible(condition.key), refresh=False)
     partial: dict[str, list[torch.Tensor]] = {}
     halved: set[str] = set()
@@ -174,7 +226,7 @@ def _prefetch(condition: Condition, work: list, device: torch.device, pin: bool)
 def _record(condition: Condition, todo: list[ModelEntry], run: RunDir, evaluate: EvaluateSettings,
             settings: EngineSettings) -> None:
     labels = condition.labels(0, len(condition))
-    n_shards = len(_batches(len(condition), settings))
+    n_shards = shard_count(condition, settings)
     dense = _load_logits(run, condition, DENSE_ID, n_shards) if _has_shards(run, condition, DENSE_ID) else None
     for m in todo:
         start = time.perf_counter()
@@ -224,7 +276,7 @@ def transfer_conditions(run: RunDir, dense: nn.Module, x: torch.Tensor, y: torch
 
 
 def run_attacks(models: Sequence[ModelEntry], x: torch.Tensor, y: torch.Tensor, run: RunDir,
-                adversarial: AdversarialSettings, settings: EngineSettings) -> None:
+                adversarial: AdversarialSettings, settings: EngineSettings, executor: Executor | None = None) -> None:
     """The attack stage: every model without an ``adversarial`` record is attacked on the same sample.
 
     A model without gradients (onnxruntime) gets a record with no metrics and the reason as a warning.
@@ -232,20 +284,17 @@ def run_attacks(models: Sequence[ModelEntry], x: torch.Tensor, y: torch.Tensor, 
     where = ("adversarial", "adversarial")
     provenance = dict(settings.provenance) | {"seed": adversarial.seed}
     done = run.done()
-    for m in models:
-        if (m.id, "adversarial") in done:
-            continue
-        start = time.perf_counter()
-        evaluator = AdversarialEvaluator(adversarial)
+    todo = [m for m in models if (m.id, "adversarial") not in done]
+    attacked = [m for m in todo if has_gradients(m.module)]
+    results = (executor or LocalExecutor()).attack(attacked, x, y, adversarial, settings.progress)
+    evaluator = AdversarialEvaluator(adversarial)
+    for m in todo:
         if not has_gradients(m.module):
             skipped = [(evaluator, Result({}, warnings=[WHITE_BOX_SKIPPED]))]
             _write(run, _as_record(m.id, where, 0, skipped, provenance=provenance, seconds=0.0))
             continue
-        if settings.progress:
-            print(f"adversarial: attacking {visible(m.id)} on {len(y)} images", file=sys.stderr, flush=True)
-        result = evaluator(AttackInputs(m.module, x, y))
-        _write(run, _as_record(m.id, where, len(y), [(evaluator, result)], provenance=provenance,
-                               seconds=time.perf_counter() - start))
+        result, seconds = next(results)
+        _write(run, _as_record(m.id, where, len(y), [(evaluator, result)], provenance=provenance, seconds=seconds))
 
 
 def _shard_dir(run: RunDir, condition: Condition) -> Path:

@@ -290,23 +290,47 @@ def build_family(
     same dense weights and settings is reloaded instead of rebuilt.
     """
     fingerprint = _fingerprint(dense, settings, example_input) if out_dir is not None else ""
-    trains = train_data is not None and settings.finetune.epochs > 0
-    grid = [("dense", 0.0)] + [(CONTROL_ID, 0.0)] * trains + [(m, r) for m in settings.methods for r in settings.ratios]
-    grid = [g for m, r in grid for g in [(m, r)] + [(m + SCRATCH_SUFFIX, r)] * _scratch(m, settings, trains)]
+    grid = [entry for group in family_groups(settings, train_data) for entry in group]
     built: dict[str, FamilyMember] = {}
     with tqdm(total=len(grid), desc="pruning", disable=not progress) as bar:
         for method, ratio in grid:
-            mid = member_id(method, ratio)
-            bar.set_postfix_str(mid)
-            member = _reuse(out_dir, mid, fingerprint)
-            if member is None:
-                member = _build(dense, method, ratio, built, settings, example_input, train_data)
-                member.info["input_shape"] = [1, *example_input.shape[1:]]
-                if out_dir is not None:
-                    save_member(member, out_dir, example_input=example_input, fingerprint=fingerprint)
-            built[mid] = member
+            bar.set_postfix_str(member_id(method, ratio))
+            member = _member(dense, (method, ratio), built, settings, example_input, train_data, out_dir, fingerprint)
             bar.update()
             yield member
+
+
+def family_groups(settings: PruneSettings, train_data: LabeledArrays | None) -> list[list[tuple[str, float]]]:
+    """The family's (method, ratio) grid in order, in groups that build independently: dense, the
+    control, then each (method, ratio) with its from-scratch baseline (which needs its architecture)."""
+    trains = train_data is not None and settings.finetune.epochs > 0
+    grid = [("dense", 0.0)] + [(CONTROL_ID, 0.0)] * trains + [(m, r) for m in settings.methods for r in settings.ratios]
+    return [[(m, r)] + [(m + SCRATCH_SUFFIX, r)] * _scratch(m, settings, trains) for m, r in grid]
+
+
+def build_group(dense: nn.Module, group: list[tuple[str, float]], *, settings: PruneSettings,
+                example_input: torch.Tensor, train_data: LabeledArrays | None, out_dir: Path) -> None:
+    """Build and save one group of :func:`family_groups` (what :func:`build_family` then reloads), skipping
+    members already saved from the same dense weights and settings: the unit of work of a worker."""
+    fingerprint = _fingerprint(dense, settings, example_input)
+    built: dict[str, FamilyMember] = {}
+    for entry in group:
+        _member(dense, entry, built, settings, example_input, train_data, out_dir, fingerprint)
+
+
+def _member(dense: nn.Module, entry: tuple[str, float], built: dict[str, FamilyMember], settings: PruneSettings,
+            example_input: torch.Tensor, train_data: LabeledArrays | None, out_dir: Path | None,
+            fingerprint: str) -> FamilyMember:
+    """One grid entry, reloaded when saved before, else built (and saved with ``out_dir``); kept in ``built``."""
+    mid = member_id(*entry)
+    member = _reuse(out_dir, mid, fingerprint)
+    if member is None:
+        member = _build(dense, *entry, built, settings, example_input, train_data)
+        member.info["input_shape"] = [1, *example_input.shape[1:]]
+        if out_dir is not None:
+            save_member(member, out_dir, example_input=example_input, fingerprint=fingerprint)
+    built[mid] = member
+    return member
 
 
 def _scratch(method: str, settings: PruneSettings, trains: bool) -> bool:

@@ -1,0 +1,250 @@
+"""Scale-out with Ray (``engine: {kind: ray}``): shards, family members and attacks as Ray tasks.
+
+The driver plans exactly as the local engine and stays the only writer of records; a task
+computes one shard of one condition on every model that still needs it (each input batch is
+made once per task) and saves the same atomic shard files, builds one group of the family
+(:func:`robusteval.pruning.family.build_group`) into the run directory, or attacks one model.
+The run directory must be on a filesystem every node sees at the same path.
+
+A model travels once: a saved family member as its archive in the run directory, any other
+model through Ray's object store; each worker process keeps what it has loaded. A worker that
+dies is retried by Ray (``RETRIES``); as every write is atomic, a retry gives the same files.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from robusteval.conditions import Condition
+from robusteval.data.arrays import LabeledArrays
+from robusteval.device import model_device
+from robusteval.engine import EngineSettings, Job, ModelEntry, attack_model, compute_shards, shard_plan
+from robusteval.errors import RobustEvalError, describe
+from robusteval.escaping import visible
+from robusteval.evaluators.adversarial import AdversarialSettings
+from robusteval.evaluators.base import Result
+from robusteval.pruning import PruneSettings, load_member
+from robusteval.pruning.family import build_group, family_groups, member_id
+from robusteval.results import RunDir
+
+ENGINES = ("local", "ray")
+RETRIES = 3
+"""Times Ray reruns a task whose worker died."""
+RAY_MISSING = "--engine ray needs Ray, which is not installed: pip install 'robusteval[ray]'"
+
+Shipped = tuple[str, Any]
+"""How a model reaches workers: ("file", archive path) or ("object", [object ref])."""
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """``kind``: ``local`` (this process) or ``ray``; ``address``: the Ray cluster to join (default:
+    ``RAY_ADDRESS``, else a local instance); resources per task, whose CPU share sets its torch threads."""
+
+    kind: str = "local"
+    address: str | None = None
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ENGINES:
+            raise RobustEvalError(f"engine kind must be one of {', '.join(ENGINES)}, got {self.kind!r}")
+        if not self.cpus_per_worker > 0 or self.gpus_per_worker < 0:
+            raise RobustEvalError(f"engine: expected cpus_per_worker > 0 and gpus_per_worker >= 0, got "
+                                  f"{self.cpus_per_worker} and {self.gpus_per_worker}")
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise RobustEvalError(RAY_MISSING) from None
+    return ray
+
+
+def check_available(config: EngineConfig) -> None:
+    """A one-line error now, before anything is written, when ``kind: ray`` has no Ray to use."""
+    if config.kind == "ray":
+        _ray()
+
+
+@contextmanager
+def ray_executor(config: EngineConfig, run: RunDir) -> Iterator[RayExecutor]:
+    """Join the cluster at ``address`` / ``RAY_ADDRESS`` or start a local Ray instance (shut down after),
+    or use the one this process already runs."""
+    ray = _ray()
+    started = not ray.is_initialized()
+    if started:
+        address = config.address or os.environ.get("RAY_ADDRESS") or None
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        except Exception as exc:  # ConnectionError, RuntimeError, ValueError, ... by version
+            where = f" at {address}" if address else ""
+            raise RobustEvalError(f"cannot start or join Ray{where}: {describe(exc)}") from None
+    try:
+        yield RayExecutor(config, run, ray)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+class RayExecutor:
+    """The :class:`robusteval.engine.Executor` on Ray, plus :meth:`build_family` for the pruning stage."""
+
+    def __init__(self, config: EngineConfig, run: RunDir, ray: Any) -> None:
+        self.config, self.run, self.ray = config, run, ray
+        self._check_resources()
+        options = {"num_cpus": config.cpus_per_worker, "num_gpus": config.gpus_per_worker, "max_retries": RETRIES}
+        self._shard = ray.remote(_shard_task).options(**options)
+        self._build = ray.remote(_build_task).options(**options)
+        self._attack = ray.remote(_attack_task).options(**options)
+        self._threads = max(1, int(config.cpus_per_worker))
+        self._objects: dict[int, Any] = {}  # id() of a put object -> its ref, so each travels once
+
+    def _check_resources(self) -> None:
+        have = self.ray.cluster_resources()
+        for name, want in (("CPU", self.config.cpus_per_worker), ("GPU", self.config.gpus_per_worker)):
+            if want > have.get(name, 0):
+                raise RobustEvalError(f"engine: a task asks for {want:g} {name}s but the Ray cluster has "
+                                      f"{have.get(name, 0):g}; lower {name.lower()}s_per_worker")
+
+    def _put(self, value: Any) -> Any:
+        """``value``'s object ref (a module's CPU copy), put once; ``value`` stays referenced, so its id stays unique."""
+        if id(value) not in self._objects:
+            shipped = _on_cpu(value) if isinstance(value, nn.Module) else value
+            self._objects[id(value)] = (value, self.ray.put(shipped))
+        return self._objects[id(value)][1]
+
+    def _ship(self, entry: ModelEntry) -> Shipped:
+        archive = self.run.path / "models" / f"{entry.id}.pt2"
+        if archive.is_file() and archive.with_suffix(".json").is_file():
+            return "file", str(archive)
+        return "object", [self._put(entry.module)]
+
+    def compute(self, jobs: list[Job], run: RunDir, settings: EngineSettings, bar: tqdm) -> Iterator[None]:
+        submitted = []
+        for condition, forward in jobs:
+            detached, arrays = self._detach(condition)
+            tasks = []
+            for k, n, pending in shard_plan(condition, forward, run, settings):
+                bar.update(n * (len(forward) - len(pending)))
+                if pending:
+                    models = [(m.id, self._ship(m)) for m in pending]
+                    ref = self._shard.remote(detached, arrays, models, k, str(run.path), settings, self._threads)
+                    tasks.append((ref, n * len(pending), condition.key))
+            submitted.append(tasks)
+        for tasks in submitted:
+            self._wait(tasks, bar)
+            yield
+
+    def _detach(self, condition: Condition) -> tuple[Condition, dict[str, Any]]:
+        """The condition without its arrays, and the arrays' object refs (shared by the conditions that share them)."""
+        fields = {f: getattr(condition, f) for f in ("data", "space") if getattr(condition, f) is not None}
+        return dataclasses.replace(condition, **dict.fromkeys(fields)), {f: self._put(a) for f, a in fields.items()}
+
+    def _wait(self, tasks: list[tuple[Any, int, str]], bar: tqdm) -> None:
+        left = {ref: (n, what) for ref, n, what in tasks}
+        while left:
+            done, _ = self.ray.wait(list(left), num_returns=1)
+            n, what = left.pop(done[0])
+            self._get(done[0], what)
+            bar.update(n)
+            bar.set_postfix_str(visible(what), refresh=False)
+
+    def _get(self, ref: Any, what: str) -> Any:
+        """A task's value; its failure as a one-line error (a worker that died every retry included)."""
+        ray = self.ray
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.cause if isinstance(exc.cause, BaseException) else exc
+            if isinstance(cause, RobustEvalError):
+                raise RobustEvalError(str(cause)) from None
+            raise RobustEvalError(f"a Ray task ({what}) failed: {describe(cause)}") from None
+        except ray.exceptions.RayError as exc:
+            raise RobustEvalError(f"a Ray task ({what}) failed after {RETRIES} retries: "
+                                  f"{describe(exc).splitlines()[0]}") from None
+
+    def attack(self, models: list[ModelEntry], x: torch.Tensor, y: torch.Tensor, adversarial: AdversarialSettings,
+               progress: bool) -> Iterator[tuple[Result, float]]:
+        refs = [self._attack.remote(self._ship(m), x, y, adversarial, self._threads) for m in models]
+        for m, ref in zip(models, refs):
+            if progress:
+                print(f"adversarial: {visible(m.id)} on a Ray worker, {len(y)} images", file=sys.stderr, flush=True)
+            yield self._get(ref, f"attacking {m.id}")
+
+    def build_family(self, dense: nn.Module, *, settings: PruneSettings, example_input: torch.Tensor,
+                     train_data: LabeledArrays | None, out_dir: Path, progress: bool) -> None:
+        """Build every pruned group of the family on workers into ``out_dir`` (dense stays here), for
+        :func:`robusteval.pruning.build_family` to reload."""
+        groups = [g for g in family_groups(settings, train_data) if g[0][0] != "dense"]
+        dense_ref, train_ref = self._put(dense), None if train_data is None else self._put(train_data)
+        tasks = [(self._build.remote(dense_ref, g, settings, example_input.cpu(), train_ref, str(out_dir),
+                                     self._threads), 1, member_id(*g[0])) for g in groups]
+        with tqdm(total=len(tasks), desc="pruning (ray)", disable=not progress) as bar:
+            self._wait(tasks, bar)
+
+
+def _on_cpu(module: nn.Module) -> nn.Module:
+    return module if model_device(module).type == "cpu" else copy.deepcopy(module).cpu()
+
+
+# --- on the workers ------------------------------------------------------------------------------------------------
+
+_LOADED: dict[str, Any] = {}
+"""What this worker process has loaded: models (on its device) and arrays, by archive path or object ref."""
+
+
+def _worker_device() -> torch.device:
+    ray = _ray()
+    return torch.device("cuda") if ray.get_gpu_ids() else torch.device("cpu")
+
+
+def _model(shipped: Shipped, device: torch.device) -> nn.Module:
+    kind, where = shipped
+    key = where if kind == "file" else where[0].hex()
+    if key not in _LOADED:
+        module = load_member(Path(where), device).model if kind == "file" else _ray().get(where[0])
+        _LOADED[key] = module.to(device).eval()
+    return _LOADED[key]
+
+
+def _arrays(ref: Any) -> LabeledArrays:
+    key = ref.hex()
+    if key not in _LOADED:
+        _LOADED[key] = _ray().get(ref)
+    return _LOADED[key]
+
+
+def _shard_task(condition: Condition, arrays: dict[str, Any], models: Sequence[tuple[str, Shipped]], k: int,
+                run_path: str, settings: EngineSettings, threads: int) -> None:
+    torch.set_num_threads(threads)
+    device = _worker_device()
+    condition = dataclasses.replace(condition, **{f: _arrays(ref) for f, ref in arrays.items()})
+    entries = [ModelEntry(mid, _model(shipped, device)) for mid, shipped in models]
+    compute_shards(condition, entries, RunDir(run_path), settings, only=[k])
+
+
+def _build_task(dense: nn.Module, group: list[tuple[str, float]], settings: PruneSettings,
+                example_input: torch.Tensor, train_data: LabeledArrays | None, out_dir: str, threads: int) -> None:
+    torch.set_num_threads(threads)
+    device = _worker_device()
+    build_group(dense.to(device).eval(), group, settings=settings, example_input=example_input.to(device),
+                train_data=train_data, out_dir=Path(out_dir))
+
+
+def _attack_task(shipped: Shipped, x: torch.Tensor, y: torch.Tensor, adversarial: AdversarialSettings,
+                 threads: int) -> tuple[Result, float]:
+    torch.set_num_threads(threads)
+    return attack_model(_model(shipped, _worker_device()), x, y, adversarial)
