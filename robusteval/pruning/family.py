@@ -12,10 +12,12 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.export.passes import move_to_device_pass
 from tqdm import tqdm
 
 from robusteval.records import CONTROL_ID, SCRATCH_SUFFIX
 from robusteval.data.arrays import LabeledArrays
+from robusteval.device import model_device
 from robusteval.errors import RobustEvalError
 from robusteval.pruning.importance import PruneContext
 from robusteval.pruning.masks import prunable_layers
@@ -241,16 +243,20 @@ def _fingerprint(dense: nn.Module, settings: PruneSettings, example_input: torch
 def save_member(member: FamilyMember, out_dir: Path, *, example_input: torch.Tensor | None = None,
                 fingerprint: str = "") -> Path:
     """Save as ``<id>.pt2`` (torch.export, dynamic batch, reloads without the original code) and
-    ``<id>.json`` (method, ratio, info). Returns the .pt2 path."""
+    ``<id>.json`` (method, ratio, info). Returns the .pt2 path.
+
+    A CPU copy of the model is exported, so the archive holds no accelerator tensors and reloads on
+    any machine (:func:`load_member` moves it to a device)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     shape = member.info.get("input_shape")
     x = example_input if example_input is not None else torch.zeros(shape) if shape else None
     if x is None:
         raise RobustEvalError(f"saving {member.id}: expected an example input or info['input_shape'], got neither")
-    x = x[:1].expand(2, *x.shape[1:]).contiguous().to(next(member.model.parameters()).device)
+    x = x[:1].expand(2, *x.shape[1:]).contiguous().cpu()
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
-    program = torch.export.export(member.model.eval(), (x,), dynamic_shapes=({0: batch},))
+    model = copy.deepcopy(member.model).cpu().eval()
+    program = torch.export.export(model, (x,), dynamic_shapes=({0: batch},))
     path = out_dir / f"{member.id}.pt2"
     torch.export.save(program, path)
     meta = {"format": FORMAT, "id": member.id, "method": member.method, "target_ratio": member.target_ratio,
@@ -259,8 +265,9 @@ def save_member(member: FamilyMember, out_dir: Path, *, example_input: torch.Ten
     return path
 
 
-def load_member(path: Path) -> FamilyMember:
-    """Reload a member saved by :func:`save_member` (``<id>.pt2`` or its ``<id>.json``)."""
+def load_member(path: Path, device: torch.device | str | None = None) -> FamilyMember:
+    """Reload a member saved by :func:`save_member` (``<id>.pt2`` or its ``<id>.json``) onto ``device``
+    (default CPU)."""
     path = Path(path)
     pt2, sidecar = path.with_suffix(".pt2"), path.with_suffix(".json")
     if not pt2.is_file() or not sidecar.is_file():
@@ -268,7 +275,10 @@ def load_member(path: Path) -> FamilyMember:
     meta = json.loads(sidecar.read_text())
     if meta.get("format") != FORMAT:
         raise RobustEvalError(f"{sidecar}: expected format {FORMAT!r}, got {meta.get('format')!r}")
-    model = ExportedModel(torch.export.load(pt2).module())
+    program = torch.export.load(pt2)
+    if torch.device(device or "cpu").type != "cpu":
+        program = move_to_device_pass(program, device)
+    model = ExportedModel(program.module())
     info = dict(meta["info"], input_shape=meta["input_shape"])
     return FamilyMember(meta["id"], meta["method"], float(meta["target_ratio"]), model, info)
 
@@ -323,7 +333,7 @@ def _member(dense: nn.Module, entry: tuple[str, float], built: dict[str, FamilyM
             fingerprint: str) -> FamilyMember:
     """One grid entry, reloaded when saved before, else built (and saved with ``out_dir``); kept in ``built``."""
     mid = member_id(*entry)
-    member = _reuse(out_dir, mid, fingerprint)
+    member = _reuse(out_dir, mid, fingerprint, model_device(dense))
     if member is None:
         member = _build(dense, *entry, built, settings, example_input, train_data)
         member.info["input_shape"] = [1, *example_input.shape[1:]]
@@ -355,7 +365,7 @@ def _build(dense: nn.Module, method: str, ratio: float, built: dict[str, FamilyM
     return prune_model(dense, method, ratio, settings=settings, example_input=example_input, train_data=train_data)
 
 
-def _reuse(out_dir: Path | None, mid: str, fingerprint: str) -> FamilyMember | None:
+def _reuse(out_dir: Path | None, mid: str, fingerprint: str, device: torch.device) -> FamilyMember | None:
     if out_dir is None:
         return None
     sidecar = Path(out_dir) / f"{mid}.json"
@@ -366,4 +376,4 @@ def _reuse(out_dir: Path | None, mid: str, fingerprint: str) -> FamilyMember | N
             return None
     except json.JSONDecodeError:
         return None
-    return load_member(sidecar)
+    return load_member(sidecar, device)
