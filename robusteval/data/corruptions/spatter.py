@@ -51,7 +51,7 @@ def spatter(x: Tensor, params: tuple[float, ...], gen: torch.Generator) -> Tenso
 
 
 def _colour(rgb: tuple[float, float, float], like: Tensor) -> Tensor:
-    return torch.tensor(rgb, dtype=like.dtype, device=like.device)[None, :, None, None]
+    return torch.tensor(rgb, dtype=like.dtype).to(like.device)[None, :, None, None]
 
 
 def canny(image: Tensor, low: float, high: float) -> Tensor:
