@@ -90,7 +90,9 @@ def test_ood_set_on_device_matches_cpu(device: str, name: str) -> None:
     diff = (out.cpu() - ref).abs()
     if name == "blobs":  # thresholded at 0.75 after a blur
         assert float(diff.mean()) < 1e-3
-    else:
+    elif name == "gaussian_noise":  # x·0.25 + 0.5 of the same draws
+        assert float(diff.max()) < 1e-6
+    else:  # the same draws, or the same pixels moved by the same permutation
         assert torch.equal(out.cpu(), ref)
 
 
