@@ -3,7 +3,8 @@
 Far-OOD generators follow Hendrycks et al. 2019 (Outlier Exposure): Gaussian noise, uniform
 noise and blobs, mapped to [0, 1]; pixel- and patch-shuffled in-distribution images keep the
 colour statistics but destroy the object. All are float32 NCHW in [0, 1] and deterministic
-under ``seed``.
+under ``seed``. Random numbers and permutations come from a seeded CPU generator (the same on
+every device); the images are built on ``device`` (``make_ood_batch``: the input batch's).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from robusteval.errors import RobustEvalError
 from robusteval.registry import Registry, unknown_name_message
 
 Shape = tuple[int, int, int]
+Device = torch.device | str | None
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -36,27 +38,31 @@ def _check_images(x: torch.Tensor) -> None:
         raise RobustEvalError(f"expected NCHW images, got shape {tuple(x.shape)}")
 
 
-def gaussian_noise_images(n: int, shape: Sequence[int], *, seed: int = 0) -> torch.Tensor:
+def gaussian_noise_images(n: int, shape: Sequence[int], *, seed: int = 0, device: Device = None) -> torch.Tensor:
     """N(0.5, 0.25^2) per pixel, clipped to [0, 1] (OE's N(0, 0.5^2) clipped to [-1, 1], rescaled)."""
     c, h, w = _check_size(n, shape)
-    return (torch.randn(n, c, h, w, generator=_generator(seed)) * 0.25 + 0.5).clamp_(0.0, 1.0)
+    return (torch.randn(n, c, h, w, generator=_generator(seed)).to(device) * 0.25 + 0.5).clamp_(0.0, 1.0)
 
 
-def uniform_noise_images(n: int, shape: Sequence[int], *, seed: int = 0) -> torch.Tensor:
+def uniform_noise_images(n: int, shape: Sequence[int], *, seed: int = 0, device: Device = None) -> torch.Tensor:
     """U(0, 1) per pixel."""
     c, h, w = _check_size(n, shape)
-    return torch.rand(n, c, h, w, generator=_generator(seed))
+    return torch.rand(n, c, h, w, generator=_generator(seed)).to(device)
 
 
-def blobs(n: int, shape: Sequence[int], *, seed: int = 0, sigma: float = 1.5) -> torch.Tensor:
-    """Bernoulli(0.7) pixels, Gaussian-blurred (``sigma``), values below 0.75 set to 0 (Hendrycks et al. 2019)."""
+def blobs(n: int, shape: Sequence[int], *, seed: int = 0, sigma: float = 1.5, device: Device = None) -> torch.Tensor:
+    """Bernoulli(0.7) pixels, Gaussian-blurred (``sigma``), values below 0.75 set to 0 (Hendrycks et al. 2019).
+
+    On CUDA the blur runs in float64: cuDNN's default TF32 would move values across the threshold.
+    """
     c, h, w = _check_size(n, shape)
-    x = torch.bernoulli(torch.full((n * c, 1, h, w), 0.7), generator=_generator(seed))
+    x = torch.bernoulli(torch.full((n * c, 1, h, w), 0.7), generator=_generator(seed)).to(device)
+    dtype = torch.float64 if x.device.type == "cuda" else torch.float32
     radius = max(1, math.ceil(3 * sigma))
     taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float32) / sigma) ** 2)
-    taps /= taps.sum()
-    x = F.pad(x, (radius, radius, radius, radius), mode="replicate")
-    x = F.conv2d(F.conv2d(x, taps.view(1, 1, 1, -1)), taps.view(1, 1, -1, 1))
+    taps = (taps / taps.sum()).to(x.device, dtype)
+    x = F.pad(x.to(dtype), (radius, radius, radius, radius), mode="replicate")
+    x = F.conv2d(F.conv2d(x, taps.view(1, 1, 1, -1)), taps.view(1, 1, -1, 1)).to(torch.float32)
     x[x < 0.75] = 0.0
     return x.view(n, c, h, w).clamp_(0.0, 1.0)
 
@@ -65,7 +71,7 @@ def pixel_shuffled(x: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
     """Each image's pixel positions permuted independently (channels move together)."""
     _check_images(x)
     n, c, h, w = x.shape
-    perm = torch.argsort(torch.rand(n, h * w, generator=_generator(seed)), dim=1)
+    perm = torch.argsort(torch.rand(n, h * w, generator=_generator(seed)), dim=1).to(x.device)  # CPU: same ties
     flat = x.reshape(n, c, h * w)
     return torch.gather(flat, 2, perm[:, None, :].expand(n, c, h * w)).reshape(n, c, h, w)
 
@@ -78,7 +84,7 @@ def patch_shuffled(x: torch.Tensor, *, patch: int, seed: int = 0) -> torch.Tenso
         raise RobustEvalError(f"patch_shuffled: expected a patch size dividing {h}x{w}, got {patch}")
     gh, gw = h // patch, w // patch
     tiles = x.reshape(n, c, gh, patch, gw, patch).permute(0, 2, 4, 1, 3, 5).reshape(n, gh * gw, -1)
-    perm = torch.argsort(torch.rand(n, gh * gw, generator=_generator(seed)), dim=1)
+    perm = torch.argsort(torch.rand(n, gh * gw, generator=_generator(seed)), dim=1).to(x.device)
     tiles = torch.gather(tiles, 1, perm[:, :, None].expand_as(tiles))
     return tiles.reshape(n, gh, gw, c, patch, patch).permute(0, 3, 1, 4, 2, 5).reshape(n, c, h, w)
 
@@ -92,15 +98,15 @@ def default_patch(h: int, w: int) -> int:
 # Each entry maps a batch of in-distribution images and a seed to an OOD batch of the same shape.
 OodMaker = Callable[[torch.Tensor, int], torch.Tensor]
 OOD_SETS: Registry[OodMaker] = Registry("synthetic OOD set")
-OOD_SETS.add("gaussian_noise", lambda x, seed: gaussian_noise_images(len(x), x.shape[1:], seed=seed))
-OOD_SETS.add("uniform_noise", lambda x, seed: uniform_noise_images(len(x), x.shape[1:], seed=seed))
-OOD_SETS.add("blobs", lambda x, seed: blobs(len(x), x.shape[1:], seed=seed))
+OOD_SETS.add("gaussian_noise", lambda x, seed: gaussian_noise_images(len(x), x.shape[1:], seed=seed, device=x.device))
+OOD_SETS.add("uniform_noise", lambda x, seed: uniform_noise_images(len(x), x.shape[1:], seed=seed, device=x.device))
+OOD_SETS.add("blobs", lambda x, seed: blobs(len(x), x.shape[1:], seed=seed, device=x.device))
 OOD_SETS.add("pixel_shuffled", lambda x, seed: pixel_shuffled(x, seed=seed))
 OOD_SETS.add("patch_shuffled", lambda x, seed: patch_shuffled(x, patch=default_patch(*x.shape[2:]), seed=seed))
 
 
 def make_ood_batch(name: str, id_images: torch.Tensor, *, seed: int) -> torch.Tensor:
-    """The synthetic OOD set ``name`` for one batch of in-distribution images (same shape)."""
+    """The synthetic OOD set ``name`` for one batch of in-distribution images (same shape and device)."""
     _check_images(id_images)
     return OOD_SETS.get(name)(id_images, seed)
 

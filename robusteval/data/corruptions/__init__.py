@@ -19,6 +19,15 @@ Differences from the reference scripts, everywhere:
   unless the user supplies the photographs (``frost_dir``).
 - Non-square images are handled per axis where the reference assumes squares (zoom).
 
+Devices: a batch on an accelerator is corrupted there and the result stays there. Random
+numbers are drawn on the CPU from the seeded generator and moved, so a seed gives the same
+draws on every device; constant kernels and matrices are built on the CPU and moved. On CUDA,
+results equal the CPU's up to float rounding (a quantised step may differ by 1/255), and
+convolutions run in float64 (cuDNN's default TF32 would round them). MPS has no float64:
+float64 steps (glass blur, elastic transform, spatter, the snow and fog layers, shot noise's
+Poisson rates) run on the CPU and their results move to MPS. CPU-only steps everywhere: the
+Poisson draw, PIL JPEG, SciPy's distance transform (spatter) and glass blur's pixel map.
+
 ``uniform_noise`` is the ε-ball experiment of Liebenwein et al., "Lost in Pruning: The
 Effects of Pruning Neural Networks beyond Test Accuracy" (MLSys 2021).
 """
@@ -79,8 +88,9 @@ def condition_seed(name: str, severity: int, batch_index: int, base_seed: int = 
 def corrupt(x: Tensor, name: str, severity: int, *, seed: int, frost_dir: str | None = None) -> Tensor:
     """Corruption ``name`` at ``severity`` (1..5) of a float (N, 3, H, W) batch in [0, 1].
 
-    Returns a new tensor of the same shape, dtype and device with values in [0, 1]. The
-    parameter table follows the image size (``parameter_set``); ``seed`` fixes all randomness.
+    Returns a new tensor of the same shape, dtype and device with values in [0, 1], the same
+    for any memory layout of ``x``. The parameter table follows the image size
+    (``parameter_set``); ``seed`` fixes all randomness.
     ``frost_dir``: a folder with the reference's frost photographs (``frost1.png`` …
     ``frost5.jpg``); frost then uses them instead of the procedural textures.
     """
@@ -89,6 +99,7 @@ def corrupt(x: Tensor, name: str, severity: int, *, seed: int, frost_dir: str | 
     _check_batch(x, f"corruption {name!r}", image=True)
     if x.shape[0] == 0:
         return x.clone()
+    x = x.contiguous()  # reductions (contrast's means) would otherwise sum in layout order
     table = parameter_set(x.shape[-2], x.shape[-1])
     gen = torch.Generator().manual_seed(seed)
     params = severity_parameters(name, severity, table)

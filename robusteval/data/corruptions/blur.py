@@ -111,11 +111,11 @@ def glass_blur(x: Tensor, params: tuple[float, int, int], gen: torch.Generator) 
     """
     sigma, delta, iterations = params
     n, c, h, w = x.shape
-    blurred = torch.floor(kernels.gaussian_blur(_reference_input(x), sigma) * 255) / 255
+    blurred = torch.floor(kernels.gaussian_blur(_reference_input(x.to(kernels.work_device(x))), sigma) * 255) / 255
     shape = (iterations, n, max(h - 2 * delta, 0), max(w - 2 * delta, 0), 2)
     offsets = torch.randint(-delta, delta, shape, generator=gen)
-    source = glass_permutation(offsets, h, w, delta).to(x.device)
-    shuffled = blurred.to(x.dtype).reshape(n, c, h * w).gather(2, source[:, None].expand(n, c, h * w))
+    source = glass_permutation(offsets, h, w, delta).to(x.device)  # index bookkeeping, launch-bound: on the CPU
+    shuffled = blurred.to(x.device, x.dtype).reshape(n, c, h * w).gather(2, source[:, None].expand(n, c, h * w))
     return kernels.gaussian_blur(shuffled.reshape(n, c, h, w), sigma)
 
 

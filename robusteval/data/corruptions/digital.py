@@ -64,23 +64,24 @@ def elastic_transform(x: Tensor, params: tuple[float, float, float], gen: torch.
     """
     alpha, sigma, jitter = params
     n, _, h, w = x.shape
+    device = kernels.work_device(x)
     cx, cy, half = w // 2, h // 2, min(h, w) // 3
     src = torch.tensor([[cx + half, cy + half], [cx + half, cy - half], [cx - half, cy - half]], dtype=torch.float64)
     src = src.expand(n, 3, 2)
     dst = src + (torch.rand((n, 3, 2), generator=gen, dtype=torch.float64) * 2 - 1) * jitter
-    inverse = _affine_from_points(dst, src)  # output pixel → source pixel
-    rows, cols = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64),
-                                indexing="ij")
+    inverse = _affine_from_points(dst, src).to(device)  # output pixel → source pixel
+    rows, cols = torch.meshgrid(torch.arange(h, dtype=torch.float64, device=device),
+                                torch.arange(w, dtype=torch.float64, device=device), indexing="ij")
     points = torch.stack([cols, rows, torch.ones_like(rows)], dim=-1)  # (h, w, 3) as (x, y, 1)
     source = torch.einsum("nij,hwj->nhwi", inverse, points)
-    warped = kernels.bilinear_sample(x, source[..., 1].to(x.device), source[..., 0].to(x.device), "mirror")
+    warped = kernels.bilinear_sample(x.to(device), source[..., 1], source[..., 0], "mirror")
     smooth = kernels.separable(
-        torch.rand((2, n, h, w), generator=gen, dtype=torch.float64) * 2 - 1,
+        torch.rand((2, n, h, w), generator=gen, dtype=torch.float64).to(device) * 2 - 1,
         kernels.gaussian_matrix(h, sigma, truncate=3.0, mode="reflect"),
         kernels.gaussian_matrix(w, sigma, truncate=3.0, mode="reflect"),
     ) * alpha
-    dx, dy = smooth[0].to(x.device), smooth[1].to(x.device)
-    return kernels.bilinear_sample(warped, rows.to(x.device) + dy, cols.to(x.device) + dx, "reflect")
+    dx, dy = smooth[0], smooth[1]
+    return kernels.bilinear_sample(warped, rows + dy, cols + dx, "reflect").to(x.device, x.dtype)
 
 
 @corruption("pixelate", random=False, note="PIL BOX coefficients, without PIL's per-axis uint8 rounding")

@@ -4,6 +4,7 @@ Every spatial filter of the reference scripts (scikit-image ``gaussian``, SciPy 
 PIL ``BOX`` resizing, OpenCV ``filter2D``/``GaussianBlur``, ImageMagick ``-motion-blur``)
 is a fixed linear map per image axis or a small kernel. Here they are built once as
 matrices/kernels (cached) and applied to whole batches with ``matmul``/``conv2d``/``gather``.
+They are built on the CPU and moved to the batch's device where they are applied.
 """
 from __future__ import annotations
 
@@ -17,6 +18,16 @@ from torch import Tensor
 BORDER_MODES = ("nearest", "reflect", "mirror")
 """SciPy names: ``nearest`` = edge replicate (skimage default), ``reflect`` = half-sample
 symmetric (d c b a | a b c d), ``mirror`` = whole-sample symmetric (OpenCV REFLECT_101)."""
+
+
+def work_device(x: Tensor) -> torch.device:
+    """Where float64 work derived from ``x`` runs: ``x``'s device, but the CPU for MPS (no float64 there)."""
+    return torch.device("cpu") if x.device.type == "mps" else x.device
+
+
+def conv_dtype(x: Tensor) -> torch.dtype:
+    """float64 for convolutions on CUDA (cuDNN's default TF32 rounds float32 inputs to 10 bits), else ``x``'s."""
+    return torch.float64 if x.device.type == "cuda" else x.dtype
 
 
 def fold_index(index: Tensor, n: int, mode: str) -> Tensor:
@@ -131,8 +142,9 @@ def filter2d(x: Tensor, kernel: Tensor) -> Tensor:
     kh, kw = kernel.shape
     n, c, h, w = x.shape
     padded = F.pad(x.reshape(n * c, 1, h, w), (kw // 2, kw // 2, kh // 2, kh // 2), mode="reflect")
-    out = F.conv2d(padded, kernel.to(x.device, x.dtype)[None, None])
-    return out.reshape(n, c, h, w)
+    dtype = conv_dtype(x)
+    out = F.conv2d(padded.to(dtype), kernel.to(x.device, dtype)[None, None])
+    return out.reshape(n, c, h, w).to(x.dtype)
 
 
 def motion_blur(x: Tensor, radius: float, sigma: float, angles: Tensor) -> Tensor:

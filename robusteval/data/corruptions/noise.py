@@ -29,7 +29,7 @@ def gaussian_noise(x: Tensor, sigma: float, gen: torch.Generator) -> Tensor:
 @corruption("shot_noise", random=True, note=_EXACT)
 def shot_noise(x: Tensor, photons: float, gen: torch.Generator) -> Tensor:
     """Poisson(λ·x) / λ: photon counting noise with λ photons at full intensity."""
-    rates = (x * photons).double().cpu()
+    rates = (x * photons).cpu().double()  # drawn with the CPU generator; MPS has no float64
     return (torch.poisson(rates, generator=gen) / photons).to(x.device, x.dtype)
 
 

@@ -4,7 +4,8 @@ The water branch of the reference is an OpenCV pipeline (Canny, distance transfo
 histogram equalisation, emboss filter). It is ported here: Canny with 3×3 Sobel, L1
 magnitude, OpenCV's non-maximum suppression and 8-connected hysteresis; an exact Euclidean
 distance transform (SciPy) where OpenCV uses its 5×5 approximation; OpenCV's rounding and
-uint8 saturation at each step.
+uint8 saturation at each step. The float64 pipeline runs on the batch's device (the CPU for
+MPS); only the distance transform goes through SciPy on the CPU.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def spatter(x: Tensor, params: tuple[float, ...], gen: torch.Generator) -> Tenso
     """Blurred, thresholded Gaussian 'liquid' drawn as water (mud = 0) or mud (mud = 1)."""
     loc, scale, sigma, threshold, intensity, mud = params
     n, _, h, w = x.shape
-    liquid = loc + scale * torch.randn((n, 1, h, w), generator=gen, dtype=torch.float64)
+    liquid = loc + scale * torch.randn((n, 1, h, w), generator=gen, dtype=torch.float64).to(kernels.work_device(x))
     liquid = kernels.gaussian_blur(liquid, sigma)
     liquid = torch.where(liquid < threshold, 0.0, liquid)
     if mud:
@@ -50,7 +51,7 @@ def spatter(x: Tensor, params: tuple[float, ...], gen: torch.Generator) -> Tenso
 
 
 def _colour(rgb: tuple[float, float, float], like: Tensor) -> Tensor:
-    return torch.tensor(rgb, dtype=like.dtype, device=like.device)[None, :, None, None]
+    return torch.tensor(rgb, dtype=like.dtype).to(like.device)[None, :, None, None]
 
 
 def canny(image: Tensor, low: float, high: float) -> Tensor:

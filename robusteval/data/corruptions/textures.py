@@ -28,20 +28,23 @@ _FROST_SEED = 20190401
 _TINT = (0.80, 0.88, 1.0)
 
 
-def plasma_fractal(n: int, mapsize: int, decay: float, gen: torch.Generator) -> Tensor:
+def plasma_fractal(n: int, mapsize: int, decay: float, gen: torch.Generator,
+                   device: torch.device | None = None) -> Tensor:
     """``n`` diamond-square height maps of side ``mapsize`` (a power of two), scaled to [0, 1].
 
     The reference's ``plasma_fractal(mapsize, wibbledecay)``, batched: midpoints get the
     mean of their neighbours plus ``wibble·U(−wibble, wibble)``; wibble starts at 100 and is
-    divided by ``decay`` at each level.
+    divided by ``decay`` at each level. Float64 on ``device`` (default CPU); the uniforms are
+    drawn on the CPU from ``gen``, so every device gives the same maps.
     """
     if mapsize & (mapsize - 1):
         raise ValueError(f"mapsize must be a power of two, got {mapsize}")
-    grid = torch.zeros(n, mapsize, mapsize, dtype=torch.float64)
+    grid = torch.zeros(n, mapsize, mapsize, dtype=torch.float64, device=device)
     step, wibble = mapsize, 100.0
 
     def wibbled(total: Tensor) -> Tensor:
-        noise = torch.rand(total.shape, generator=gen, dtype=torch.float64) * 2 * wibble - wibble
+        uniform = torch.rand(total.shape, generator=gen, dtype=torch.float64).to(grid.device)
+        noise = uniform * 2 * wibble - wibble
         return total / 4 + wibble * noise
 
     while step >= 2:

@@ -1,4 +1,8 @@
-"""Weather corruptions of Hendrycks & Dietterich (ICLR 2019): snow, frost, fog, batched."""
+"""Weather corruptions of Hendrycks & Dietterich (ICLR 2019): snow, frost, fog, batched.
+
+Random layers are drawn on the CPU and built on the batch's device (float64; the CPU for MPS);
+frost textures are cached on the batch's device in its dtype.
+"""
 from __future__ import annotations
 
 import functools
@@ -24,7 +28,7 @@ def fog(x: Tensor, params: tuple[float, float], gen: torch.Generator) -> Tensor:
     strength, decay = params
     n, _, h, w = x.shape
     mapsize = 1 << (max(h, w) - 1).bit_length()  # 32 for CIFAR, 256 for 224 px, as in the reference
-    haze = plasma_fractal(n, mapsize, decay, gen)[:, None, :h, :w].to(x.device, x.dtype)
+    haze = plasma_fractal(n, mapsize, decay, gen, kernels.work_device(x))[:, None, :h, :w].to(x.device, x.dtype)
     peak = x.amax(dim=(1, 2, 3), keepdim=True)
     return (x + strength * haze) * peak / (peak + strength)
 
@@ -38,7 +42,7 @@ def snow(x: Tensor, params: tuple[float, ...], gen: torch.Generator) -> Tensor:
     """
     loc, scale, zoom, threshold, radius, sigma, blend = params
     n, _, h, w = x.shape
-    layer = loc + scale * torch.randn((n, 1, h, w), generator=gen, dtype=torch.float64)
+    layer = loc + scale * torch.randn((n, 1, h, w), generator=gen, dtype=torch.float64).to(kernels.work_device(x))
     layer = kernels.separable(layer, kernels.zoom_matrix(h, zoom), kernels.zoom_matrix(w, zoom))
     layer = torch.where(layer < threshold, 0.0, layer).clamp(0, 1)
     layer = torch.floor(layer * 255) / 255  # the reference's uint8 'L' image
@@ -102,7 +106,7 @@ def frost(x: Tensor, params: tuple[float, float, float], gen: torch.Generator, p
     """
     image_weight, frost_weight, scale = params
     n, _, h, w = x.shape
-    textures = frost_photos(photos, scale, h + 1, w + 1) if photos else tuple(frost_stack(scale, h + 1, w + 1))
+    textures = _frost_textures(photos, scale, h + 1, w + 1, x.device, x.dtype)
     which = torch.randint(0, FROST_TEXTURES, (n,), generator=gen).tolist()
     crops = []
     for t in which:
@@ -110,4 +114,16 @@ def frost(x: Tensor, params: tuple[float, float, float], gen: torch.Generator, p
         top = int(torch.randint(0, texture.shape[-2] - h, (1,), generator=gen))
         left = int(torch.randint(0, texture.shape[-1] - w, (1,), generator=gen))
         crops.append(texture[:, top : top + h, left : left + w])
-    return image_weight * x + frost_weight * torch.stack(crops).to(x.device, x.dtype)
+    return image_weight * x + frost_weight * torch.stack(crops)
+
+
+@functools.lru_cache(maxsize=8)
+def _frost_textures(photos: str | None, scale: float, min_height: int, min_width: int, device: torch.device,
+                    dtype: torch.dtype) -> tuple[Tensor, ...]:
+    """The frost textures (``frost_photos`` or ``frost_stack``) in ``dtype`` on ``device``, cached there.
+
+    Casting before cropping gives the same values as cropping before casting.
+    """
+    textures = frost_photos(photos, scale, min_height, min_width) if photos else frost_stack(scale, min_height,
+                                                                                             min_width)
+    return tuple(texture.to(dtype).to(device) for texture in textures)
