@@ -79,6 +79,26 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+QUIET = dict(attacks=(), autoattack="off", min_norm=(), transfer=(), large_eps=None, batch_size=250, seed=0)
+
+
+def autoattack_pair(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, iters: int,
+                    device: torch.device | str = "cpu") -> tuple[Callable[[], object], Callable[[], object]]:
+    """(evaluator, bare): the evaluator restricted to AutoAttack fast at one ε with ``iters`` APGD
+    iterations, and the same attack called bare through pyautoattack on ``device``, on ``x``, ``y``."""
+    fast = AdversarialSettings(**{**QUIET, "autoattack": "fast", "autoattack_eps": (eps,), "autoattack_iters": iters})
+
+    def bare() -> object:
+        aa = autoattack_module().AutoAttack(model, norm="Linf", eps=eps, version="custom",
+                                            attacks=["apgd-ce", "apgd-t"], seed=0, device=device)
+        for apgd in (aa.apgd, aa.apgd_targeted):
+            apgd.n_restarts, apgd.n_iter = 1, iters
+            apgd.n_iter_2, apgd.n_iter_min, apgd.size_decr = (max(int(f * iters), 1) for f in (0.22, 0.06, 0.03))
+        return aa.run_standard_evaluation(x, y, batch_size=250)
+
+    return (lambda: evaluate_adversarial(model, x, y, settings=fast)), bare
+
+
 def side_by_side(name: str, ours: Callable[[], object], bare: Callable[[], object], repeats: int, n: int) -> None:
     """Interleave the two calls, swapping which goes first, so machine load hits both alike."""
     t_ours, t_bare = [], []
@@ -109,23 +129,10 @@ def main() -> None:
     n = len(x)
     print(f"ResNet-20 ({'bundled weights' if trained else 'RANDOM INIT: labels = its own predictions'}), "
           f"{n} CIFAR-10 test images, {args.threads} thread(s), median of {args.repeats}")
-    quiet = dict(attacks=(), autoattack="off", min_norm=(), transfer=(), large_eps=None, batch_size=250, seed=0)
+    ours, bare = autoattack_pair(model, x, y, eps=args.eps, iters=args.iters)
+    side_by_side(f"AutoAttack fast, 1 eps, {args.iters} iters", ours, bare, args.repeats, n)
 
-    fast = AdversarialSettings(**{**quiet, "autoattack": "fast", "autoattack_eps": (args.eps,),
-                                  "autoattack_iters": args.iters})
-
-    def bare_autoattack() -> object:
-        aa = autoattack_module().AutoAttack(model, norm="Linf", eps=args.eps, version="custom",
-                                            attacks=["apgd-ce", "apgd-t"], seed=0)
-        for apgd in (aa.apgd, aa.apgd_targeted):
-            apgd.n_restarts, apgd.n_iter = 1, args.iters
-            apgd.n_iter_2, apgd.n_iter_min, apgd.size_decr = (max(int(f * args.iters), 1) for f in (0.22, 0.06, 0.03))
-        return aa.run_standard_evaluation(x, y, batch_size=250)
-
-    side_by_side(f"AutoAttack fast, 1 eps, {args.iters} iters", lambda: evaluate_adversarial(model, x, y, settings=fast),
-                 bare_autoattack, args.repeats, n)
-
-    pgd = AdversarialSettings(**{**quiet, "attacks": ("linf_pgd",)})
+    pgd = AdversarialSettings(**{**QUIET, "attacks": ("linf_pgd",)})
     with torch.no_grad():
         correct = model(x).argmax(1) == y
     xc, yc = x[correct], y[correct]
@@ -142,7 +149,7 @@ def main() -> None:
 
     m = min(args.preset_n or n, n)
     for preset in ("fast", "standard"):
-        settings = AdversarialSettings(**{**quiet, "autoattack": preset, "autoattack_eps": (args.eps,)})
+        settings = AdversarialSettings(**{**QUIET, "autoattack": preset, "autoattack_eps": (args.eps,)})
         start = time.perf_counter()
         result = evaluate_adversarial(model, x[:m], y[:m], settings=settings)
         seconds = time.perf_counter() - start
