@@ -189,6 +189,22 @@ def test_build_family_saves_and_reuses_members(tmp_path: Path, monkeypatch: pyte
                           progress=False))
 
 
+def test_a_saved_member_that_cannot_be_reloaded_is_rebuilt_with_a_warning(tmp_path: Path, capsys) -> None:
+    """An archive cut short (or saved on a device this machine lacks) is rebuilt, not a crash."""
+    settings = PruneSettings(methods=("magnitude",), ratios=(0.5,), **FAST)
+    x = torch.rand(1, 3, 8, 8)
+    first = list(build_family(_net(), settings=settings, example_input=x, train_data=None, out_dir=tmp_path,
+                              progress=False))
+    archive = tmp_path / "magnitude@0.5.pt2"
+    archive.write_bytes(archive.read_bytes()[:200])
+    again = list(build_family(_net(), settings=settings, example_input=x, train_data=None, out_dir=tmp_path,
+                              progress=False))
+    assert "saved member magnitude@0.5 cannot be reloaded here" in capsys.readouterr().err
+    with torch.no_grad():
+        torch.testing.assert_close(again[1].model(x), first[1].model(x))
+    assert archive.stat().st_size > 200
+
+
 class _BreaksModel(PruningMethod):
     def prune(self, model: nn.Module, ratio: float, ctx: object) -> None:
         with torch.no_grad():

@@ -18,7 +18,7 @@ from tqdm import tqdm
 from robusteval.records import CONTROL_ID, SCRATCH_SUFFIX
 from robusteval.data.arrays import LabeledArrays
 from robusteval.device import model_device
-from robusteval.errors import RobustEvalError
+from robusteval.errors import RobustEvalError, describe, warn
 from robusteval.pruning.importance import PruneContext
 from robusteval.pruning.masks import prunable_layers
 from robusteval.pruning.methods import PRUNING_METHODS
@@ -376,4 +376,8 @@ def _reuse(out_dir: Path | None, mid: str, fingerprint: str, device: torch.devic
             return None
     except json.JSONDecodeError:
         return None
-    return load_member(sidecar, device)
+    try:
+        return load_member(sidecar, device)
+    except Exception as exc:  # cut short by a kill, or saved on a device this machine lacks (CUDA archives)
+        warn(f"saved member {mid} cannot be reloaded here ({describe(exc)}); rebuilding it")
+        return None
