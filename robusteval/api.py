@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from robusteval import __version__
 from robusteval.analysis import write_summary
 from robusteval.conditions import build_conditions
 from robusteval.config import AuditConfig
@@ -35,7 +36,8 @@ from robusteval.ray_engine import RayExecutor, check_available, ray_executor
 from robusteval.records import DENSE_ID
 from robusteval.results import RunDir
 
-PACKAGES = ("robusteval", "torch", "torchvision", "foolbox", "robustbench", "pyautoattack", "torch-pruning",
+#: the dependencies whose installed versions the manifest records (robusteval's own: ``__version__``)
+PACKAGES = ("torch", "torchvision", "foolbox", "robustbench", "pyautoattack", "torch-pruning",
             "numpy", "scipy")
 
 
@@ -323,7 +325,7 @@ def _start_manifest(run: RunDir, config: AuditConfig, clean: LabeledArrays, mode
 
 
 def _versions() -> dict[str, str]:
-    out = {}
+    out = {"robusteval": __version__}  # the code that ran, installed or not
     for name in PACKAGES:
         try:
             out[name] = metadata.version(name)

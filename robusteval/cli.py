@@ -9,8 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from robusteval import __version__
 from robusteval.errors import GateFailed, RobustEvalError
 from robusteval.escaping import visible
+from robusteval.presets import listing
 
 EPILOG = "Exit codes: 0 success, 1 gate failed, 2 bad input, 3 internal error. Docs: README.md."
 
@@ -49,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="robusteval", description="What does pruning cost beyond test accuracy? "
                                      "Prune a model into a family, audit robustness, report and gate.", epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"robusteval {__version__}")
     sub = parser.add_subparsers(title="commands")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--verbose", action="store_true", help="show full tracebacks on errors")
@@ -77,7 +80,8 @@ def _model_options(common: argparse.ArgumentParser) -> argparse.ArgumentParser:
     model_opts.add_argument("--train-data", help="data for SNIP/GraSP, fine-tuning and BatchNorm re-calibration "
                             "(default: the training split of a built-in --data source; none for sources read from a path)")
     model_opts.add_argument("--subset", type=int, help="evaluate on a seeded class-balanced sample of N images")
-    model_opts.add_argument("--config", help="YAML config (a path, or a preset name from configs/: clean, quick, ...)")
+    model_opts.add_argument("--config", help="YAML config: a path, or a preset name "
+                            "(robusteval presets lists them: clean, quick, ...)")
     model_opts.add_argument("--out", help="run directory (default: reports/<timestamp>); rerunning the same "
                             "command on it resumes and skips finished work")
     model_opts.add_argument("--mean", help="per-channel input mean the model expects, e.g. 0.485,0.456,0.406; "
@@ -111,7 +115,8 @@ def _prune_options() -> argparse.ArgumentParser:
 
 def _gate_options() -> argparse.ArgumentParser:
     gate_opts = argparse.ArgumentParser(add_help=False)
-    gate_opts.add_argument("--gate", help="gate rules YAML (see configs/gate.yaml); exit 1 when a budget is exceeded")
+    gate_opts.add_argument("--gate", help="gate rules YAML, or the preset 'gate' (configs/gate.yaml); exit 1 "
+                           "when a budget is exceeded")
     gate_opts.add_argument("--junit", help="write the gate's JUnit XML here")
     return gate_opts
 
@@ -141,7 +146,7 @@ def _run_commands(sub: Any, model_opts: argparse.ArgumentParser, prune_opts: arg
 
 
 def _run_dir_commands(sub: Any, common: argparse.ArgumentParser) -> None:
-    """report, gate (on a run directory) and demo."""
+    """report, gate (on a run directory), demo and presets."""
     p = sub.add_parser("report", parents=[common], help="rebuild report.html from a run directory (no models)")
     p.add_argument("run_dir")
     p.add_argument("--tolerance", type=float, help="prune-potential tolerance δ (default from the run's config)")
@@ -149,7 +154,7 @@ def _run_dir_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("gate", parents=[common], help="check a finished run against gate rules")
     p.add_argument("run_dir")
-    p.add_argument("--gate", required=True, help="gate rules YAML")
+    p.add_argument("--gate", required=True, help="gate rules YAML, or the preset 'gate'")
     p.add_argument("--junit", help="write JUnit XML here")
     p.add_argument("--reference", help="reference model id (default: the run's baseline: dense+ft when recovery "
                    "fine-tuned, else dense)")
@@ -159,6 +164,9 @@ def _run_dir_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="reports/demo", help="run directory (default: reports/demo)")
     p.add_argument("--config", default="quick", help="config (default: quick)")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("presets", parents=[common], help="list the presets that --config and --gate take by name")
+    p.set_defaults(func=lambda args, command: print("\n".join(map(visible, listing().splitlines()))))
 
 
 def _config(args: argparse.Namespace, default: str | None) -> Any:

@@ -1,4 +1,4 @@
-"""The typed, validated run configuration (YAML files in ``configs/``).
+"""The typed, validated run configuration (YAML files in ``configs/``, presets by name: :mod:`robusteval.presets`).
 
 Each section is a frozen dataclass; sections owned by a subsystem (pruning, the ``evaluate``
 section and its evaluators' settings) are that subsystem's own settings class, composed here. Unknown
@@ -23,6 +23,7 @@ from robusteval.errors import RobustEvalError
 from robusteval.evaluators.base import DEFAULT_BATCH_SIZE
 from robusteval.evaluators.settings import CorruptionSettings, EvaluateSettings, NoiseSettings, OODConfig
 from robusteval.files import read_yaml_file
+from robusteval.presets import preset_dir, resolve
 from robusteval.pruning.settings import PruneSettings
 from robusteval.ray_engine import EngineConfig
 from robusteval.registry import unknown_name_message
@@ -30,7 +31,8 @@ from robusteval.registry import unknown_name_message
 __all__ = ["CONFIG_DIR", "AnalysisSettings", "AuditConfig", "CorruptionSettings", "DataSettings", "EvaluateSettings",
            "ModelSettings", "NoiseSettings", "OODConfig", "config_from_dict", "load_config", "read_config_file"]
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+#: the presets' folder (the packaged copy of an install, else the checkout's ``configs/``)
+CONFIG_DIR = preset_dir()
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,7 @@ def _canonical(value: Any) -> Any:
 
 
 def load_config(path: str | Path | None) -> AuditConfig:
-    """Read a YAML config; a bare name (``quick``) means ``configs/<name>.yaml``; None → defaults."""
+    """Read a YAML config; a bare name (``quick``) is a preset (``configs/<name>.yaml``); None → defaults."""
     if path is None:
         return AuditConfig()
     data, where = read_config_file(path)
@@ -158,11 +160,7 @@ def load_config(path: str | Path | None) -> AuditConfig:
 
 def read_config_file(path: str | Path) -> tuple[dict[str, Any], str]:
     """The raw mapping of a YAML config (or preset name) and where it came from, before validation."""
-    p = Path(path)
-    if not p.exists() and not p.suffix and (CONFIG_DIR / f"{path}.yaml").is_file():
-        p = CONFIG_DIR / f"{path}.yaml"
-    if not p.is_file():
-        raise RobustEvalError(f"config file {p} does not exist")
+    p = resolve(path, "config file")
     data = read_yaml_file(p, "config file") or {}
     if not isinstance(data, dict):
         raise RobustEvalError(f"{p}: expected a mapping at the top level, got {type(data).__name__}")

@@ -31,6 +31,7 @@ from robusteval.metrics import reference_value
 from robusteval.errors import RobustEvalError
 from robusteval.escaping import markdown_cell, markdown_code, workflow_data, workflow_property, xml_text
 from robusteval.files import read_yaml_file
+from robusteval.presets import resolve
 from robusteval.registry import unknown_name_message
 from robusteval.files import write_atomic
 from robusteval.results import incomplete_message
@@ -79,8 +80,8 @@ class GateResult:
 
 
 def load_rules(path: str | Path) -> list[Rule]:
-    """Read and validate a rules YAML file (see the module docstring)."""
-    path = Path(path)
+    """Read and validate a rules YAML file (see the module docstring), or a preset by name (``gate``)."""
+    path = resolve(path, "gate file")
     data = read_yaml_file(path, "gate file")
     return parse_rules(data, source=str(path))
 
