@@ -5,7 +5,7 @@
 # `python -m robusteval`, `load_config("quick")`, `robusteval presets`, the smoke audit of the bundled
 # model (configs/smoke.yaml) and the packaged gate rules. Every configs/*.yaml must be in the wheel as
 # it is in the checkout. Needs `build` and `twine` (the test extra) in $PYTHON (default: python3);
-# the fresh environment's dependencies come from pip's cache when the test install fetched them.
+# the fresh environment gets its dependencies as the test install did (pip's cache or local wheels).
 #   usage: scripts/check_install.sh        (.ci/run: PYTHON=.venv/bin/python scripts/check_install.sh)
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -13,6 +13,7 @@ python="${PYTHON:-python3}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 start=$SECONDS
+expect() { [ "$1" = "$2" ] || { echo "check_install: expected '$2', got '$1'" >&2; exit 1; }; }
 
 "$python" -m build --outdir "$work/dist" "$repo" >"$work/build.log" 2>&1 || { cat "$work/build.log"; exit 1; }
 "$python" -m twine check --strict "$work"/dist/*
@@ -28,17 +29,20 @@ bin="$work/venv/bin"
 cd "$work"  # nothing below may come from the checkout
 
 version="$("$bin/python" -c 'import importlib.metadata as m; print(m.version("robusteval"))')"
-test "$("$bin/robusteval" --version)" = "robusteval $version"
-test "$("$bin/python" -m robusteval --version)" = "robusteval $version"
+expect "$("$bin/robusteval" --version)" "robusteval $version"
+expect "$("$bin/python" -m robusteval --version)" "robusteval $version"
 "$bin/python" - "$repo/configs" <<'PY'
 import sys
 from pathlib import Path
+
+import torch
 
 import robusteval
 from robusteval import load_config
 from robusteval.presets import preset_dir
 
-assert "site-packages" in robusteval.__file__, f"robusteval imported from {robusteval.__file__}, not the install"
+for module in (robusteval, torch):  # from the fresh environment, not the checkout or another environment
+    assert Path(module.__file__).is_relative_to(sys.prefix), f"{module.__name__} imported from {module.__file__}"
 load_config("quick")
 source = {p.name: p.read_bytes() for p in Path(sys.argv[1]).glob("*.yaml")}
 packaged = {p.name: p.read_bytes() for p in preset_dir().glob("*.yaml")}
