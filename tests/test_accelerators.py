@@ -3,6 +3,7 @@ MPS and torch 2.4, TF32 off in every entry point, MPS latency synchronized. MPS 
 simulated; the same paths on a real GPU run in tests/test_device.py (skipped without one)."""
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 import threading
@@ -189,3 +190,25 @@ def test_synchronize_waits_for_mps_and_not_for_cpu(monkeypatch):
     device_module.synchronize(torch.device("cpu"))
     device_module.synchronize(torch.device("mps"))
     assert calls == ["mps"]
+
+
+# --- draws that must not depend on the device or on what ran before ------------------------------------------------
+
+def test_fine_tuning_seeds_the_models_own_draws_and_restores_the_callers_rng():
+    """Dropout draws from the global (device) RNG: seeded by ``seed``, whatever ran before."""
+    from robusteval.pruning.recovery import finetune
+    from robusteval.pruning.settings import FinetuneSettings
+
+    rng = np.random.default_rng(0)
+    data = LabeledArrays(rng.integers(0, 256, (32, 4, 4, 3), dtype=np.uint8), rng.integers(0, 2, 32), ("a", "b"))
+    torch.manual_seed(0)
+    start = nn.Sequential(nn.Flatten(), nn.Linear(48, 16), nn.Dropout(0.5), nn.Linear(16, 2))
+    weights = []
+    for draws in (1, 5):
+        model = copy.deepcopy(start)
+        torch.rand(draws)  # the caller's RNG in another state
+        before = torch.random.get_rng_state()
+        finetune(model, data, FinetuneSettings(epochs=1, batch_size=8, augment=False), seed=3)
+        assert torch.equal(torch.random.get_rng_state(), before)
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.equal(weights[0], weights[1])
