@@ -124,7 +124,7 @@ def test_a_worker_killed_mid_task_is_retried_with_identical_results(cluster, tmp
 
 
 def _cli(config: Path, out: Path, engine: str) -> list[str]:
-    return [str(Path(sys.executable).parent / "robusteval"), "audit", str(BUNDLED_MODEL), "--config", str(config),
+    return [sys.executable, "-m", "robusteval.cli", "audit", str(BUNDLED_MODEL), "--config", str(config),
             "--out", str(out), "--engine", engine, "--quiet", "--no-report"]
 
 
