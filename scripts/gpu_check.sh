@@ -5,7 +5,7 @@
 #
 #   scripts/gpu_check.sh --fetch-wheels     # here, with PyPI: the packages the GPU image lacks, into .whl/
 #   scripts/gpu_check.sh [OUTDIR]           # there: carry .whl (the machine reaches no registry)
-#   scripts/gpu_check.sh --dry-run [OUTDIR] # every step on CPU at tiny sizes (a minute or two)
+#   scripts/gpu_check.sh --dry-run [OUTDIR] # every step on CPU at tiny sizes (minutes)
 #
 # The GPU image has python3 with torch, torchvision, numpy, scipy, matplotlib, pytest, … but not
 # foolbox, robustbench, pyautoattack, torch-pruning and their small dependencies: they are installed
@@ -61,9 +61,9 @@ EOF
 else
   DEVICE=cuda
   TEST_ARGS=()
-  BENCH=(--device cuda --quick --n 2000 --repeats 3 --batch-size 250 --corrupt-batch 128 --aa-n 200 --aa-iters 20
+  BENCH=(--device cuda --quick --n 2000 --repeats 3 --batch-size 250 --corrupt-batch 64 --aa-n 200 --aa-iters 20
          --e2e --e2e-n 500)
-  LIMITS=(60 180 240 30)
+  LIMITS=(60 180 210 30)
 fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 
@@ -120,7 +120,7 @@ step compare "${LIMITS[3]}" "$PY" "$ROOT/scripts/compare_runs.py" "$WORK/e2e/cpu
   grep -E '^(FAILED|ERROR|SKIPPED)' "$OUTDIR/tests.log" | cut -c1-200 | sed 's/^/    /' | head -n 40
   tail -n 1 "$OUTDIR/tests.log" | sed 's/^/    /'
   echo
-  echo "## bench_device.py A-E"; echo; grep -E '^(device|[A-E] )' "$OUTDIR/bench.log" | sed 's/^/    /'
+  echo "## bench_device.py A-E"; echo; grep -E '^(device|[A-E] |   [a-z])' "$OUTDIR/bench.log" | sed 's/^/    /'
   grep -E 'Error|error:' "$OUTDIR/bench.log" | tail -n 3 | sed 's/^/    /'
   echo
   echo "## The quick audit (E), $DEVICE vs cpu, per family"; echo; sed 's/^/    /' "$OUTDIR/compare.log"
