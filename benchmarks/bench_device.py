@@ -1,6 +1,7 @@
 """What a run costs on an accelerator, as ratios measured side by side in one run.
 
     python benchmarks/bench_device.py [--device cuda] [--n 2000] [--repeats 5] [--batch-size 250] [--quick] [--e2e]
+        [--e2e-n N] [--e2e-out DIR] [--e2e-config quick|PATH]
 
 On ``--device`` (default: cuda if available, else cpu), with the bundled ResNet-20 on the bundled
 CIFAR-10 sample (random weights if the file is missing), medians of ``--repeats`` alternating runs:
@@ -17,10 +18,13 @@ D: the adversarial evaluator restricted to AutoAttack fast (one ``--eps``, ``--a
    ``--aa-n`` images (``bench_adversarial.autoattack_pair``): wall time evaluator / bare (target <= 1.05x).
 E: (only with ``--e2e``: minutes) the quick preset (configs/quick.yaml, ``robusteval.api.demo``)
    end to end, timed once on ``--device`` and once on CPU: wall seconds and the ratio device / CPU.
-   With ``--device cpu`` only the CPU time is printed.
+   With ``--device cpu`` only the CPU time is printed. ``--e2e-n`` sets its images, ``--e2e-config`` another
+   preset or YAML, ``--e2e-out`` keeps both run directories (``DIR/cpu``, ``DIR/<device>``) to compare
+   their numbers (``scripts/compare_runs.py``).
 
 ``--quick`` (200 images, 3 repeats, batches of 16 for B, 32 images and 10 iterations for D; with
-``--e2e``, the quick preset on 200 images at one ratio) runs A-D on a 2-core CPU in a few minutes.
+``--e2e``, the quick preset on 200 images at one ratio; sizes given as flags win) runs A-D on a 2-core
+CPU in a few minutes. ``scripts/gpu_check.sh`` runs it on a GPU machine.
 """
 from __future__ import annotations
 
@@ -42,6 +46,7 @@ from robusteval.conditions import Condition
 from robusteval.config import EvaluateSettings, load_config
 from robusteval.data.corruptions import BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS, condition_seed, corrupt
 from robusteval.data.sources import load_source
+from robusteval.device import synchronize
 from robusteval.engine import EngineSettings, ModelEntry, run_conditions
 from robusteval.models.archs import build_arch
 from robusteval.models.bundled import BUNDLED_ARCH, BUNDLED_MODEL
@@ -60,11 +65,6 @@ class OnDevice(nn.Module):
         return self.model(x.to(self.device)).float().cpu()
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _medians(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device) -> dict[str, float]:
     """Median seconds of each function over ``repeats`` rounds after one warm-up each; the order
     reverses every other round, so a load change on a shared machine hits every function alike."""
@@ -73,10 +73,10 @@ def _medians(fns: dict[str, Callable[[], object]], repeats: int, device: torch.d
         fn()
     for i in range(repeats):
         for name, fn in list(fns.items())[::1 if i % 2 == 0 else -1]:
-            _sync(device)
+            synchronize(device)
             start = time.perf_counter()
             fn()
-            _sync(device)
+            synchronize(device)
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
 
@@ -151,19 +151,22 @@ def _autoattack_vs_bare(model: OnDevice, x: torch.Tensor, y: torch.Tensor, args:
           f"{t['evaluator'] / t['bare']:.3f}  (target <= 1.05)")
 
 
-def _end_to_end(device: torch.device, quick: bool) -> None:
-    """The quick preset (``demo``) once on ``device`` and once on CPU; with ``quick``, 200 images and one ratio."""
-    config = load_config("quick")
-    if quick:
-        config = config.replace(data=dataclasses.replace(config.data, subset=200),
-                                pruning=dataclasses.replace(config.pruning, ratios=(0.5,)))
+def _end_to_end(device: torch.device, args: argparse.Namespace) -> None:
+    """The quick preset (``demo``) once on ``device`` and once on CPU; with ``--quick``, 200 images (``--e2e-n``)
+    and one ratio; the run directories are kept in ``--e2e-out`` when given."""
+    config = load_config(args.e2e_config)
+    n = args.e2e_n or (200 if args.quick else None)
+    if n:
+        config = config.replace(data=dataclasses.replace(config.data, subset=n))
+    if args.quick:
+        config = config.replace(pruning=dataclasses.replace(config.pruning, ratios=(0.5,)))
     seconds = {}
     for where in dict.fromkeys(["cpu", str(device)]):
-        with tempfile.TemporaryDirectory() as tmp:
+        with contextlib.nullcontext(args.e2e_out) if args.e2e_out else tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
-            demo(config=config.replace(device=where), out=Path(tmp) / "demo", progress=False)
+            demo(config=config.replace(device=where), out=Path(tmp) / where, progress=False)
             seconds[where] = time.perf_counter() - start
-    what = "quick preset" + (" (200 images, ratio 0.5)" if quick else "")
+    what = f"{args.e2e_config} preset" + (f" ({n} images" if n else " (") + (", ratio 0.5)" if args.quick else ")")
     if device.type == "cpu":
         print(f"E  {what} end to end: cpu {seconds['cpu']:.0f} s (the GPU side needs a GPU: --device cuda)")
         return
@@ -182,12 +185,14 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--aa-iters", type=int, default=100, help="APGD iterations in D")
     ap.add_argument("--eps", type=float, default=2 / 255, help="L-inf eps of D (default 2/255)")
     ap.add_argument("--e2e", action="store_true", help="also run E, the quick preset end to end (minutes)")
-    ap.add_argument("--quick", action="store_true",
-                    help="200 images, 3 repeats, batches of 16 for B, 32 images and 10 iterations for D")
-    args = ap.parse_args()
-    if args.quick:
-        args.n, args.repeats, args.corrupt_batch, args.aa_n, args.aa_iters = 200, 3, 16, 32, 10
-    return args
+    ap.add_argument("--e2e-n", type=int, help="images of E (default: the preset's 2,000; 200 with --quick)")
+    ap.add_argument("--e2e-out", help="keep E's run directories here (DIR/cpu, DIR/<device>)")
+    ap.add_argument("--e2e-config", default="quick", help="E's preset or YAML (default: quick)")
+    ap.add_argument("--quick", action="store_true", help="200 images, 3 repeats, batches of 16 for B, 32 images "
+                    "and 10 iterations for D, one ratio in E (sizes given as flags win)")
+    if ap.parse_known_args()[0].quick:
+        ap.set_defaults(n=200, repeats=3, corrupt_batch=16, aa_n=32, aa_iters=10)
+    return ap.parse_args()
 
 
 def main() -> None:
@@ -206,7 +211,7 @@ def main() -> None:
     _bf16_vs_fp32(model, x, y, args)
     _autoattack_vs_bare(model, x, y, args, weights)
     if args.e2e:
-        _end_to_end(device, args.quick)
+        _end_to_end(device, args)
 
 
 if __name__ == "__main__":

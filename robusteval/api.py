@@ -81,7 +81,7 @@ def _audit(run: RunDir, model: str | Path | nn.Module, config: AuditConfig,
     conditions = build_conditions(config.evaluate, clean, seed=data.seed, subset=data.subset,
                                   download=data.download)  # every data source is read before anything is written
     _start_manifest(run, config, clean, shas, command, device)
-    with _executor(config, run) as executor:
+    with _executor(config, run, device) as executor:
         return _evaluate(run, config, (dense, candidate), clean, conditions, executor, progress, started, device)
 
 
@@ -158,7 +158,7 @@ def prune(model: str | Path | nn.Module, *, config: AuditConfig, out: str | Path
                             download=config.data.download)
         dense, sha = _load(model, config, clean, "model", device)
         _start_manifest(run, config, clean, {DENSE_ID: sha}, command, device)
-        with _executor(config, run) as executor:
+        with _executor(config, run, device) as executor:
             ids = [m.id for m in _family(dense, None, config, clean, run, progress, executor)]
         return Run(run.path, _summary(run, config, None, (ids, [])))
 
@@ -169,17 +169,17 @@ def _setup(config: AuditConfig) -> torch.device:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
     check_autocast(device, config.precision)
-    check_available(config.engine)
+    check_available(config.engine, device)
     return device
 
 
 @contextmanager
-def _executor(config: AuditConfig, run: RunDir) -> Iterator[RayExecutor | None]:
+def _executor(config: AuditConfig, run: RunDir, device: torch.device) -> Iterator[RayExecutor | None]:
     """Where the work runs: this process (None) or Ray workers."""
     if config.engine.kind == "local":
         yield None
         return
-    with ray_executor(config.engine, run) as executor:
+    with ray_executor(config.engine, run, device) as executor:
         yield executor
 
 
@@ -320,6 +320,7 @@ def _start_manifest(run: RunDir, config: AuditConfig, clean: LabeledArrays, mode
                     "threads": torch.get_num_threads()},
     }
     manifest["resumed"] = old is not None
+    manifest["device"] = str(device)  # the latest run's, as the engine: a run may resume on another device
     manifest["engine"] = config.engine.kind  # the latest run's: a run may resume on the other engine
     run.write_manifest(manifest)
 

@@ -102,8 +102,8 @@ class AnalysisSettings:
 class AuditConfig:
     """A whole run. ``pruning: null`` evaluates the given model alone. An unset (None)
     ``evaluate.adversarial.batch_size`` becomes ``data.batch_size`` here, once. ``device`` stays as
-    written (``auto``), so the digest does not depend on the machine; the manifest records the device
-    it resolved to. ``engine`` says where the work runs (:mod:`robusteval.ray_engine`)."""
+    written (``auto``); the manifest and every record say the device it resolved to. ``engine`` says
+    where the work runs (:mod:`robusteval.ray_engine`)."""
 
     data: DataSettings = field(default_factory=DataSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
@@ -130,8 +130,10 @@ class AuditConfig:
 
     def digest(self) -> str:
         """A short hash of the configuration, recorded with every result; equal configs hash equally.
-        ``engine`` is left out: where the work runs does not change results (a run resumes on either)."""
-        fields = {k: v for k, v in self.to_dict().items() if k != "engine"}
+        ``engine`` and ``device`` are left out: where the work runs is not what is measured, so a run
+        resumes on the other engine or on another device (a run started on a GPU finishes on CPU); each
+        record says its device."""
+        fields = {k: v for k, v in self.to_dict().items() if k not in ("engine", "device")}
         text = json.dumps(_canonical(fields), sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

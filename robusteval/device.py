@@ -1,8 +1,9 @@
 """Where the models run and in which precision: ``device: auto|cpu|cuda|cuda:N|mps``, ``precision: fp32|bf16|fp16``.
 
 Weights are always read to CPU and then moved (``api``); inputs are made on CPU and copied to the
-model's device (``engine``). TF32 stays off on CUDA: it rounds matmul inputs to 10 mantissa bits
-and moves accuracies, so numbers would depend on the GPU generation. Attacks and pruning scores
+model's device (``engine``). TF32 stays off on CUDA (:func:`exact_fp32`, run when this module is imported,
+so in every process that uses robusteval, Ray workers included): it rounds matmul inputs to 10 mantissa
+bits and moves accuracies, so numbers would depend on the GPU generation. Attacks and pruning scores
 always run in fp32; ``precision`` applies to forward-only inference (:func:`autocast`).
 """
 from __future__ import annotations
@@ -18,6 +19,15 @@ from robusteval.errors import RobustEvalError
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def exact_fp32() -> None:
+    """Switch TF32 off for CUDA matmuls and cuDNN convolutions (torch's cuDNN default is on)."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
+exact_fp32()
 
 
 def check_device_spec(spec: str) -> None:
@@ -44,7 +54,7 @@ def _mps() -> bool:
 
 def resolve_device(spec: str) -> torch.device:
     """``auto`` is CUDA when available, then MPS, else CPU; a device this machine lacks is a one-line error.
-    Using CUDA switches TF32 off (see the module docstring)."""
+    Using CUDA switches TF32 off again (see the module docstring), in case the caller turned it on."""
     check_device_spec(spec)
     if spec == "auto":
         spec = "cuda" if torch.cuda.is_available() else "mps" if _mps() else "cpu"
@@ -54,8 +64,7 @@ def resolve_device(spec: str) -> torch.device:
         if count == 0 or (device.index or 0) >= count:
             raise RobustEvalError(f"device {spec!r} is not available on this machine (available: "
                                   f"{', '.join(available())}); use --device auto or one of those")
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+        exact_fp32()
     if device.type == "mps" and not _mps():
         raise RobustEvalError(f"device 'mps' is not available on this machine (available: {', '.join(available())}); "
                               "use --device auto or one of those")
@@ -114,3 +123,30 @@ def to_device(x: torch.Tensor, device: torch.device, *, channels_last: bool = Fa
     """Copy a batch to ``device`` (asynchronously to CUDA: make it :func:`pinned` first); NHWC if asked."""
     x = x.to(device, non_blocking=device.type == "cuda")
     return x.contiguous(memory_format=torch.channels_last) if channels_last and x.ndim == 4 else x
+
+
+def _out_of_memory_type() -> type[BaseException]:
+    """``torch.OutOfMemoryError`` (torch >= 2.5), or ``torch.cuda.OutOfMemoryError``, its older name (torch 2.4)."""
+    return getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is a device running out of memory: torch's error for CUDA, or the plain ``RuntimeError``
+    (``MPS backend out of memory ...``) that MPS raises."""
+    return isinstance(exc, _out_of_memory_type()) or (isinstance(exc, RuntimeError) and "out of memory" in str(exc))
+
+
+def free_cached_memory() -> None:
+    """Return the caching allocators' unused blocks (CUDA, MPS) to the device, e.g. after running out of memory."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    if _mps():
+        torch.mps.empty_cache()
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on ``device`` (CUDA and MPS run asynchronously); nothing on CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()

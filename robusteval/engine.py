@@ -24,7 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from robusteval.conditions import Condition, transfer_condition
-from robusteval.device import autocast, model_device, pinned, to_device
+from robusteval.device import autocast, free_cached_memory, is_out_of_memory, model_device, pinned, to_device
 from robusteval.errors import RobustEvalError, warn
 from robusteval.escaping import visible
 from robusteval.evaluators.accuracy import per_sample_correct
@@ -190,12 +190,13 @@ def _forward(m: ModelEntry, x: torch.Tensor, condition: Condition, halved: set[s
     logits: every sample's forward pass is independent in eval mode), said once per condition."""
     try:
         return run_batch(m.module, x, f"model {m.id!r}")
-    except torch.OutOfMemoryError:
+    except Exception as exc:  # torch's out-of-memory error (CUDA), a RuntimeError on MPS
+        if not is_out_of_memory(exc):
+            raise
         if len(x) == 1:
             raise RobustEvalError(f"model {m.id!r} runs out of device memory on a single input of "
                                   f"{condition.key}") from None
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    free_cached_memory()
     if condition.key not in halved:
         halved.add(condition.key)
         warn(f"{condition.key}: model {m.id!r} ran out of device memory on a batch of {len(x)}; retrying in halves "
@@ -207,12 +208,17 @@ def _forward(m: ModelEntry, x: torch.Tensor, condition: Condition, halved: set[s
 def _prefetch(condition: Condition, work: list, device: torch.device, pin: bool) -> Iterator[torch.Tensor]:
     """Make the next batch's inputs in a worker thread while models run on the current one: on
     ``device`` when every model is on that one accelerator, else on CPU (in page-locked memory
-    when ``pin``, so the copy to a CUDA device is asynchronous)."""
+    when ``pin``, so the copy to a CUDA device is asynchronous). On MPS, in this thread, one batch
+    after the other: MPS work from two threads at once can abort the process (pytorch#197805)."""
     if not work:
         return
 
     def make(start: int, stop: int, index: int) -> torch.Tensor:
         return pinned(condition.inputs(start, stop, index, device), pin)
+
+    if device.type == "mps":
+        yield from (make(*w[1]) for w in work)
+        return
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         future = pool.submit(make, *work[0][1])

@@ -9,6 +9,10 @@ The run directory must be on a filesystem every node sees at the same path.
 A model travels once: a saved family member as its archive in the run directory, any other
 model through Ray's object store; each worker process keeps what it has loaded. A worker that
 dies is retried by Ray (``RETRIES``); as every write is atomic, a retry gives the same files.
+
+Workers run on the run's device kind (:func:`check_device`): CPU, MPS, or with ``--device cuda`` the GPU
+Ray assigns them; a GPU task's worker process serves that one task (Ray's ``max_calls=1`` for GPU tasks,
+which ``.options`` would not apply), so it never keeps a GPU Ray has given to another task, nor its models.
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ from tqdm import tqdm
 
 from robusteval.conditions import Condition
 from robusteval.data.arrays import LabeledArrays
-from robusteval.device import model_device
+from robusteval.device import exact_fp32, model_device
 from robusteval.engine import EngineSettings, Job, ModelEntry, attack_model, compute_shards, shard_plan
 from robusteval.errors import RobustEvalError, describe
 from robusteval.escaping import visible
@@ -73,16 +77,29 @@ def _ray() -> Any:
     return ray
 
 
-def check_available(config: EngineConfig) -> None:
-    """A one-line error now, before anything is written, when ``kind: ray`` has no Ray to use."""
+def check_available(config: EngineConfig, device: torch.device) -> None:
+    """A one-line error now, before anything is written, when ``kind: ray`` has no Ray to use or its
+    workers could not run on ``device`` (:func:`check_device`)."""
     if config.kind == "ray":
         _ray()
+        check_device(config, device)
+
+
+def check_device(config: EngineConfig, device: torch.device) -> None:
+    """Workers run where the run's records say: ``--device cuda`` needs GPUs from Ray (``gpus_per_worker`` > 0),
+    and GPUs from Ray need ``--device cuda``."""
+    if device.type == "cuda" and not config.gpus_per_worker > 0:
+        raise RobustEvalError(f"engine: --device {device} with Ray needs gpus_per_worker > 0 (e.g. 1, or 0.25 to "
+                              "share a GPU between 4 tasks); with 0 the workers would run on CPU")
+    if device.type != "cuda" and config.gpus_per_worker > 0:
+        raise RobustEvalError(f"engine: gpus_per_worker is {config.gpus_per_worker:g} but the run's device is "
+                              f"{device}; use --device cuda (the driver needs a GPU too), or gpus_per_worker: 0")
 
 
 @contextmanager
-def ray_executor(config: EngineConfig, run: RunDir) -> Iterator[RayExecutor]:
+def ray_executor(config: EngineConfig, run: RunDir, device: torch.device) -> Iterator[RayExecutor]:
     """Join the cluster at ``address`` / ``RAY_ADDRESS`` or start a local Ray instance (shut down after),
-    or use the one this process already runs."""
+    or use the one this process already runs; workers run on ``device``'s kind."""
     ray = _ray()
     started = not ray.is_initialized()
     if started:
@@ -93,7 +110,7 @@ def ray_executor(config: EngineConfig, run: RunDir) -> Iterator[RayExecutor]:
             where = f" at {address}" if address else ""
             raise RobustEvalError(f"cannot start or join Ray{where}: {describe(exc)}") from None
     try:
-        yield RayExecutor(config, run, ray)
+        yield RayExecutor(config, run, ray, device)
     finally:
         if started:
             ray.shutdown()
@@ -102,15 +119,20 @@ def ray_executor(config: EngineConfig, run: RunDir) -> Iterator[RayExecutor]:
 class RayExecutor:
     """The :class:`robusteval.engine.Executor` on Ray, plus :meth:`build_family` for the pruning stage."""
 
-    def __init__(self, config: EngineConfig, run: RunDir, ray: Any) -> None:
+    def __init__(self, config: EngineConfig, run: RunDir, ray: Any, device: torch.device) -> None:
         self.config, self.run, self.ray = config, run, ray
+        check_device(config, device)
         self._check_resources()
-        options = {"num_cpus": config.cpus_per_worker, "num_gpus": config.gpus_per_worker, "max_retries": RETRIES}
-        self._shard = ray.remote(_shard_task).options(**options)
-        self._build = ray.remote(_build_task).options(**options)
-        self._attack = ray.remote(_attack_task).options(**options)
-        self._threads = max(1, int(config.cpus_per_worker))
+        self._shard, self._build, self._attack = (self.remote(f) for f in (_shard_task, _build_task, _attack_task))
+        self._worker = Worker(max(1, int(config.cpus_per_worker)), device.type)
         self._objects: dict[int, Any] = {}  # id() of a put object -> its ref, so each travels once
+
+    def remote(self, function: Any) -> Any:
+        """``function`` as a Ray task with this engine's resources; on GPUs, one task per worker process."""
+        gpu = self.config.gpus_per_worker > 0
+        remote = self.ray.remote(max_calls=1)(function) if gpu else self.ray.remote(function)
+        return remote.options(num_cpus=self.config.cpus_per_worker, num_gpus=self.config.gpus_per_worker,
+                              max_retries=RETRIES)
 
     def _check_resources(self) -> None:
         have = self.ray.cluster_resources()
@@ -141,7 +163,7 @@ class RayExecutor:
                 bar.update(n * (len(forward) - len(pending)))
                 if pending:
                     models = [(m.id, self._ship(m)) for m in pending]
-                    ref = self._shard.remote(detached, arrays, models, k, str(run.path), settings, self._threads)
+                    ref = self._shard.remote(detached, arrays, models, k, str(run.path), settings, self._worker)
                     tasks.append((ref, n * len(pending), condition.key))
             submitted.append(tasks)
         for tasks in submitted:
@@ -178,7 +200,7 @@ class RayExecutor:
 
     def attack(self, models: list[ModelEntry], x: torch.Tensor, y: torch.Tensor, adversarial: AdversarialSettings,
                progress: bool) -> Iterator[tuple[Result, float]]:
-        refs = [self._attack.remote(self._ship(m), x, y, adversarial, self._threads) for m in models]
+        refs = [self._attack.remote(self._ship(m), x, y, adversarial, self._worker) for m in models]
         for m, ref in zip(models, refs):
             if progress:
                 print(f"adversarial: {visible(m.id)} on a Ray worker, {len(y)} images", file=sys.stderr, flush=True)
@@ -191,7 +213,7 @@ class RayExecutor:
         groups = [g for g in family_groups(settings, train_data) if g[0][0] != "dense"]
         dense_ref, train_ref = self._put(dense), None if train_data is None else self._put(train_data)
         tasks = [(self._build.remote(dense_ref, g, settings, example_input.cpu(), train_ref, str(out_dir),
-                                     self._threads), 1, member_id(*g[0])) for g in groups]
+                                     self._worker), 1, member_id(*g[0])) for g in groups]
         with tqdm(total=len(tasks), desc="pruning (ray)", disable=not progress) as bar:
             self._wait(tasks, bar)
 
@@ -206,9 +228,20 @@ _LOADED: dict[str, Any] = {}
 """What this worker process has loaded: models (on its device) and arrays, by archive path or object ref."""
 
 
-def _worker_device() -> torch.device:
-    ray = _ray()
-    return torch.device("cuda") if ray.get_gpu_ids() else torch.device("cpu")
+@dataclass(frozen=True)
+class Worker:
+    """How a task sets up its worker: ``threads`` torch threads, on the run's ``device`` kind."""
+
+    threads: int
+    device: str
+
+    def start(self) -> torch.device:
+        """Threads, TF32 off, and the device to use: the run's kind (``cuda``: the GPU Ray assigned)."""
+        torch.set_num_threads(self.threads)
+        exact_fp32()
+        if self.device == "cuda" and not _ray().get_gpu_ids():
+            raise RobustEvalError("a Ray task for --device cuda got no GPU from Ray (gpus_per_worker > 0 is needed)")
+        return torch.device(self.device)
 
 
 def _model(shipped: Shipped, device: torch.device) -> nn.Module:
@@ -228,23 +261,20 @@ def _arrays(ref: Any) -> LabeledArrays:
 
 
 def _shard_task(condition: Condition, arrays: dict[str, Any], models: Sequence[tuple[str, Shipped]], k: int,
-                run_path: str, settings: EngineSettings, threads: int) -> None:
-    torch.set_num_threads(threads)
-    device = _worker_device()
+                run_path: str, settings: EngineSettings, worker: Worker) -> None:
+    device = worker.start()
     condition = dataclasses.replace(condition, **{f: _arrays(ref) for f, ref in arrays.items()})
     entries = [ModelEntry(mid, _model(shipped, device)) for mid, shipped in models]
     compute_shards(condition, entries, RunDir(run_path), settings, only=[k])
 
 
 def _build_task(dense: nn.Module, group: list[tuple[str, float]], settings: PruneSettings,
-                example_input: torch.Tensor, train_data: LabeledArrays | None, out_dir: str, threads: int) -> None:
-    torch.set_num_threads(threads)
-    device = _worker_device()
+                example_input: torch.Tensor, train_data: LabeledArrays | None, out_dir: str, worker: Worker) -> None:
+    device = worker.start()
     build_group(dense.to(device).eval(), group, settings=settings, example_input=example_input.to(device),
                 train_data=train_data, out_dir=Path(out_dir))
 
 
 def _attack_task(shipped: Shipped, x: torch.Tensor, y: torch.Tensor, adversarial: AdversarialSettings,
-                 threads: int) -> tuple[Result, float]:
-    torch.set_num_threads(threads)
-    return attack_model(_model(shipped, _worker_device()), x, y, adversarial)
+                 worker: Worker) -> tuple[Result, float]:
+    return attack_model(_model(shipped, worker.start()), x, y, adversarial)

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from robusteval.device import exact_fp32
+
 torch.set_num_threads(1)
 
 SHARED_CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
@@ -17,6 +19,12 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     """Each test session gets its own decoded-array cache unless one is set explicitly."""
     if "ROBUSTEVAL_CACHE" not in os.environ:
         monkeypatch.setenv("ROBUSTEVAL_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(autouse=True)
+def _exact_fp32() -> None:
+    """TF32 off in every test, whichever ran before (a test on CUDA must not depend on the order)."""
+    exact_fp32()
 
 
 @pytest.fixture(scope="session")

@@ -99,15 +99,18 @@ def test_bf16_audit_is_close_to_fp32_and_says_so(tmp_path):
     a, b = fp32.metrics()["clean/accuracy"], bf16.metrics()["clean/accuracy"]
     assert abs(a - b) <= 0.02, (a, b)
     manifest = json.loads((bf16.path / "manifest.json").read_text())
-    assert manifest["precision"] == "bf16" and manifest["device"] == "cpu" and manifest["config"]["device"] == "auto"
+    resolved = str(resolve_device("auto"))  # cpu here, cuda on a GPU machine
+    assert manifest["precision"] == "bf16" and manifest["device"] == resolved and manifest["config"]["device"] == "auto"
     provenance = RunDir(bf16.path).records()[0]  # provenance is written into each record
-    assert provenance["device"] == "cpu" and provenance["precision"] == "bf16"
+    assert provenance["device"] == resolved and provenance["precision"] == "bf16"
     assert "forward passes in bf16 autocast; attacks and pruning scores in fp32" in write_report(bf16.path).read_text()
     assert "autocast" not in write_report(fp32.path).read_text()
 
 
-def test_the_digest_does_not_depend_on_the_machine():
-    assert _config().digest() == _config(device="auto").digest() != _config(device="cpu").digest()
+def test_the_digest_does_not_depend_on_the_device():
+    """A run started with --device cuda resumes on a CPU machine (test_a_run_made_on_cuda_resumes_...)."""
+    assert _config().digest() == _config(device="cpu").digest() == _config(device="cuda:1").digest()
+    assert _config().digest() != _config(precision="bf16").digest()
 
 
 # --- memory -------------------------------------------------------------------------------------------------------
@@ -225,24 +228,25 @@ def test_an_audit_on_an_accelerator_matches_cpu(device, tmp_path):
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="no CUDA device on this machine")
-def test_a_run_made_on_cuda_resumes_on_a_machine_without_it(tmp_path):
-    """``device: auto`` on CUDA, then the same run directory on CPU (CUDA hidden): the saved members
-    reload on CPU, nothing is recomputed, the summary is the same."""
+@pytest.mark.parametrize("device", ["auto", "cuda"])
+def test_a_run_made_on_cuda_resumes_on_a_machine_without_it(tmp_path, device):
+    """``device: auto`` (or ``cuda``: the device is not in the config digest) on CUDA, then the same run
+    directory on CPU (CUDA hidden, ``--device cpu``): the saved members reload on CPU, nothing is
+    recomputed, the summary is the same."""
     import os
     import subprocess
     import sys
 
     import yaml
 
-    first = audit(BUNDLED_MODEL, config=_every_family("auto"), out=tmp_path / "run", progress=False)
+    first = audit(BUNDLED_MODEL, config=_every_family(device), out=tmp_path / "run", progress=False)
     records = (tmp_path / "run" / "records.jsonl").read_text()
     (tmp_path / "run" / "summary.json").unlink()
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(json.loads(json.dumps(_every_family("auto").to_dict()))))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(json.loads(json.dumps(_every_family(device).to_dict()))))
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
-    cli = str(Path(sys.executable).parent / "robusteval")
-    done = subprocess.run([cli, "audit", str(BUNDLED_MODEL), "--config",
-                           str(tmp_path / "config.yaml"), "--out", str(tmp_path / "run"), "--quiet", "--no-report"],
-                          env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-m", "robusteval.cli", "audit", str(BUNDLED_MODEL), "--config",
+                           str(tmp_path / "config.yaml"), "--out", str(tmp_path / "run"), "--device", "cpu",
+                           "--quiet", "--no-report"], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "run" / "records.jsonl").read_text() == records
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["models"] == first.summary["models"]

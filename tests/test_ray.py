@@ -21,14 +21,16 @@ from robusteval.config import config_from_dict
 from robusteval.errors import RobustEvalError
 from robusteval.models.bundled import BUNDLED_ARCH, BUNDLED_MODEL
 from robusteval.models.loading import load_model
-from robusteval.ray_engine import EngineConfig
+from robusteval.ray_engine import EngineConfig, RayExecutor, Worker, check_device
+from robusteval.results import RunDir
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'robusteval[ray]')")
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers do not import the tests
 
 ADVERSARIAL = {"sample_size": 20, "batch_size": 20, "linf_eps": [0.0039216], "l2_eps": [], "attacks": ["fgsm"],
                "autoattack_eps": [], "min_norm": [], "transfer": ["fgsm"], "large_eps": None}
-CONFIG = {
+CONFIG = {  # on CPU where a GPU machine would resolve device: auto to CUDA (Ray workers compared to 1e-6)
+    "device": "cpu",
     "data": {"source": "bundled", "subset": 60, "batch_size": 20, "shard_size": 20},
     "model": {"arch": BUNDLED_ARCH},
     "pruning": {"methods": ["magnitude", "l1_filter"], "ratios": [0.5], "finetune": {"epochs": 0.02},
@@ -42,7 +44,7 @@ FAMILIES = ("clean/", "corruption/", "noise/", "ood/", "calibration/", "agreemen
 
 
 def _config(engine: str, data: dict = CONFIG):
-    return config_from_dict({**data, "engine": {"kind": engine}})
+    return config_from_dict({"device": "cpu", **data, "engine": {"kind": engine}})
 
 
 def _metrics(run: Path) -> dict[str, dict[str, float]]:
@@ -60,7 +62,8 @@ def _assert_same(a: Path, b: Path) -> None:
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    # one GPU as far as Ray knows (none on a CPU machine), for the tests of GPU task placement
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield
     ray.shutdown()
 
@@ -121,7 +124,7 @@ def test_a_worker_killed_mid_task_is_retried_with_identical_results(cluster, tmp
 
 
 def _cli(config: Path, out: Path, engine: str) -> list[str]:
-    return [str(Path(sys.executable).parent / "robusteval"), "audit", str(BUNDLED_MODEL), "--config", str(config),
+    return [sys.executable, "-m", "robusteval.cli", "audit", str(BUNDLED_MODEL), "--config", str(config),
             "--out", str(out), "--engine", engine, "--quiet", "--no-report"]
 
 
@@ -151,11 +154,51 @@ def test_engine_settings_are_validated_and_left_out_of_the_digest():
         EngineConfig(kind="ray", cpus_per_worker=0)
 
 
-def test_asking_for_more_gpus_than_the_cluster_has_is_a_one_line_error(cluster, tmp_path, capsys):
+def test_asking_for_more_cpus_than_the_cluster_has_is_a_one_line_error(cluster, tmp_path, capsys):
     code = main(["evaluate", str(BUNDLED_MODEL), "--arch", BUNDLED_ARCH, "--subset", "20", "--engine", "ray",
-                 "--config", _engine_yaml(tmp_path, gpus_per_worker=64), "--out", str(tmp_path / "run"), "--quiet"])
+                 "--device", "cpu", "--config", _engine_yaml(tmp_path, cpus_per_worker=64), "--out",
+                 str(tmp_path / "run"), "--quiet"])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and "asks for 64 GPUs but the Ray cluster has" in err and len(err.splitlines()) == 1
+    assert code == 2 and "asks for 64 CPUs but the Ray cluster has" in err and len(err.splitlines()) == 1
+
+
+def test_gpus_for_workers_of_a_cpu_run_are_a_one_line_error(tmp_path, capsys):
+    code = main(["evaluate", str(BUNDLED_MODEL), "--arch", BUNDLED_ARCH, "--subset", "20", "--engine", "ray",
+                 "--device", "cpu", "--config", _engine_yaml(tmp_path, gpus_per_worker=1), "--out",
+                 str(tmp_path / "run"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "gpus_per_worker is 1 but the run's device is cpu" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run" / "records.jsonl").exists()
+
+
+def test_workers_run_where_the_records_say():
+    """``--device cuda`` with CPU workers (gpus_per_worker: 0), or GPU workers for a CPU run, is refused."""
+    with pytest.raises(RobustEvalError, match="--device cuda with Ray needs gpus_per_worker > 0"):
+        check_device(EngineConfig(kind="ray"), torch.device("cuda"))
+    with pytest.raises(RobustEvalError, match="gpus_per_worker is 0.5 but the run's device is mps"):
+        check_device(EngineConfig(kind="ray", gpus_per_worker=0.5), torch.device("mps"))
+    check_device(EngineConfig(kind="ray", gpus_per_worker=0.25), torch.device("cuda:1"))
+    check_device(EngineConfig(kind="ray"), torch.device("cpu"))
+
+
+def _probe(worker: Worker) -> tuple[int, str, bool, bool]:
+    from torch.backends import cuda, cudnn  # imported here: cloudpickle cannot ship torch's backend modules
+
+    device = worker.start()
+    return os.getpid(), str(device), cudnn.allow_tf32, cuda.matmul.allow_tf32
+
+
+@pytest.mark.parametrize("device, gpus", [("cpu", 0), ("cuda", 1)])
+def test_a_worker_runs_on_the_runs_device_with_tf32_off_and_a_gpu_task_gets_its_own_process(cluster, tmp_path,
+                                                                                             device, gpus):
+    """Read back from Ray tasks (a fresh worker has torch's default, cuDNN TF32 on; the cluster's one GPU is
+    Ray's bookkeeping on a CPU machine, so ``cuda`` is only named, not used)."""
+    executor = RayExecutor(EngineConfig(kind="ray", gpus_per_worker=gpus), RunDir(tmp_path), ray, torch.device(device))
+    task = executor.remote(_probe)
+    first, second = (ray.get(task.remote(executor._worker)) for _ in range(2))
+    assert first[1:] == second[1:] == (device, False, False)
+    if gpus:  # Ray's max_calls=1 for GPU tasks: a worker never keeps a GPU (or models) Ray gave to another task
+        assert first[0] != second[0]
 
 
 def _engine_yaml(tmp_path: Path, **engine) -> str:

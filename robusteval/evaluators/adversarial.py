@@ -247,7 +247,7 @@ def _min_norm(model: nn.Module, xc: torch.Tensor, yc: torch.Tensor, correct: tor
     norms = torch.zeros(len(correct), dtype=torch.float64)
     norms[correct.nonzero().flatten().cpu()] = min_norm_attack(
         model, xc, yc, norm=norm, steps=settings.min_norm_steps, seed=settings.seed,
-        batch_size=settings.batch_size).double().cpu()
+        batch_size=settings.batch_size).cpu().double()  # MPS has no float64: CPU first
     return float(np.median(norms.numpy())), _norm_summary(norms, correct.cpu())
 
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from robusteval.device import model_device
+from robusteval.device import is_out_of_memory, model_device
 from robusteval.errors import RobustEvalError, describe
 
 
@@ -80,9 +80,11 @@ def run_batch(model: nn.Module, x: torch.Tensor, name: str) -> torch.Tensor:
     of device memory is raised as it is)."""
     try:
         out = model(x)
-    except (RobustEvalError, torch.OutOfMemoryError):  # out of memory: the engine retries in halves
+    except RobustEvalError:
         raise
     except Exception as exc:  # any failure inside the model's own code
+        if is_out_of_memory(exc):  # the engine retries in halves
+            raise
         raise RobustEvalError(f"{name} failed on a batch of {len(x)} inputs (the load-time probe of 2 ran; try the "
                               f"batch size it was exported for as --batch-size): {describe(exc)}") from exc
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != len(x):

@@ -160,10 +160,10 @@ def activation_bound(group: ChannelGroup) -> torch.Tensor:
 
 def coreset_importance(group: ChannelGroup, ctx: PruneContext) -> torch.Tensor:
     """Sum of the sensitivity bounds of each channel's columns in every layer that reads it."""
-    scale = activation_bound(group).double().cpu()
+    scale = activation_bound(group).cpu().double()  # MPS has no float64: CPU first
     importance = torch.zeros(group.channels, dtype=torch.float64)
     for consumer, idxs, roots in group.consumers:
-        w = consumer.weight.detach().double().cpu()[:, idxs]  # (m, len(idxs), *kernel)
+        w = consumer.weight.detach().cpu().double()[:, idxs]  # (m, len(idxs), *kernel)
         per_index = int(np.prod(w.shape[2:])) if w.dim() > 2 else 1
         cols = w.reshape(w.shape[0], len(idxs), per_index).permute(1, 2, 0)  # (index, position, m)
         owner = torch.as_tensor(roots)

@@ -199,12 +199,14 @@ def scratch_member(pruned: FamilyMember, dense: nn.Module, *, settings: PruneSet
     Crowley et al., "A Closer Look at Structured Pruning for Neural Network Compression" (2018;
     "nip it in the bud"): a structured method is only worth its cost if it beats this.
     """
-    model = copy.deepcopy(pruned.model)
-    with torch.random.fork_rng():
+    device = model_device(pruned.model)
+    model = copy.deepcopy(pruned.model).cpu()  # initialised from the CPU generator: the same weights on every device
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
         for module in model.modules():
             if hasattr(module, "reset_parameters") and module is not model:
                 module.reset_parameters()
+    model = model.to(device)
     model, info = _retrained(model, dense, settings=settings, train_data=train_data, example_input=example_input,
                              recal=False, prunable=list(pruned.info["layer_sparsity"]))
     method = pruned.method + SCRATCH_SUFFIX

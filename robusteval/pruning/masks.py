@@ -65,20 +65,20 @@ def masks_from_scores(
     if scope not in ("global", "layer"):
         raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
     flat = {}
-    for name, score in scores.items():
-        s = score.detach().flatten().double().clone()
+    for name, score in scores.items():  # ranked in float64 on CPU (MPS has no float64)
+        s = score.detach().flatten().cpu().double()
         s[torch.isnan(s)] = -torch.inf
         if previous is not None:
             s[~previous[name].flatten()] = -torch.inf
         flat[name] = s
     if scope == "layer":
-        return {name: _keep_top(s, s.numel() - round(ratio * s.numel())).view_as(scores[name])
+        return {name: _keep_top(s, s.numel() - round(ratio * s.numel())).view_as(scores[name]).to(scores[name].device)
                 for name, s in flat.items()}
     joined = torch.cat(list(flat.values()))
     keep = _keep_top(joined, joined.numel() - round(ratio * joined.numel()))
     out, start = {}, 0
     for name, s in flat.items():
-        out[name] = keep[start: start + s.numel()].view_as(scores[name])
+        out[name] = keep[start: start + s.numel()].view_as(scores[name]).to(scores[name].device)
         start += s.numel()
     return out
 

@@ -50,6 +50,8 @@ def finetune(
     seed: int = 0,
 ) -> int:
     """Fine-tune ``model`` in place (SGD + cosine LR); removed weights are re-zeroed after every step.
+    Batches, augmentation and the model's own draws (dropout) are seeded by ``seed``; the caller's RNG
+    state is restored afterwards.
 
     Returns the number of optimizer steps taken: ceil(min(epochs × len(data), max_images) / batch_size).
     """
@@ -69,7 +71,8 @@ def finetune(
     gen = torch.Generator().manual_seed(seed)
     batches = _batches(data, min(settings.batch_size, len(data)), np.random.default_rng(seed))
     model.train()
-    with torch.enable_grad():
+    with torch.enable_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
         for _ in range(steps):
             idx = next(batches)
             x, y = data.images(idx).to(device), data.labels(idx).to(device)

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from robusteval.device import model_device
+from robusteval.device import model_device, synchronize
 from robusteval.pruning.masks import PRUNABLE_TYPES
 
 LATENCY_BATCHES = {"batch_1": 1, "batch_128": 128}
@@ -47,10 +47,13 @@ def _spread(values: Sequence[float]) -> list[float]:
 
 
 def _timed(model: nn.Module, x: torch.Tensor) -> float:
-    """Wall time (ms) of one forward pass on the CPU; on CUDA, between events after a synchronize."""
+    """Wall time (ms) of one forward pass on the CPU, and on MPS between synchronizes (its kernels run
+    asynchronously); on CUDA, between events after a synchronize."""
     if x.device.type != "cuda":
+        synchronize(x.device)
         start = time.perf_counter()
         model(x)
+        synchronize(x.device)
         return (time.perf_counter() - start) * 1e3
     with torch.cuda.device(x.device):  # events record on the current stream of the input's device
         begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -68,7 +71,7 @@ def latency_ms(model: nn.Module, example_input: torch.Tensor, *, repeats: int = 
 
     Timed on ``model``'s device (:func:`robusteval.device.model_device`), with ``dense`` and the input moved there:
     CPU wall time after one warm-up pass, or on CUDA the time between CUDA events around each
-    pass, synchronized, after ``CUDA_WARMUP`` warm-up passes.
+    pass, synchronized, after ``CUDA_WARMUP`` warm-up passes (MPS: wall time between synchronizes, as many).
 
     With ``dense``, both models are timed in pairs, in alternating order (dense first on even
     repeats, the model first on odd ones), so a load change on a shared machine hits both
@@ -79,7 +82,7 @@ def latency_ms(model: nn.Module, example_input: torch.Tensor, *, repeats: int = 
     device = model_device(model)
     models = [copy.deepcopy(m).to(device).eval() for m in ([model] if dense is None else [model, dense])]
     one = example_input[:1].detach().to(device)
-    warmup = CUDA_WARMUP if device.type == "cuda" else 1
+    warmup = 1 if device.type == "cpu" else CUDA_WARMUP
     out: dict[str, dict] = {}
     with torch.inference_mode():
         for key, size in LATENCY_BATCHES.items():
