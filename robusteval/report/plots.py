@@ -182,3 +182,24 @@ def roc_curves(rocs: Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]], 
         ax.grid(alpha=0.3)
     _legend(fig, axes)
     return fig
+
+
+RUN_STYLES = ({"linestyle": "--", "marker": "s", "alpha": 0.65}, {"linestyle": "-", "marker": "o"})
+"""Line styles of the runs :func:`overlay_curves` draws: the first (base) run dashed, the second solid."""
+
+
+def overlay_curves(runs: Mapping[str, Analysis], keys: Sequence[str]) -> Figure:
+    """Metric vs prune ratio of two runs on shared panels: one colour per method, one line style per run
+    (:data:`RUN_STYLES`), each line starting at its own run's reference model (0%)."""
+    colors = _method_colors(list(dict.fromkeys(m for a in runs.values() for m in a.methods)))
+    fig, axes = _grid(len(keys))
+    for ax, key in zip(axes, keys):
+        for (label, analysis), style in zip(runs.items(), RUN_STYLES):
+            for method, curve in analysis.curves.get(key, {}).items():
+                ax.plot([0.0, *(100 * p.ratio for p in curve.points)], [curve.dense, *(p.value for p in curve.points)],
+                        color=colors[method], label=f"{method} ({label})", **style)
+        ax.set_title(key, fontsize=10)
+        ax.set_xlabel("prune ratio (%)")
+        ax.grid(alpha=0.3)
+    _legend(fig, axes)
+    return fig
