@@ -105,9 +105,15 @@ def markdown_comparison(comparison: Comparison) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _headline_keys(comparison: Comparison) -> dict[str, str]:
+    """family → its headline metric (clean accuracy, mean corruption accuracy, ...) among the compared metrics."""
+    keys = dict.fromkeys(d.metric for d in comparison.deltas)
+    return {family: key for family, key in headline_metrics(keys).items() if key in keys}
+
+
 def _headlines(comparison: Comparison) -> list[Delta]:
-    """Each pair's delta of every family's headline metric (clean accuracy, mean corruption accuracy, ...)."""
-    keys = list(headline_metrics(dict.fromkeys(d.metric for d in comparison.deltas)).values())
+    """Each pair's delta of every family's headline metric."""
+    keys = list(_headline_keys(comparison).values())
     by_key = {(d.base_model, d.new_model, d.metric): d for d in comparison.deltas}
     return [by_key[(b, n, k)] for b, n in comparison.pairs for k in keys if (b, n, k) in by_key]
 
@@ -122,7 +128,7 @@ def _summary(comparison: Comparison) -> str:
            f"base; 95% percentile-bootstrap intervals for metrics with per-sample results (accuracies). {pairing} "
            f"Beyond noise: {counts['worse']} worse, {counts['better']} better; {counts['within noise']} within "
            "noise. Red: worse beyond noise, green: better, grey: within noise.</p>")
-    keys = list(headline_metrics(dict.fromkeys(d.metric for d in c.deltas)).items())
+    keys = list(_headline_keys(c).items())
     by_key = {(d.base_model, d.new_model, d.metric): d for d in c.deltas}
     rows = [[_e(_pair(b, n)), *(_cell(by_key.get((b, n, k))) for _, k in keys)] for b, n in c.pairs]
     header = ["model", *(f"{_e(f)}<small>{_e(k)}</small>" for f, k in keys)]

@@ -201,5 +201,8 @@ def overlay_curves(runs: Mapping[str, Analysis], keys: Sequence[str]) -> Figure:
         ax.set_title(key, fontsize=10)
         ax.set_xlabel("prune ratio (%)")
         ax.grid(alpha=0.3)
-    _legend(fig, axes)
+    entries = dict(zip(*reversed(axes[0].get_legend_handles_labels())))  # label → handle
+    labels = sorted(entries, key=lambda label: list(entries).index(label) % max(1, len(entries) // len(runs)))
+    fig.legend([entries[label] for label in labels], labels, loc="lower center", frameon=False,
+               ncol=max(1, len(labels) // len(runs)))  # one column per method, one row per run
     return fig
