@@ -16,6 +16,10 @@ Budgets, per metric (several may be combined; each is one check):
 * ``min`` / ``max``: absolute bounds on the value.
 
 A metric missing for a model, or NaN, fails its check: the gate never passes silently.
+
+Across releases (``robusteval compare BASE NEW --gate``, ``robusteval gate NEW --baseline-run BASE``),
+:func:`evaluate_comparison_gate` applies the same rules to every compared pair of models, the base
+run's model being the reference of the new run's.
 """
 from __future__ import annotations
 

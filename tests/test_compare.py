@@ -142,6 +142,12 @@ def test_a_config_change_is_listed(runs, tmp_path, capsys):
     assert "evaluate.calibration.bins" in (tmp_path / "out" / "comparison.html").read_text()
 
 
+def test_help(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", "--help"])
+    assert exc.value.code == 0 and "BASE_ID=NEW_ID" in capsys.readouterr().out
+
+
 def test_unpaired_interval_matches_scipy():
     rng = np.random.default_rng(3)
     before, after = rng.random(300) < 0.8, rng.random(250) < 0.7
