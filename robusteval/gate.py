@@ -199,7 +199,7 @@ def evaluate_comparison_gate(comparison: Comparison, rules: Sequence[Rule]) -> G
         before, after = base.metrics(b), new.metrics(n)
         label = n if b == n else f"{n} (vs {b})"
         checks += [_check(r, label, after, before, b) for r in rules if r.metric in before or r.metric in after]
-    return GateResult(f"the base run {base.path}", tuple(checks))
+    return GateResult(f"each pair's model in the base run {base.path}", tuple(checks))
 
 
 def publish(result: GateResult, junit: str | Path | None) -> None:

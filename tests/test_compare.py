@@ -228,45 +228,15 @@ def test_comparison_page_overlays_both_runs_and_is_self_contained(tmp_path):
 
 @pytest.mark.browser
 def test_comparison_page_renders_in_headless_chromium(tmp_path):
-    import base64
-    import os
-
+    from fixtures.browser import open_in_chromium
     from fixtures.runs import write_synthetic_run
     from robusteval.report.comparison import SECTIONS, compare
-    from test_report import ARTIFACTS, CHROMIUM, _DevTools
 
-    if not os.access(CHROMIUM, os.X_OK) or shutil.which("bash") is None:
-        pytest.skip(f"headless Chromium not found at {CHROMIUM} (Debian: apt-get install chromium)")
     base, new = write_synthetic_run(tmp_path / "v1"), write_synthetic_run(tmp_path / "v2")
     compare(base, new, pairs=[("magnitude@0.9", "magnitude@0.7"), ("random@0.5", "random@0.7")], out=tmp_path / "out")
-    page = tmp_path / "out" / "comparison.html"
-    tools = _DevTools(tmp_path / "profile")
-    try:
-        target = tools.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-        tools.session = tools.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        for domain in ("Page", "Runtime", "Log"):
-            tools.send(f"{domain}.enable")
-        tools.send("Emulation.setDeviceMetricsOverride",
-                   {"width": 1366, "height": 768, "deviceScaleFactor": 1, "mobile": False})
-        tools.send("Page.navigate", {"url": page.as_uri()})
-        tools.wait_for("Page.loadEventFired")
-        state = tools.send("Runtime.evaluate", {"returnByValue": True, "expression": """JSON.stringify({
-            images: document.images.length,
-            broken: [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).length,
-            headings: [...document.querySelectorAll('h2')].map(h => h.textContent),
-            worse: document.querySelectorAll('#changes td.bad').length,
-            overflow: document.documentElement.scrollWidth > window.innerWidth})"""})
-        result = json.loads(state["result"]["value"])
-        shot = tools.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
-        ARTIFACTS.mkdir(exist_ok=True)
-        (ARTIFACTS / "comparison.png").write_bytes(base64.b64decode(shot["data"]))
-    finally:
-        tools.close()
-    errors = [e for e in tools.events if e.get("method") == "Runtime.exceptionThrown"
-              or (e.get("method") == "Runtime.consoleAPICalled" and e["params"]["type"] == "error")
-              or (e.get("method") == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")]
+    page, errors = open_in_chromium(tmp_path / "out" / "comparison.html", tmp_path / "profile", "comparison.png")
     assert errors == []
-    assert result["headings"] == list(SECTIONS.values())
-    assert result["images"] >= 7 and result["broken"] == 0
-    assert result["worse"] > 0  # random@0.7 is worse than random@0.5 beyond noise
-    assert not result["overflow"]
+    assert page["headings"] == list(SECTIONS.values())
+    assert page["images"] >= 7 and page["broken"] == 0
+    assert page["worse"] > 0  # random@0.7 is worse than random@0.5 beyond noise
+    assert not page["overflow"]
