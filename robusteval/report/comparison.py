@@ -31,8 +31,9 @@ from robusteval.report.sections import _panels
 
 SECTIONS = {"summary": "Summary", "changes": "Changes beyond noise", "curves": "Curves of both runs",
             "setup": "What else differs", "metrics": "Every metric"}
-_CLASS = {"worse": "bad", "better": "ok", "within noise": "none"}
+_CLASS = {"worse": "bad", "better": "ok", "within noise": ""}
 _MARKDOWN_ROWS = 30
+_SHOWN_CHANGES = 50
 
 
 def compare(base: str | Path, new: str | Path, *, pairs: Sequence[tuple[str, str]] | None = None,
@@ -127,7 +128,8 @@ def _summary(comparison: Comparison) -> str:
     out = (f'<p class="note">Base run <b>{_e(c.base.path)}</b>, new run <b>{_e(c.new.path)}</b>. Change = new − '
            f"base; 95% percentile-bootstrap intervals for metrics with per-sample results (accuracies). {pairing} "
            f"Beyond noise: {counts['worse']} worse, {counts['better']} better; {counts['within noise']} within "
-           "noise. Red: worse beyond noise, green: better, grey: within noise.</p>")
+           "noise. Red: worse beyond noise (the interval excludes 0), green: better; uncoloured: within noise or "
+           "without an interval.</p>")
     keys = list(_headline_keys(c).items())
     by_key = {(d.base_model, d.new_model, d.metric): d for d in c.deltas}
     rows = [[_e(_pair(b, n)), *(_cell(by_key.get((b, n, k))) for _, k in keys)] for b, n in c.pairs]
@@ -139,13 +141,13 @@ def _cell(d: Delta | None) -> Any:
     if d is None:
         return ("–", "none")
     text = f"{_num(d.new)}<small>{_e(_signed(d.change))} {_e(_ci(d.ci))}</small>"
-    return (text, _CLASS[d.verdict]) if d.verdict else text
+    return (text, _CLASS[d.verdict]) if _CLASS.get(d.verdict) else text
 
 
 def _delta_rows(deltas: Sequence[Delta], *, models: bool) -> list[list[Any]]:
     return [[*([_e(d.base_model), _e(d.new_model)] if models else []), _e(d.metric), _num(d.base), _num(d.new),
              _e(_signed(d.change)), _e(_ci(d.ci)), _e({True: "paired", False: "unpaired"}.get(d.paired, "–")),
-             (_e(d.verdict), _CLASS[d.verdict]) if d.verdict else "–"] for d in deltas]
+             (_e(d.verdict), _CLASS[d.verdict]) if _CLASS.get(d.verdict) else _e(d.verdict or "–")] for d in deltas]
 
 
 _DELTA_HEADER = ["metric", "base", "new", "change", "95% CI of change", "intervals", "verdict"]
@@ -156,7 +158,12 @@ def _changes(comparison: Comparison) -> str:
                     key=lambda d: (d.verdict != "worse", -abs(d.drop)))
     if not beyond:
         return '<p class="note">No metric with an interval changed beyond noise.</p>'
-    return _table(["base model", "new model", *_DELTA_HEADER], _delta_rows(beyond, models=True))
+    header = ["base model", "new model", *_DELTA_HEADER]
+    out = _table(header, _delta_rows(beyond[:_SHOWN_CHANGES], models=True))
+    if len(beyond) > _SHOWN_CHANGES:
+        out += (f"<details><summary>{len(beyond) - _SHOWN_CHANGES} more</summary>"
+                + _table(header, _delta_rows(beyond[_SHOWN_CHANGES:], models=True)) + "</details>")
+    return out
 
 
 def _every_metric(comparison: Comparison) -> str:
