@@ -226,6 +226,30 @@ def test_comparison_page_overlays_both_runs_and_is_self_contained(tmp_path):
         assert url.startswith(("data:", "#")), url
 
 
+def test_names_are_escaped_in_every_output(tmp_path, capsys, monkeypatch):
+    """A model id with markup, a newline that would start a workflow command and mathtext renders as text."""
+    from fixtures.runs import write_synthetic_run
+
+    evil = "<script>alert(1)</script>\n::error title=pwned::x$\\frac{$"
+    runs = []
+    for name in ("v1", "v2"):
+        run = write_synthetic_run(tmp_path / name)
+        for file in ("summary.json", "records.jsonl", "models.jsonl"):
+            path = run / file
+            path.write_text(path.read_text().replace("random@0.5", json.dumps(evil)[1:-1]))
+        runs.append(run)
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    rules = _rules(tmp_path, "clean/accuracy: {max_drop: -1.0}\n")  # always fails: annotations are printed
+    assert main(["compare", str(runs[0]), str(runs[1]), "--out", str(tmp_path / "out"), "--gate", str(rules)]) == 1
+    out = capsys.readouterr().out
+    assert [line for line in out.splitlines() if line.startswith("::")] == [
+        line for line in out.splitlines() if line.startswith("::error title=robusteval gate%3A clean/accuracy")]
+    page = (tmp_path / "out" / "comparison.html").read_text()
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    markdown = (tmp_path / "out" / "comparison.md").read_text()
+    assert "\\x0a::error title=pwned" in markdown and not any(line.startswith("::") for line in markdown.splitlines())
+
+
 @pytest.mark.browser
 def test_comparison_page_renders_in_headless_chromium(tmp_path):
     from fixtures.browser import open_in_chromium
