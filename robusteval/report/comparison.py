@@ -22,12 +22,20 @@ from robusteval.errors import RobustEvalError
 from robusteval.escaping import markdown_cell, markdown_code
 from robusteval.files import write_text_atomic
 from robusteval.gate import GateResult, markdown_summary
+from robusteval.metrics import FAMILIES
 from robusteval.report import plots
 from robusteval.report.markup import esc as _e
 from robusteval.report.markup import figure as _figure
 from robusteval.report.markup import num as _num
 from robusteval.report.markup import table as _table
-from robusteval.report.sections import _panels
+from robusteval.report.sections import (
+    _eps_panels,
+    _panels,
+    attack_curve_point,
+    chosen_models,
+    noise_curve_point,
+    severity_panels,
+)
 
 SECTIONS = {"summary": "Summary", "changes": "Changes beyond noise", "curves": "Curves of both runs",
             "setup": "What else differs", "metrics": "Every metric"}
@@ -179,15 +187,48 @@ def _curves(comparison: Comparison) -> str:
     runs = {"base": _analysis(comparison.base), "new": _analysis(comparison.new)}
     if not all(a is not None and a.methods for a in runs.values()):
         return ""
-    panels: dict[str, list[str]] = {}
+    families: dict[str, list[str]] = {}
     for analysis in runs.values():
         for family, keys in _panels(analysis).items():
-            panels[family] = list(dict.fromkeys(panels.get(family, []) + keys))[:3]
-    figures = "".join(f"<h3>{_e(family)}</h3>" + _figure(plots.overlay_curves(runs, keys), f"{family}: both runs")
-                      for family, keys in panels.items())
-    return ('<p class="note">Every metric-vs-prune-ratio curve of the report, both runs on the same axes: dashed '
-            "squares the base run, solid circles the new run; each line starts at its run's reference model "
-            "(0%).</p>" + figures)
+            families[family] = list(dict.fromkeys(families.get(family, []) + keys))[:3]
+    parts = [f"<h3>{_e(FAMILIES.get(family, family))} vs prune ratio</h3>"
+             + _figure(plots.overlay_lines({k: {run: _ratio_lines(a, k) for run, a in runs.items()} for k in keys},
+                                           xlabel="prune ratio (%)"), f"{family}: both runs")
+             for family, keys in families.items()]
+    severity = {run: severity_panels(a) for run, a in runs.items()}
+    if any(severity.values()):
+        panels = {m: {run: p[m] for run, p in severity.items() if m in p} for m in runs["new"].methods}
+        parts.append("<h3>Severity curves (mean over corruptions)</h3>"
+                     + _figure(plots.overlay_lines(panels, xlabel="severity", ylabel="accuracy"),
+                               "severity curves: both runs"))
+    chosen = [(b, n) for n in chosen_models(runs["new"]) for b, m in comparison.pairs if m == n]
+    for title, key_of, xlabel in (("Adversarial accuracy vs ε", attack_curve_point, "ε"),
+                                  ("Accuracy vs noise ε", noise_curve_point, "noise ε")):
+        panels = _eps_overlay(runs, chosen, key_of)
+        if panels:
+            parts.append(f"<h3>{title}</h3>" + _figure(plots.overlay_lines(panels, xlabel=xlabel, ylabel="accuracy"),
+                                                       f"{title}: both runs"))
+    return ('<p class="note">The report\'s curves with both runs on the same axes: dashed squares the base run, solid '
+            "circles the new run. Metric curves start at each run's reference model (0%); the ε curves show, per "
+            "method, the model at the new run's clean-accuracy prune potential and its pair in the base run.</p>"
+            + "".join(parts))
+
+
+def _ratio_lines(analysis: Analysis, key: str) -> dict[str, dict[float, float]]:
+    """method → {prune ratio in %: value}, starting at the reference model (0%)."""
+    return {method: {0.0: c.dense, **{100 * p.ratio: p.value for p in c.points}}
+            for method, c in analysis.curves.get(key, {}).items()}
+
+
+def _eps_overlay(runs: Mapping[str, Analysis], chosen: Sequence[tuple[str, str]],
+                 key_of: Any) -> dict[str, dict[str, dict[str, dict[float, float]]]]:
+    """panel title → run → model (the new run's id) → {ε: accuracy} for the chosen pairs."""
+    sides = {"base": _eps_panels(runs["base"], [b for b, _ in chosen], key_of),
+             "new": _eps_panels(runs["new"], [n for _, n in chosen], key_of)}
+    label = dict(chosen)
+    return {title: {"base": {label[b]: v for b, v in sides["base"].get(title, {}).items()},
+                    "new": dict(sides["new"][title])}
+            for title in sides["new"] if title in sides["base"]}
 
 
 def _analysis(side: RunSide) -> Analysis | None:

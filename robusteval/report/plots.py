@@ -185,24 +185,28 @@ def roc_curves(rocs: Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]], 
 
 
 RUN_STYLES = ({"linestyle": "--", "marker": "s", "alpha": 0.65}, {"linestyle": "-", "marker": "o"})
-"""Line styles of the runs :func:`overlay_curves` draws: the first (base) run dashed, the second solid."""
+"""Line styles of the runs :func:`overlay_lines` draws: the first (base) run dashed, the second solid."""
 
 
-def overlay_curves(runs: Mapping[str, Analysis], keys: Sequence[str]) -> Figure:
-    """Metric vs prune ratio of two runs on shared panels: one colour per method, one line style per run
-    (:data:`RUN_STYLES`), each line starting at its own run's reference model (0%)."""
-    colors = _method_colors(list(dict.fromkeys(m for a in runs.values() for m in a.methods)))
-    fig, axes = _grid(len(keys))
-    for ax, key in zip(axes, keys):
-        for (label, analysis), style in zip(runs.items(), RUN_STYLES):
-            for method, curve in analysis.curves.get(key, {}).items():
-                ax.plot([0.0, *(100 * p.ratio for p in curve.points)], [curve.dense, *(p.value for p in curve.points)],
-                        color=colors[method], label=f"{method} ({label})", **style)
-        ax.set_title(key, fontsize=10)
-        ax.set_xlabel("prune ratio (%)")
+def overlay_lines(panels: Mapping[str, Mapping[str, Mapping[str, Mapping[float, float]]]], *, xlabel: str,
+                  ylabel: str = "") -> Figure:
+    """Two runs on shared panels: title → run label → line label → {x: y}; one colour per line label (a
+    method, a model, a ratio), one line style per run (:data:`RUN_STYLES`)."""
+    labels = list(dict.fromkeys(label for runs in panels.values() for lines in runs.values() for label in lines))
+    colors = _method_colors(labels)
+    fig, axes = _grid(len(panels))
+    handles: dict[tuple[int, int], tuple[Any, str]] = {}  # (line label, run) → (a line, its legend label)
+    for ax, (title, runs) in zip(axes, panels.items()):
+        for i, ((run, lines), style) in enumerate(zip(runs.items(), RUN_STYLES)):
+            for label, points in lines.items():
+                xs = sorted(points)
+                line, = ax.plot(xs, [points[x] for x in xs], color=colors[label], **style)
+                handles.setdefault((labels.index(label), i), (line, f"{label} ({run})"))
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    entries = dict(zip(*reversed(axes[0].get_legend_handles_labels())))  # label → handle
-    labels = sorted(entries, key=lambda label: list(entries).index(label) % max(1, len(entries) // len(runs)))
-    fig.legend([entries[label] for label in labels], labels, loc="lower center", frameon=False,
-               ncol=max(1, len(labels) // len(runs)))  # one column per method, one row per run
+    ordered = [handles[k] for k in sorted(handles)]  # one column per line label, one row per run
+    fig.legend([h for h, _ in ordered], [t for _, t in ordered], loc="lower center", frameon=False,
+               ncol=min(6, len(labels)))
     return fig
