@@ -247,9 +247,11 @@ def _setup(comparison: Comparison) -> str:
            + (changes if c.config_changes else '<p class="note">None: both runs used the same config.</p>'))
     rows = [[_e(w), *(((_e(_value(v)), "warn") if a != b else _e(_value(v))) for v in (a, b))] for w, a, b in c.setup]
     models = [[_e(_pair(b, n)), _e(_value(x)), _e(_value(y)), "–" if not (x and y) else "same file" if x == y else "changed"]
-              for b, n, x, y in c.model_digests()]
-    return (out + "<h3>Data, seed, device, precision, versions</h3>" + _table(["", "base", "new"], rows, cls="text kv")
-            + "<h3>Compared models</h3>" + _table(["model", "base sha256", "new sha256", ""], models, cls="text kv"))
+              for b, n, x, y in c.model_digests() if x or y]  # model files (built members have none)
+    out += "<h3>Data, seed, device, precision, versions</h3>" + _table(["", "base", "new"], rows, cls="text kv")
+    if models:
+        out += "<h3>Compared model files</h3>" + _table(["model", "base sha256", "new sha256", ""], models, cls="text")
+    return out
 
 
 def _pair(base: str, new: str) -> str:
