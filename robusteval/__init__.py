@@ -1,7 +1,8 @@
 """robusteval: what does pruning cost beyond test accuracy?
 
 ``audit`` prunes a model into a family and evaluates every member; ``prune`` builds the family
-only; ``load_config`` reads a YAML preset. See README.md.
+only; ``compare`` compares two run directories (release to release); ``load_config`` reads a YAML
+preset. See README.md.
 """
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import importlib
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["AuditConfig", "audit", "demo", "load_config", "prune"]
+__all__ = ["AuditConfig", "audit", "compare", "demo", "load_config", "prune"]
 _LAZY = {"audit": "robusteval.api", "demo": "robusteval.api", "prune": "robusteval.api",
+         "compare": "robusteval.report.comparison",
          "AuditConfig": "robusteval.config", "load_config": "robusteval.config"}
 
 

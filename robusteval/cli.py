@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -10,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from robusteval import __version__
+from robusteval.cli_compare import add_compare_command, gate_against_run
 from robusteval.errors import GateFailed, RobustEvalError
 from robusteval.escaping import visible
 from robusteval.presets import listing
@@ -59,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     model_opts, prune_opts, gate_opts = _model_options(common), _prune_options(), _gate_options()
     _run_commands(sub, model_opts, prune_opts, gate_opts)
     _run_dir_commands(sub, common)
+    add_compare_command(sub, common, EPILOG)
     return parser
 
 
@@ -158,6 +159,8 @@ def _run_dir_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--junit", help="write JUnit XML here")
     p.add_argument("--reference", help="reference model id (default: the run's baseline: dense+ft when recovery "
                    "fine-tuned, else dense)")
+    p.add_argument("--baseline-run", help="a previous release's run directory: gate each model against the model "
+                   "of the same id there instead (as robusteval compare --gate)")
     p.set_defaults(func=_cmd_gate)
 
     p = sub.add_parser("demo", parents=[common], help="audit the bundled ResNet-20 with configs/quick.yaml")
@@ -321,21 +324,16 @@ def _cmd_gate(args: argparse.Namespace, command: list[str]) -> int:
     from robusteval.gate import load_rules
     from robusteval.results import RunDir
 
+    if args.baseline_run:
+        return gate_against_run(args)
     return _gate(RunDir.existing(args.run_dir).path, load_rules(args.gate), args.junit, args.reference)
 
 
 def _gate(run_dir: Path, rules: list[Any], junit: str | None, reference: str | None) -> int:
-    from robusteval.gate import evaluate_gate, github_annotations, markdown_summary, write_junit
+    from robusteval.gate import evaluate_gate, publish
     from robusteval.results import RunDir
 
-    result = evaluate_gate(RunDir(run_dir).read_summary(), rules, reference=reference)
-    if junit:
-        write_junit(result, junit)
-    print(markdown_summary(result))
-    if os.environ.get("GITHUB_ACTIONS") == "true":
-        print("\n".join(github_annotations(result)))
-    if not result.passed:
-        raise GateFailed(f"{len(result.failures)} of {len(result.checks)} checks exceeded their budget")
+    publish(evaluate_gate(RunDir(run_dir).read_summary(), rules, reference=reference), junit)
     return 0
 
 

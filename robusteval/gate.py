@@ -16,10 +16,15 @@ Budgets, per metric (several may be combined; each is one check):
 * ``min`` / ``max``: absolute bounds on the value.
 
 A metric missing for a model, or NaN, fails its check: the gate never passes silently.
+
+Across releases (``robusteval compare BASE NEW --gate``, ``robusteval gate NEW --baseline-run BASE``),
+:func:`evaluate_comparison_gate` applies the same rules to every compared pair of models, the base
+run's model being the reference of the new run's.
 """
 from __future__ import annotations
 
 import math
+import os
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from robusteval.analysis import SCRATCH_SUFFIX, drop
+from robusteval.analysis.compare import Comparison
 from robusteval.metrics import reference_value
-from robusteval.errors import RobustEvalError
+from robusteval.errors import GateFailed, RobustEvalError
 from robusteval.escaping import markdown_cell, markdown_code, workflow_data, workflow_property, xml_text
 from robusteval.files import read_yaml_file
 from robusteval.presets import resolve
@@ -173,6 +179,40 @@ def evaluate_gate(summary: Mapping[str, Any], rules: Sequence[Rule], *, referenc
                               "to compare with; gate a single model with min/max budgets")
     checks = tuple(_check(r, m, entries[m], entries[reference], reference) for m in chosen for r in rules)
     return GateResult(reference, checks)
+
+
+def evaluate_comparison_gate(comparison: Comparison, rules: Sequence[Rule]) -> GateResult:
+    """Every rule on every compared pair, the base run's model as the reference of the new run's.
+
+    A rule on a metric that only one run has (among the compared models), or neither, is bad input:
+    the budget could not be checked. A pair whose two models both lack the metric (e.g. agreement of
+    the dense model with itself) is not checked; one that lacks it on one side fails, as in :func:`evaluate_gate`.
+    """
+    base, new = comparison.base, comparison.new
+    for rule in rules:
+        has = [comparison.has_metric(side, rule.metric) for side in (base, new)]
+        if not all(has):
+            where = (f"only the {'base' if has[0] else 'new'} run {base.path if has[0] else new.path} has it"
+                     if any(has) else f"neither run has it ({base.path}, {new.path})")
+            raise RobustEvalError(f"gate rule on {rule.metric!r}: cannot compare the runs on this metric, {where}")
+    checks = []
+    for b, n in comparison.pairs:
+        before, after = base.metrics(b), new.metrics(n)
+        label = n if b == n else f"{n} (vs {b})"
+        checks += [_check(r, label, after, before, b) for r in rules if r.metric in before or r.metric in after]
+    return GateResult(f"each pair's model in the base run {base.path}", tuple(checks))
+
+
+def publish(result: GateResult, junit: str | Path | None) -> None:
+    """Write the JUnit file, print the Markdown summary (and, on GitHub Actions, the annotations);
+    raise :class:`GateFailed` (exit 1) when a check failed."""
+    if junit:
+        write_junit(result, junit)
+    print(markdown_summary(result))
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        print("\n".join(github_annotations(result)))
+    if not result.passed:
+        raise GateFailed(f"{len(result.failures)} of {len(result.checks)} checks exceeded their budget")
 
 
 def write_junit(result: GateResult, path: str | Path) -> Path:

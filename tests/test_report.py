@@ -4,24 +4,19 @@ from __future__ import annotations
 import base64
 import csv
 import json
-import os
 import re
-import select
 import shutil
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
+from fixtures.browser import open_in_chromium
 from fixtures.runs import write_synthetic_run
 from robusteval.errors import RobustEvalError
 from robusteval.report import write_report
 from robusteval.report.html import SECTIONS
 
 KNOWN = Path(__file__).parent / "fixtures" / "known_answer"
-ARTIFACTS = Path(__file__).parent / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
@@ -81,96 +76,9 @@ def test_missing_run_directory_is_bad_input(tmp_path):
         write_report(tmp_path)
 
 
-class _DevTools:
-    """A minimal Chrome DevTools Protocol client over ``--remote-debugging-pipe`` (no extra packages)."""
-
-    def __init__(self, profile: Path) -> None:
-        to_chrome, self._in = os.pipe()
-        self._out, from_chrome = os.pipe()
-        args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                "--remote-debugging-pipe", f"--user-data-dir={profile}", "about:blank"]
-        # Chromium reads commands on fd 3 and writes replies on fd 4
-        self.proc = subprocess.Popen(["bash", "-c", f'exec "$@" 3<&{to_chrome} 4>&{from_chrome}', "-", *args],
-                                     pass_fds=(to_chrome, from_chrome), stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        os.close(to_chrome)
-        os.close(from_chrome)
-        self._buf, self._id, self.events, self.session = b"", 0, [], None
-
-    def send(self, method: str, params: dict | None = None, *, timeout: float = 30.0) -> dict:
-        self._id += 1
-        msg = {"id": self._id, "method": method, "params": params or {}}
-        if self.session and not method.startswith(("Target.", "Browser.")):
-            msg["sessionId"] = self.session
-        os.write(self._in, json.dumps(msg).encode() + b"\0")
-        while True:
-            reply = self._next(timeout)
-            if reply.get("id") == self._id:
-                if "error" in reply:
-                    raise RuntimeError(f"{method}: {reply['error']}")
-                return reply["result"]
-            self.events.append(reply)
-
-    def wait_for(self, method: str, *, timeout: float = 30.0) -> dict:
-        while True:
-            if (hit := next((e for e in self.events if e.get("method") == method), None)) is not None:
-                return hit
-            self.events.append(self._next(timeout))
-
-    def _next(self, timeout: float) -> dict:
-        deadline = time.monotonic() + timeout
-        while b"\0" not in self._buf:
-            ready, _, _ = select.select([self._out], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
-                raise TimeoutError("no reply from Chromium")
-            chunk = os.read(self._out, 1 << 20)
-            if not chunk:
-                raise RuntimeError("Chromium closed the DevTools pipe")
-            self._buf += chunk
-        raw, self._buf = self._buf.split(b"\0", 1)
-        return json.loads(raw)
-
-    def close(self) -> None:
-        try:
-            self.send("Browser.close", timeout=5)
-        except (RuntimeError, TimeoutError, OSError):
-            pass
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        os.close(self._in)
-        os.close(self._out)
-
-
 @pytest.mark.browser
 def test_report_renders_in_headless_chromium(report, tmp_path):
-    if not os.access(CHROMIUM, os.X_OK) or shutil.which("bash") is None:
-        pytest.skip(f"headless Chromium not found at {CHROMIUM} (Debian: apt-get install chromium)")
-    tools = _DevTools(tmp_path / "profile")
-    try:
-        target = tools.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-        tools.session = tools.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        for domain in ("Page", "Runtime", "Log"):
-            tools.send(f"{domain}.enable")
-        tools.send("Emulation.setDeviceMetricsOverride",
-                   {"width": 1366, "height": 768, "deviceScaleFactor": 1, "mobile": False})
-        tools.send("Page.navigate", {"url": report.as_uri()})
-        tools.wait_for("Page.loadEventFired")
-        state = tools.send("Runtime.evaluate", {"returnByValue": True, "expression": """JSON.stringify({
-            images: document.images.length,
-            broken: [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).length,
-            headings: [...document.querySelectorAll('h2')].map(h => h.textContent),
-            overflow: document.documentElement.scrollWidth > window.innerWidth})"""})
-        page = json.loads(state["result"]["value"])
-        shot = tools.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
-        ARTIFACTS.mkdir(exist_ok=True)
-        (ARTIFACTS / "report.png").write_bytes(base64.b64decode(shot["data"]))
-    finally:
-        tools.close()
-    errors = [e for e in tools.events if e.get("method") == "Runtime.exceptionThrown"
-              or (e.get("method") == "Runtime.consoleAPICalled" and e["params"]["type"] == "error")
-              or (e.get("method") == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")]
+    page, errors = open_in_chromium(report, tmp_path / "profile", "report.png")
     assert errors == []
     assert page["headings"] == list(SECTIONS.values())
     assert page["images"] >= 10 and page["broken"] == 0

@@ -20,6 +20,7 @@ from robusteval.analysis.summary import write_summary
 from robusteval.analysis.potential import (
     Curve,
     Point,
+    bootstrap_difference_ci,
     bootstrap_mean_ci,
     mean_halfwidth,
     potential_interval,
@@ -30,7 +31,7 @@ from robusteval.metrics import FAMILIES, drop, lower_is_better
 from robusteval.records import CONTROL_ID, SCRATCH_SUFFIX
 
 __all__ = ["BASELINES", "CONTROL_ID", "DEFAULT_TOLERANCE", "FAMILIES", "SCRATCH_SUFFIX", "Analysis", "Curve",
-           "Evidence", "ModelInfo", "Point", "analyse", "analyse_run", "baseline_id", "bootstrap_mean_ci",
+           "Evidence", "ModelInfo", "Point", "analyse", "analyse_run", "baseline_id", "bootstrap_difference_ci", "bootstrap_mean_ci",
            "check_tolerances", "corruption_summary", "derive", "drop", "format_amount", "format_drop",
            "format_verdict_table", "lower_is_better", "mean_halfwidth", "noise_summary", "pct",
            "potential_interval", "prune_potential", "tolerance_for", "verdict_lines", "write_summary"]

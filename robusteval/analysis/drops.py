@@ -85,7 +85,7 @@ def analyse(summary: Mapping[str, Any], records: Iterable[Mapping[str, Any]] = (
     values = {m["id"]: _values(m.get("metrics") or {}) for m in entries}
     references = tuple(m.id for m in models if m.id in (untouched, dense_id) or m.method == CONTROL_ID)
     pruned = [m for m in models if m.id not in references]
-    stats = _Bootstrap(_paired_correctness(records), dense_id, confidence, n_resamples, seed)
+    stats = _Bootstrap(per_sample_correctness(records), dense_id, confidence, n_resamples, seed)
     curves: dict[str, dict[str, Curve]] = {}
     for key in sorted({k for m in pruned for k in values[m.id]}):
         ref = reference_value(key, values[dense_id])
@@ -96,7 +96,7 @@ def analyse(summary: Mapping[str, Any], records: Iterable[Mapping[str, Any]] = (
                                  key=lambda m: m.ratio)
                 if members:
                     curves.setdefault(key, {})[method] = _curve(key, method, ref, tol, members, values, stats)
-    families = {f: k for f, k in _headlines(values[dense_id]).items() if k in curves}
+    families = {f: k for f, k in headline_metrics(values[dense_id]).items() if k in curves}
     return Analysis(dense_id, float(tolerance), dict(tolerances or {}), models, values, curves, families,
                     _excess_error(values, values[dense_id], pruned), untouched, references,
                     Evidence.from_records(records), incomplete_message(summary), summary.get("config"))
@@ -161,7 +161,7 @@ def _values(metrics: Mapping[str, float | None]) -> dict[str, float]:
     return out | family_means(out)
 
 
-def _headlines(dense: Mapping[str, float]) -> dict[str, str]:
+def headline_metrics(dense: Mapping[str, float]) -> dict[str, str]:
     """family → headline metric key (see FAMILIES); noise: the noise-curve area (Liebenwein et al. 2021)
     when stored, else the mean over ε; adversarial: the strongest attack at its smallest ε."""
     noise = "noise/auc/accuracy" if "noise/auc/accuracy" in dense else "noise/mean_accuracy"
@@ -189,7 +189,7 @@ def _excess_error(values: Mapping[str, Mapping[str, float]], dense: Mapping[str,
     return out
 
 
-def _paired_correctness(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, np.ndarray]]:
+def per_sample_correctness(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, np.ndarray]]:
     """accuracy metric key → model → per-sample correctness, from records that carry it."""
     out: dict[str, dict[str, np.ndarray]] = {}
     for rec in records:

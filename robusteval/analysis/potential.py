@@ -39,11 +39,29 @@ def bootstrap_mean_ci(diff: np.ndarray, *, confidence: float = 0.95, n_resamples
     distinct values: the same distribution as index resampling at O(#distinct) per resample
     (per-sample correctness differences take at most a handful of values).
     """
-    diff = np.asarray(diff, dtype=float)
-    values, counts = np.unique(diff, return_counts=True)
+    means = _resampled_means(np.asarray(diff, dtype=float), n_resamples, np.random.default_rng(seed))
+    return _percentile_interval(means, confidence)
+
+
+def bootstrap_difference_ci(base: np.ndarray, new: np.ndarray, *, confidence: float = 0.95,
+                            n_resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap CI of ``mean(new) - mean(base)`` for two *independent* samples (unpaired:
+    each is resampled on its own, as :func:`scipy.stats.bootstrap` does with ``paired=False``); for
+    samples of the same test items use :func:`bootstrap_mean_ci` on the per-item differences."""
     rng = np.random.default_rng(seed)
-    draws = rng.multinomial(diff.size, counts / diff.size, size=n_resamples)
-    means = draws @ values / diff.size
+    base_means = _resampled_means(np.asarray(base, dtype=float), n_resamples, rng)
+    new_means = _resampled_means(np.asarray(new, dtype=float), n_resamples, rng)
+    return _percentile_interval(new_means - base_means, confidence)
+
+
+def _resampled_means(sample: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Means of ``n_resamples`` resamples with replacement, drawn as multinomial counts of the distinct values."""
+    values, counts = np.unique(sample, return_counts=True)
+    draws = rng.multinomial(sample.size, counts / sample.size, size=n_resamples)
+    return draws @ values / sample.size
+
+
+def _percentile_interval(means: np.ndarray, confidence: float) -> tuple[float, float]:
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(means, [alpha, 1.0 - alpha])
     return float(low), float(high)

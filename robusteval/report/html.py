@@ -18,6 +18,7 @@ from typing import Any
 import matplotlib
 
 from robusteval.analysis import DEFAULT_TOLERANCE, Analysis, analyse
+from robusteval.analysis.compare import flatten
 from robusteval.files import write_text_atomic
 from robusteval.report.markup import esc as _e
 from robusteval.report.markup import num as _num
@@ -148,10 +149,8 @@ def _latency_cells(model: Mapping[str, Any], key: str) -> tuple[str, str]:
     return cell, _num((model.get("speedup") or {}).get(key))
 
 
-def _flatten(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    if isinstance(data, Mapping) and data:
-        return [kv for k, v in data.items() for kv in _flatten(v, f"{prefix}.{k}" if prefix else str(k))]
-    return [(prefix, json.dumps(data) if isinstance(data, (list, Mapping)) else data)]
+def _flatten(data: Any) -> list[tuple[str, Any]]:
+    return [(k, json.dumps(v) if isinstance(v, (list, Mapping)) else v) for k, v in flatten(data).items()]
 
 
 def _metadata(manifest: Mapping[str, Any], config: Mapping[str, Any] | None) -> str:

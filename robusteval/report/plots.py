@@ -182,3 +182,31 @@ def roc_curves(rocs: Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]], 
         ax.grid(alpha=0.3)
     _legend(fig, axes)
     return fig
+
+
+RUN_STYLES = ({"linestyle": "--", "marker": "s", "alpha": 0.65}, {"linestyle": "-", "marker": "o"})
+"""Line styles of the runs :func:`overlay_lines` draws: the first (base) run dashed, the second solid."""
+
+
+def overlay_lines(panels: Mapping[str, Mapping[str, Mapping[str, Mapping[float, float]]]], *, xlabel: str,
+                  ylabel: str = "") -> Figure:
+    """Two runs on shared panels: title → run label → line label → {x: y}; one colour per line label (a
+    method, a model, a ratio), one line style per run (:data:`RUN_STYLES`)."""
+    labels = list(dict.fromkeys(label for runs in panels.values() for lines in runs.values() for label in lines))
+    colors = _method_colors(labels)
+    fig, axes = _grid(len(panels))
+    handles: dict[tuple[int, int], tuple[Any, str]] = {}  # (line label, run) → (a line, its legend label)
+    for ax, (title, runs) in zip(axes, panels.items()):
+        for i, ((run, lines), style) in enumerate(zip(runs.items(), RUN_STYLES)):
+            for label, points in lines.items():
+                xs = sorted(points)
+                line, = ax.plot(xs, [points[x] for x in xs], color=colors[label], **style)
+                handles.setdefault((labels.index(label), i), (line, f"{label} ({run})"))
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    ordered = [handles[k] for k in sorted(handles)]  # one column per line label, one row per run
+    fig.legend([h for h, _ in ordered], [t for _, t in ordered], loc="lower center", frameon=False,
+               ncol=min(6, len(labels)))
+    return fig

@@ -177,6 +177,20 @@ def _corruptions(analysis: Analysis) -> str:
         rows = [[_e(c), *(_num(dense.get(corruption_key(c, s))) for s in severities)] for c in names]
         return ("<h3>Accuracy per corruption and severity</h3>"
                 + _table(["corruption", *(f"severity {_e(s)}" for s in severities)], rows))
+    return ("<h3>Accuracy drop per corruption (mean over severities)</h3>"
+            + _figure(plots.corruption_heatmaps(analysis, names), "corruption heatmap")
+            + "<h3>Severity curves (mean over corruptions)</h3>"
+            + _figure(plots.line_panels(severity_panels(analysis), xlabel="severity", dense="dense"),
+                      "severity curves"))
+
+
+def severity_panels(analysis: Analysis) -> dict[str, dict[str, dict[float, float]]]:
+    """method → line (``dense`` or the ratio) → {severity: accuracy averaged over corruptions}."""
+    parsed = [p for k in analysis.values[analysis.dense] if (p := corruption_point(k))]
+    if not parsed:
+        return {}
+    names = list(dict.fromkeys(name for name, _ in parsed))
+    severities = sorted({severity for _, severity in parsed})
     panels = {}
     for method in analysis.methods:
         ids = {"dense": analysis.dense,
@@ -185,10 +199,7 @@ def _corruptions(analysis: Analysis) -> str:
                                   if (vals := [analysis.values[mid][corruption_key(c, s)] for c in names
                                                if corruption_key(c, s) in analysis.values[mid]])}
                           for label, mid in ids.items()}
-    return ("<h3>Accuracy drop per corruption (mean over severities)</h3>"
-            + _figure(plots.corruption_heatmaps(analysis, names), "corruption heatmap")
-            + "<h3>Severity curves (mean over corruptions)</h3>"
-            + _figure(plots.line_panels(panels, xlabel="severity", dense="dense"), "severity curves"))
+    return panels
 
 
 def _eps_panels(analysis: Analysis, models: Sequence[str], key_of: Any) -> dict[str, dict[str, dict[float, float]]]:
@@ -201,12 +212,21 @@ def _eps_panels(analysis: Analysis, models: Sequence[str], key_of: Any) -> dict[
     return panels
 
 
+def attack_curve_point(key: str) -> tuple[str, float] | None:
+    """(panel title, ε) of an adversarial accuracy key, for the accuracy-vs-ε curves."""
+    return (f"{'transfer ' if p.transfer else ''}{p.attack}", p.eps) if (p := attack_point(key)) else None
+
+
+def noise_curve_point(key: str) -> tuple[str, float] | None:
+    """(panel title, ε) of a noise accuracy key, for the accuracy-vs-noise-ε curve."""
+    p = noise_point(key)
+    return ("random noise in an ε-ball", p[0]) if p is not None and p[1] == "accuracy" else None
+
+
 def _robustness(analysis: Analysis) -> str:
     models = chosen_models(analysis)
-    adv = _eps_panels(analysis, models, lambda k: (f"{'transfer ' if p.transfer else ''}{p.attack}", p.eps)
-                      if (p := attack_point(k)) else None)
-    noise = _eps_panels(analysis, models, lambda k: ("random noise in an ε-ball", p[0])
-                        if (p := noise_point(k)) is not None and p[1] == "accuracy" else None)
+    adv = _eps_panels(analysis, models, attack_curve_point)
+    noise = _eps_panels(analysis, models, noise_curve_point)
     parts = []
     if adv:
         parts.append("<h3>Adversarial accuracy vs ε</h3>"
