@@ -28,6 +28,7 @@ from robusteval.engine import EngineSettings, ModelEntry, run_attacks, run_condi
 from robusteval.errors import RobustEvalError, describe, warn
 from robusteval.evaluators.adversarial import AdversarialSettings, select_sample
 from robusteval.models.loading import file_sha256, load_model
+from robusteval.models.pruned_state import folded_copy, has_prune_hooks
 from robusteval.models.sources import resolve_model
 from robusteval.models.wrap import check_model, has_gradients, with_normalization
 from robusteval.pruning import FamilyMember, build_family, model_info
@@ -185,8 +186,9 @@ def _load(model: str | Path | nn.Module, config: AuditConfig, clean: LabeledArra
           device: torch.device) -> tuple[nn.Module, str]:
     """Load (or take) a model (weights are read to CPU), wrap normalisation, move it to ``device`` (an
     onnxruntime model stays on CPU), probe it against the data; returns (model, sha256)."""
-    if isinstance(model, nn.Module):
-        loaded, sha = model.eval(), _state_sha(model)
+    if isinstance(model, nn.Module):  # pruning hooks are folded in a copy: the caller's module stays as it is
+        loaded = folded_copy(model) if has_prune_hooks(model) else model
+        loaded, sha = loaded.eval(), _state_sha(loaded)
     else:
         source = resolve_model(model)
         path = source.path
