@@ -29,6 +29,7 @@ from robusteval.errors import RobustEvalError, describe, warn
 from robusteval.evaluators.adversarial import AdversarialSettings, select_sample
 from robusteval.models.loading import file_sha256, load_model
 from robusteval.models.pruned_state import folded_copy, has_prune_hooks
+from robusteval.models.size import is_opaque, opaque_size
 from robusteval.models.sources import resolve_model
 from robusteval.models.wrap import check_model, has_gradients, with_normalization
 from robusteval.pruning import FamilyMember, build_family, model_info
@@ -266,24 +267,32 @@ def _members(dense: nn.Module, candidate: tuple[str, nn.Module] | None, config: 
 def _plain_member(model: nn.Module, model_id: str, method: str, example: torch.Tensor, *, latency: bool,
                   dense: nn.Module | None = None) -> FamilyMember:
     """A given (not pruned here) model with its costs; opaque models (TorchScript, export, ONNX) have no
-    inspectable layers, so their sparsity and MACs are unknown (null)."""
+    layers to hook, so their size comes from their graph or a traced forward (:mod:`robusteval.models.size`)."""
     try:
         info = model_info(model, example.to(model_device(model)), dense=dense, measure_latency=latency)
+        if is_opaque(model):
+            info.update(opaque_size(model, example.to(model_device(model))))
+            if dense is not None:
+                info.update(_reductions(info, dense, example))
     except RobustEvalError:
         raise
     except Exception as exc:  # the model's own code failed on a batch size the probe did not try
         what = "MACs on a batch of 1" + (", latency on batches of 1 and 128" if latency else "")
         raise RobustEvalError(f"model {model_id!r} failed while its costs were measured ({what}): "
                               f"{describe(exc)}") from exc
-    if not has_gradients(model):  # an onnxruntime session: no torch layers to count, only its latency
-        info.update(layer_sparsity={}, collapsed_layers=[], params=None, nonzero_params=None, params_reduction=None,
-                    macs_reduction=None)
-    if not info["layer_sparsity"]:
-        info.update(sparsity=None, macs=None, macs_effective=None)
     ratio = float(info["sparsity"] or 0.0)
     info.update(method=method, target_ratio=ratio, structured=False, recovery={},
                 warnings=info.pop("latency_warnings", []))
     return FamilyMember(model_id, method, ratio, model, info)
+
+
+def _reductions(info: dict, dense: nn.Module, example: torch.Tensor) -> dict:
+    """``params_reduction`` and ``macs_reduction`` of an opaque model relative to ``dense`` (eager or opaque)."""
+    x = example.to(model_device(dense))
+    reference = opaque_size(dense, x) if is_opaque(dense) else model_info(dense, x, measure_latency=False)
+    params, macs = reference["params"], reference["macs"]
+    return {"params_reduction": 1.0 - info["params"] / params if params else None,
+            "macs_reduction": 1.0 - info["macs"] / macs if macs and info["macs"] is not None else None}
 
 
 def _register(run: RunDir, member: FamilyMember) -> None:

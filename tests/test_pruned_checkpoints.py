@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from fixtures.loading import logits, one_line
+from fixtures.pruned import torch_pruned, tp_thinned
 from robusteval.cli import main
 from robusteval.errors import RobustEvalError
 from robusteval.models.archs import build_arch
@@ -22,16 +23,6 @@ from robusteval.models.wrap import check_model
 from robusteval.pruning import model_info
 
 X = torch.rand(5, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-
-
-def _torch_pruned(seed: int = 0) -> nn.Module:
-    """ResNet-20 pruned as PyTorch's tutorial does: global L1 over conv/linear weights, plus a pruned bias."""
-    torch.manual_seed(seed)
-    model = build_arch("cifar_resnet20", 10).eval()
-    params = [(m, "weight") for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=0.8)
-    prune.random_unstructured(model.linear, "bias", amount=0.5)
-    return model
 
 
 def _pytorch_reload(path: Path, pruned: nn.Module) -> nn.Module:
@@ -47,7 +38,7 @@ def _pytorch_reload(path: Path, pruned: nn.Module) -> nn.Module:
 
 
 def test_torch_prune_state_dict_gives_pytorchs_logits_and_sparsity_from_the_masks(tmp_path: Path) -> None:
-    pruned = _torch_pruned()
+    pruned = torch_pruned()
     path = tmp_path / "pruned.pt"
     torch.save(pruned.state_dict(), path)
     assert any(k.endswith("weight_mask") for k in torch.load(path))
@@ -63,7 +54,7 @@ def test_torch_prune_state_dict_gives_pytorchs_logits_and_sparsity_from_the_mask
 
 
 def test_a_live_pruned_module_is_folded_as_its_hooks_compute(tmp_path: Path) -> None:
-    pruned = _torch_pruned(1)
+    pruned = torch_pruned(1)
     expected = logits(pruned, X)
     path = tmp_path / "full.pt"
     torch.save(pruned, path)
@@ -77,7 +68,7 @@ def test_python_api_folds_a_copy_and_leaves_the_callers_module(tmp_path: Path) -
 
     from robusteval import audit, load_config
 
-    pruned = _torch_pruned(2)
+    pruned = torch_pruned(2)
     config = load_config("clean")
     audit(pruned, config=config.replace(data=dataclasses.replace(config.data, subset=16)),
                 out=tmp_path / "run", progress=False)
@@ -87,7 +78,7 @@ def test_python_api_folds_a_copy_and_leaves_the_callers_module(tmp_path: Path) -
 
 
 def test_masks_whose_shapes_disagree_with_orig_are_one_line_exit_2(tmp_path: Path, capsys) -> None:
-    state = _torch_pruned().state_dict()
+    state = torch_pruned().state_dict()
     state["layer1.0.conv1.weight_mask"] = state["layer1.0.conv1.weight_mask"][:8]
     path = tmp_path / "bad_mask.pt"
     torch.save(state, path)
@@ -99,21 +90,8 @@ def test_masks_whose_shapes_disagree_with_orig_are_one_line_exit_2(tmp_path: Pat
     assert err.startswith("robusteval: error:") and "\n" not in err
 
 
-def _tp_thinned() -> nn.Module:
-    """ResNet-20 with half the channels inside every residual block removed by Torch-Pruning."""
-    torch.manual_seed(3)
-    model = build_arch("cifar_resnet20", 10).eval()
-    ignored = [m for n, m in model.named_modules()
-               if isinstance(m, (nn.Conv2d, nn.Linear)) and (not n.endswith(".conv1") or n == "conv1")]
-    pruner = tp.pruner.MetaPruner(model, X[:1], importance=tp.importance.MagnitudeImportance(p=1),
-                                  pruning_ratio=0.5, ignored_layers=ignored)
-    pruner.step()
-    assert model.layer1[0].conv1.out_channels == 8
-    return model.eval()
-
-
 def test_thinned_state_dict_and_tp_format_reload_with_identical_logits(tmp_path: Path) -> None:
-    thinned = _tp_thinned()
+    thinned = tp_thinned(X)
     torch.save(thinned.state_dict(), tmp_path / "thin.pt")
     torch.save(tp.state_dict(thinned), tmp_path / "thin_tp.pth")
     loaded = load_model(tmp_path / "thin.pt", arch="cifar_resnet20")
@@ -148,7 +126,7 @@ def _stem_thinned(tmp_path: Path) -> Path:
     ("thin_tp", "cifar_vgg11", r"does not fit architecture 'cifar_vgg11': its modules are not the architecture's"),
 ])
 def test_wrong_thinned_files_are_one_line_exit_2(case: str, arch: str, match: str, tmp_path: Path, capsys) -> None:
-    thinned = _tp_thinned()
+    thinned = tp_thinned(X)
     torch.save(thinned.state_dict(), tmp_path / "thin.pt")
     torch.save(tp.state_dict(thinned), tmp_path / "thin_tp.pth")
     path = _stem_thinned(tmp_path) if case == "stem" else tmp_path / ("thin_tp.pth" if case == "thin_tp" else "thin.pt")
