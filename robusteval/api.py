@@ -32,7 +32,7 @@ from robusteval.models.pruned_state import folded_copy, has_prune_hooks
 from robusteval.models.size import is_opaque, opaque_size
 from robusteval.models.sources import resolve_model
 from robusteval.models.wrap import check_model, has_gradients, with_normalization
-from robusteval.pruning import FamilyMember, build_family, model_info
+from robusteval.pruning import FamilyMember, PruneSettings, build_family, model_info
 from robusteval.ray_engine import RayExecutor, check_available, ray_executor
 from robusteval.records import DENSE_ID
 from robusteval.results import RunDir
@@ -241,8 +241,10 @@ def _members(dense: nn.Module, candidate: tuple[str, nn.Module] | None, config: 
              ) -> Iterator[FamilyMember]:
     example = clean.images(slice(0, 2))
     if candidate is not None:
-        yield _plain_member(dense, DENSE_ID, "dense", example, latency=True)
-        yield _plain_member(candidate[1], candidate[0], "given", example, latency=True, dense=dense)
+        budget = (config.pruning or PruneSettings()).latency_budget_s
+        given = _plain_member(candidate[1], candidate[0], "given", example, latency=budget, dense=dense)
+        yield _paired_reference(_plain_member(dense, DENSE_ID, "dense", example, latency=False), given)
+        yield given
         return
     if config.pruning is None:  # evaluate only: no latency timing, the quickest sanity check
         yield _plain_member(dense, DENSE_ID, "dense", example, latency=False)
@@ -264,12 +266,14 @@ def _members(dense: nn.Module, candidate: tuple[str, nn.Module] | None, config: 
                             out_dir=run.path / "models", progress=progress)
 
 
-def _plain_member(model: nn.Module, model_id: str, method: str, example: torch.Tensor, *, latency: bool,
-                  dense: nn.Module | None = None) -> FamilyMember:
+def _plain_member(model: nn.Module, model_id: str, method: str, example: torch.Tensor, *,
+                  latency: bool | float | None, dense: nn.Module | None = None) -> FamilyMember:
     """A given (not pruned here) model with its costs; opaque models (TorchScript, export, ONNX) have no
-    layers to hook, so their size comes from their graph or a traced forward (:mod:`robusteval.models.size`)."""
+    layers to hook, so their size comes from their graph or a traced forward (:mod:`robusteval.models.size`).
+    ``latency``: False (not timed), or timed within that budget in seconds (None: no budget)."""
     try:
-        info = model_info(model, example.to(model_device(model)), dense=dense, measure_latency=latency)
+        info = model_info(model, example.to(model_device(model)), dense=dense, measure_latency=latency is not False,
+                          latency_budget_s=None if isinstance(latency, bool) else latency)
         if is_opaque(model):
             info.update(opaque_size(model, example.to(model_device(model))))
             if dense is not None:
@@ -284,6 +288,15 @@ def _plain_member(model: nn.Module, model_id: str, method: str, example: torch.T
     info.update(method=method, target_ratio=ratio, structured=False, recovery={},
                 warnings=info.pop("latency_warnings", []))
     return FamilyMember(model_id, method, ratio, model, info)
+
+
+def _paired_reference(reference: FamilyMember, given: FamilyMember) -> FamilyMember:
+    """The reference member with the latency timed in pairs with the given model (timed once, not twice)."""
+    info = given.info
+    reference.info.update(latency_ms=info["dense_latency_ms"], latency_iqr_ms=info["dense_latency_iqr_ms"],
+                          latency_runs=info["latency_runs"], latency_device=info["latency_device"],
+                          sparse_runtime=False)
+    return reference
 
 
 def _reductions(info: dict, dense: nn.Module, example: torch.Tensor) -> dict:

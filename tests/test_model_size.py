@@ -134,3 +134,4 @@ def test_audit_reports_the_size_of_an_onnx_thinned_model_against_its_dense_paren
     assert given["macs_reduction"] == pytest.approx(1 - folded["macs"] / parent["macs"])
     assert given["macs_reduction"] > 0.2 and given["params_reduction"] > 0.2
     assert min(given["latency_ms"].values()) > 0
+    assert parent["latency_ms"] == given["dense_latency_ms"]  # the reference is timed once, in the pairs

@@ -63,12 +63,18 @@ def _timed(model: nn.Module, x: torch.Tensor) -> float:
 
 
 def latency_ms(model: nn.Module, example_input: torch.Tensor, *, repeats: int = 5,
-               dense: nn.Module | None = None) -> dict[str, dict]:
-    """Time (ms) of a forward pass at batch 1 and batch 128: median and IQR over ``repeats``.
+               dense: nn.Module | None = None, budget_s: float | None = None) -> dict[str, dict]:
+    """Time (ms) of a forward pass at batch 1 and batch 128: median and IQR over up to ``repeats`` runs.
+
+    ``budget_s`` bounds the time spent per model (split evenly between the batch sizes, warm-up
+    not counted), as ``torch.utils.benchmark``'s ``blocked_autorange`` bounds its run time: runs (or
+    pairs) are taken until the budget is spent, at least one and at most ``repeats``; the number taken
+    is ``latency_runs``. None: always ``repeats``.
 
     Timed on ``model``'s device (:func:`robusteval.device.model_device`), with ``dense`` and the input moved there:
-    CPU wall time after one warm-up pass, or on CUDA the time between CUDA events around each
-    pass, synchronized, after ``CUDA_WARMUP`` warm-up passes.
+    CPU wall time after one warm-up pass (before the first batch size only: the allocator and lazy
+    initialisation are warm after it), or on CUDA the time between CUDA events around each pass,
+    synchronized, after ``CUDA_WARMUP`` warm-up passes per batch size (kernels are chosen per shape).
 
     With ``dense``, both models are timed in pairs, in alternating order (dense first on even
     repeats, the model first on odd ones), so a load change on a shared machine hits both
@@ -84,19 +90,24 @@ def latency_ms(model: nn.Module, example_input: torch.Tensor, *, repeats: int = 
     with torch.inference_mode():
         for key, size in LATENCY_BATCHES.items():
             x = one.expand(size, *one.shape[1:]).contiguous()
-            for _ in range(warmup):
+            for _ in range(warmup if device.type == "cuda" or key == next(iter(LATENCY_BATCHES)) else 0):
                 for m in models:
                     m(x)
             times: list[list[float]] = [[] for _ in models]
+            start = time.perf_counter()
             for i in range(repeats):
                 order = range(len(models)) if i % 2 == 0 else reversed(range(len(models)))
                 for j in order:
                     times[j].append(_timed(models[j], x))
+                if budget_s is not None and time.perf_counter() - start >= budget_s / len(LATENCY_BATCHES):
+                    break
             out.setdefault("latency_ms", {})[key] = statistics.median(times[0])
             out.setdefault("latency_iqr_ms", {})[key] = _spread(times[0])
+            out.setdefault("latency_runs", {})[key] = len(times[0])
             if dense is not None:
                 ratios = [d / m for d, m in zip(times[1], times[0])]
                 out.setdefault("dense_latency_ms", {})[key] = statistics.median(times[1])
+                out.setdefault("dense_latency_iqr_ms", {})[key] = _spread(times[1])
                 out.setdefault("speedup_measured", {})[key] = statistics.median(ratios)
                 out.setdefault("speedup_iqr", {})[key] = _spread(ratios)
     return out
@@ -129,6 +140,7 @@ def model_info(
     prunable: Sequence[str] | None = None,
     measure_latency: bool = True,
     latency_repeats: int = 11,
+    latency_budget_s: float | None = None,
 ) -> dict:
     """JSON-able cost summary of ``model``; sparsity and speed-up are relative to ``dense`` when given.
 
@@ -137,7 +149,7 @@ def model_info(
     as pruned; a layer that is gone or all zero is "collapsed". Latency is timed paired with
     ``dense`` (``latency_ms``) on ``model``'s device (``latency_device``); ``speedup`` is 1.0 unless
     the model is structurally smaller (``speedup_claims``), and ``latency_warnings`` says where the
-    spread exceeds the effect.
+    spread exceeds the effect; ``latency_budget_s`` bounds the timing (:func:`latency_ms`).
     """
     modules = dict(model.named_modules())
     reference = dict((dense or model).named_modules())
@@ -167,7 +179,7 @@ def model_info(
         info["params_reduction"] = 1.0 - params / dense_params if dense_params else None
         info["macs_reduction"] = 1.0 - dense_macs / reference_macs if reference_macs else None
     if measure_latency:
-        info.update(latency_ms(model, example_input, repeats=latency_repeats, dense=dense))
+        info.update(latency_ms(model, example_input, repeats=latency_repeats, dense=dense, budget_s=latency_budget_s))
         info["latency_device"] = str(model_device(model))
         info["sparse_runtime"] = False
         if dense is not None:
