@@ -14,7 +14,10 @@ from torch.nn.utils import prune
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from fixtures.pruned import tp_thinned
+from robusteval.analysis import analyse_run, verdict_lines
 from robusteval.cli import main
+from robusteval.errors import RobustEvalError
+from robusteval.gate import evaluate_gate, markdown_summary, parse_rules
 from robusteval.models.archs import build_arch
 from robusteval.models.loading import load_model
 from robusteval.models.size import is_opaque, opaque_size
@@ -135,3 +138,15 @@ def test_audit_reports_the_size_of_an_onnx_thinned_model_against_its_dense_paren
     assert given["macs_reduction"] > 0.2 and given["params_reduction"] > 0.2
     assert min(given["latency_ms"].values()) > 0
     assert parent["latency_ms"] == given["dense_latency_ms"]  # the reference is timed once, in the pairs
+
+    # candidate-vs-reference wording: the verdict and the gate's Markdown say how much smaller it is
+    fewer = f"{parent['params'] / given['params']:.3g}x fewer parameters, {parent['macs'] / given['macs']:.3g}x fewer MACs"
+    (line,) = [v for v in verdict_lines(analyse_run(tmp_path / "run")) if v.startswith("thinned against dense: ")]
+    assert line.startswith(f"thinned against dense: {fewer}, measured speed-up ") and "clean accuracy " in line
+    assert "largest ratio tested" not in line
+    rules = parse_rules({"rules": {"size/params_reduction": {"min": 0.2}, "size/macs": {"max": parent["macs"] / 2}}})
+    result = evaluate_gate(json.loads((tmp_path / "run" / "summary.json").read_text()), rules)
+    assert [c.passed for c in result.checks] == [True, False]
+    assert f"Size of `thinned`: {fewer}, measured speed-up" in markdown_summary(result)
+    with pytest.raises(RobustEvalError, match="size and speed-up are bounded with min or max, not max_drop"):
+        parse_rules({"rules": {"speedup/batch_1": {"max_drop": 0.1}}})
