@@ -31,7 +31,7 @@ from robusteval.models.loading import file_sha256, load_model
 from robusteval.models.pruned_state import folded_copy, has_prune_hooks
 from robusteval.models.size import is_opaque, opaque_size
 from robusteval.models.sources import resolve_model
-from robusteval.models.wrap import check_model, has_gradients, with_normalization
+from robusteval.models.wrap import check_model, has_gradients, with_logits, with_normalization
 from robusteval.pruning import FamilyMember, PruneSettings, build_family, model_info
 from robusteval.ray_engine import RayExecutor, check_available, ray_executor
 from robusteval.records import DENSE_ID
@@ -197,7 +197,8 @@ def _load(model: str | Path | nn.Module, config: AuditConfig, clean: LabeledArra
                             trust_pickle=config.model.trust_pickle, checkpoint_key=config.model.checkpoint_key)
         sha = file_sha256(path) if path.is_file() else ""
         name = source.label
-    loaded = _placed(with_normalization(loaded, config.model.mean, config.model.std), device, config.channels_last)
+    loaded = with_logits(with_normalization(loaded, config.model.mean, config.model.std), clean.image_shape)
+    loaded = _placed(loaded, device, config.channels_last)
     check_model(loaded, clean.image_shape, clean.num_logits, name)
     return loaded, sha
 

@@ -140,7 +140,8 @@ def test_audit_reports_the_size_of_an_onnx_thinned_model_against_its_dense_paren
     assert parent["latency_ms"] == given["dense_latency_ms"]  # the reference is timed once, in the pairs
 
     # candidate-vs-reference wording: the verdict and the gate's Markdown say how much smaller it is
-    fewer = f"{parent['params'] / given['params']:.3g}x fewer parameters, {parent['macs'] / given['macs']:.3g}x fewer MACs"
+    fewer = (f"{parent['params'] / given['params']:.3g}x fewer parameters, "
+             f"{parent['macs'] / given['macs']:.3g}x fewer MACs")
     (line,) = [v for v in verdict_lines(analyse_run(tmp_path / "run")) if v.startswith("thinned against dense: ")]
     assert line.startswith(f"thinned against dense: {fewer}, measured speed-up ") and "clean accuracy " in line
     assert "largest ratio tested" not in line

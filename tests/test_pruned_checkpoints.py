@@ -103,7 +103,8 @@ def test_thinned_state_dict_and_tp_format_reload_with_identical_logits(tmp_path:
     from_tp = load_model(tmp_path / "thin_tp.pth", arch="cifar_resnet20", trust_pickle=True)
     torch.testing.assert_close(logits(from_tp, X), logits(reference, X), rtol=0, atol=0)
     dense = sum(p.numel() for p in build_arch("cifar_resnet20", 10).parameters())
-    assert model_info(loaded, X, measure_latency=False)["params"] == sum(p.numel() for p in thinned.parameters()) < dense
+    params = model_info(loaded, X, measure_latency=False)["params"]
+    assert params == sum(p.numel() for p in thinned.parameters()) < dense
 
 
 def _stem_thinned(tmp_path: Path) -> Path:
@@ -113,7 +114,8 @@ def _stem_thinned(tmp_path: Path) -> Path:
         state[key] = state[key][:12]
     for block in range(3):
         state[f"layer1.{block}.conv1.weight"] = state[f"layer1.{block}.conv1.weight"][:, :12]
-        for key in [k for k in state if k.startswith((f"layer1.{block}.conv2.", f"layer1.{block}.bn2.")) and state[k].ndim]:
+        prefixes = (f"layer1.{block}.conv2.", f"layer1.{block}.bn2.")
+        for key in [k for k in state if k.startswith(prefixes) and state[k].ndim]:
             state[key] = state[key][:12]
     state["layer2.0.conv1.weight"] = state["layer2.0.conv1.weight"][:, :12]
     torch.save(state, tmp_path / "stem.pt")

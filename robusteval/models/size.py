@@ -125,7 +125,8 @@ def _onnx_params(path: Path) -> tuple[int, int]:
     return sum(int(a.size) for a in arrays), sum(int((a != 0).sum()) for a in arrays)
 
 
-def _onnx_layers(path: Path, example_input: torch.Tensor) -> tuple[dict[str, tuple[int, int]], int | None, float | None]:
+def _onnx_layers(path: Path, example_input: torch.Tensor
+                 ) -> tuple[dict[str, tuple[int, int]], int | None, float | None]:
     """Weight sizes and nonzeros by layer, and MACs (None when shape inference leaves an output unknown)."""
     import onnx
 

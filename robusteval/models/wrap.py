@@ -29,6 +29,32 @@ class Normalized(nn.Module):
         return self.model((x - self.mean) / self.std)
 
 
+class LogitsOf(nn.Module):
+    """``model(x).logits``: for models that return an output object (Hugging Face transformers' ``ModelOutput``)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).logits
+
+
+def with_logits(model: nn.Module, image_shape: tuple[int, int, int]) -> nn.Module:
+    """``model``, wrapped in :class:`LogitsOf` when a probe batch shows it returns an object with a tensor
+    ``.logits`` (so every evaluator, attack, pruning method and export sees a tensor); a failing probe is left
+    to :func:`check_model`, which reports it."""
+    if isinstance(model, LogitsOf):
+        return model
+    probe = torch.rand(2, *image_shape, generator=torch.Generator().manual_seed(0)).to(model_device(model))
+    try:
+        with torch.inference_mode():
+            out = model(probe)
+    except Exception:  # check_model runs the same probe and says what failed
+        return model
+    return LogitsOf(model).eval() if isinstance(getattr(out, "logits", None), torch.Tensor) else model
+
+
 def parse_floats(text: str | Sequence[float] | None, what: str) -> tuple[float, ...] | None:
     """'0.485,0.456,0.406' (or a list from a config) → floats; None stays None."""
     if text is None:
