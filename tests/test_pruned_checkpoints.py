@@ -137,3 +137,13 @@ def test_wrong_thinned_files_are_one_line_exit_2(case: str, arch: str, match: st
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and err.startswith("robusteval: error:"), err
     assert re.search(match, err), err
+
+
+def test_a_wider_checkpoint_is_not_taken_for_a_thinned_one(tmp_path: Path) -> None:
+    """Pruning only removes channels: a layer wider than the architecture is a shape mismatch, as before."""
+    state = build_arch("cifar_resnet20", 10).state_dict()
+    state["layer1.0.conv1.weight"] = torch.zeros(24, 16, 3, 3)
+    torch.save(state, tmp_path / "wide.pt")
+    with pytest.raises(RobustEvalError) as exc:
+        load_model(tmp_path / "wide.pt", arch="cifar_resnet20")
+    assert "1 shape mismatch: 'layer1.0.conv1.weight' is [24, 16, 3, 3] in the file" in one_line(exc)

@@ -45,8 +45,8 @@ def load_tp_state_dict(model: nn.Module, obj: Mapping) -> nn.Module:
 
 
 def resize_to_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
-    """Resize every Conv/ConvTranspose/Linear/BatchNorm/GroupNorm/LayerNorm of ``model`` whose tensors have
-    other shapes (same number of dimensions) in ``state``; returns the resized modules' names (also kept
+    """Resize every Conv/ConvTranspose/Linear/BatchNorm/GroupNorm/LayerNorm of ``model`` whose tensors are
+    narrower in ``state`` (same number of dimensions, none larger); returns the resized modules' names (also kept
     on ``model`` as ``robusteval_resized_layers``). Values are left to the strict load that follows.
 
     The classifier (the last Linear) keeps its outputs: pruning never removes logits, so a file with
@@ -61,7 +61,7 @@ def resize_to_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> list
         for kind, tensors in (("parameter", module._parameters), ("buffer", module._buffers)):
             for key, tensor in list(tensors.items()):
                 given = state.get(prefix + key)
-                if tensor is None or given is None or given.shape == tensor.shape or given.ndim != tensor.ndim:
+                if tensor is None or given is None or given.shape == tensor.shape or not _narrower(given, tensor):
                     continue
                 fresh = torch.empty(given.shape, dtype=tensor.dtype, device=tensor.device)
                 tensors[key] = nn.Parameter(fresh, tensor.requires_grad) if kind == "parameter" else fresh
@@ -72,6 +72,11 @@ def resize_to_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> list
     if resized:
         setattr(model, RESIZED_ATTR, resized)
     return resized
+
+
+def _narrower(given: torch.Tensor, built: torch.Tensor) -> bool:
+    """Pruning only removes: a tensor with as many dimensions, none of them larger (a wider file is not thinned)."""
+    return given.ndim == built.ndim and all(g <= b for g, b in zip(given.shape, built.shape))
 
 
 def _more_outputs(head: nn.Linear, state: Mapping[str, torch.Tensor], name: str) -> bool:
