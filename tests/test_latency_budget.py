@@ -53,3 +53,11 @@ def test_the_budget_is_a_validated_setting() -> None:
     assert PruneSettings().latency_budget_s == 1.0 and PruneSettings(latency_budget_s=None).latency_budget_s is None
     with pytest.raises(RobustEvalError, match="latency_budget_s"):
         PruneSettings(latency_budget_s=0)
+
+
+def test_too_few_pairs_for_an_interval_are_flagged() -> None:
+    timing = {"speedup_measured": {"batch_1": 1.5, "batch_128": 1.4}, "speedup_iqr": {"batch_1": [1.5, 1.5],
+              "batch_128": [1.3, 1.5]}, "latency_runs": {"batch_1": 1, "batch_128": 5}}
+    speedup, warnings = stats.speedup_claims(timing, same_kernels=False)
+    assert speedup == {"batch_1": 1.5, "batch_128": 1.4}
+    assert len(warnings) == 1 and "from 1 pair(s) of runs" in warnings[0] and "latency_budget_s" in warnings[0]

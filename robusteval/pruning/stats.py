@@ -14,6 +14,7 @@ from robusteval.pruning.masks import PRUNABLE_TYPES
 
 LATENCY_BATCHES = {"batch_1": 1, "batch_128": 128}
 SAME_KERNELS = "dense kernels: same MACs as dense, zeros cost as much as weights (no sparse runtime)"
+MIN_PAIRS = 3  # runs (pairs) below which a speed-up has no interval worth the name
 CUDA_WARMUP = 3  # forward passes per model and batch size before timing on a GPU (kernel selection, caches)
 
 
@@ -118,13 +119,19 @@ def speedup_claims(timing: Mapping[str, dict], *, same_kernels: bool) -> tuple[d
 
     A model that runs the dense model's kernels (masked weights, same MACs) is 1.0x: zeros
     cost as much as any weight without a sparse runtime, which robusteval never uses. Else
-    the measured paired median, flagged when its IQR is wider than its distance from 1.
+    the measured paired median, flagged when its IQR is wider than its distance from 1, or when
+    the time budget allowed fewer than ``MIN_PAIRS`` pairs.
     """
     measured = timing["speedup_measured"]
     if same_kernels:
         return {key: 1.0 for key in measured}, []
     warnings = []
     for key, ratio in measured.items():
+        runs = timing.get("latency_runs", {}).get(key, MIN_PAIRS)
+        if runs < MIN_PAIRS:
+            warnings.append(f"latency {key.replace('_', ' ')}: speed-up {ratio:.2f}x from {runs} pair(s) of runs, too "
+                            "few for an interval (the time budget was spent); raise pruning.latency_budget_s")
+            continue
         low, high = timing["speedup_iqr"][key]
         if high - low > abs(ratio - 1.0):
             warnings.append(f"latency {key.replace('_', ' ')}: speed-up {ratio:.2f}x with IQR {low:.2f}–{high:.2f}x; "
