@@ -29,9 +29,11 @@ from robusteval.engine import EngineSettings, ModelEntry, run_attacks, run_condi
 from robusteval.errors import RobustEvalError, describe, warn
 from robusteval.evaluators.adversarial import AdversarialSettings, select_sample
 from robusteval.models.loading import file_sha256, load_model
+from robusteval.models.pruned_state import folded_copy, has_prune_hooks
+from robusteval.models.size import is_opaque, opaque_size
 from robusteval.models.sources import resolve_model
-from robusteval.models.wrap import check_model, has_gradients, with_normalization
-from robusteval.pruning import FamilyMember, build_family, model_info
+from robusteval.models.wrap import check_model, has_gradients, with_logits, with_normalization
+from robusteval.pruning import FamilyMember, PruneSettings, build_family, model_info
 from robusteval.ray_engine import RayExecutor, check_available, ray_executor
 from robusteval.records import DENSE_ID
 from robusteval.results import RunDir
@@ -187,8 +189,9 @@ def _load(model: str | Path | nn.Module, config: AuditConfig, clean: LabeledArra
           device: torch.device) -> tuple[nn.Module, str]:
     """Load (or take) a model (weights are read to CPU), wrap normalisation, move it to ``device`` (an
     onnxruntime model stays on CPU), probe it against the data; returns (model, sha256)."""
-    if isinstance(model, nn.Module):
-        loaded, sha = model.eval(), _state_sha(model)
+    if isinstance(model, nn.Module):  # pruning hooks are folded in a copy: the caller's module stays as it is
+        loaded = folded_copy(model) if has_prune_hooks(model) else model
+        loaded, sha = loaded.eval(), _state_sha(loaded)
     else:
         source = resolve_model(model)
         path = source.path
@@ -196,7 +199,8 @@ def _load(model: str | Path | nn.Module, config: AuditConfig, clean: LabeledArra
                             trust_pickle=config.model.trust_pickle, checkpoint_key=config.model.checkpoint_key)
         sha = file_sha256(path) if path.is_file() else ""
         name = source.label
-    loaded = _placed(with_normalization(loaded, config.model.mean, config.model.std), device, config.channels_last)
+    loaded = with_logits(with_normalization(loaded, config.model.mean, config.model.std), clean.image_shape)
+    loaded = _placed(loaded, device, config.channels_last)
     check_model(loaded, clean.image_shape, clean.num_logits, name)
     return loaded, sha
 
@@ -240,8 +244,10 @@ def _members(dense: nn.Module, candidate: tuple[str, nn.Module] | None, config: 
              ) -> Iterator[FamilyMember]:
     example = clean.images(slice(0, 2))
     if candidate is not None:
-        yield _plain_member(dense, DENSE_ID, "dense", example, latency=True)
-        yield _plain_member(candidate[1], candidate[0], "given", example, latency=True, dense=dense)
+        budget = (config.pruning or PruneSettings()).latency_budget_s
+        given = _plain_member(candidate[1], candidate[0], "given", example, latency=budget, dense=dense)
+        yield _paired_reference(_plain_member(dense, DENSE_ID, "dense", example, latency=False), given)
+        yield given
         return
     if config.pruning is None:  # evaluate only: no latency timing, the quickest sanity check
         yield _plain_member(dense, DENSE_ID, "dense", example, latency=False)
@@ -263,27 +269,46 @@ def _members(dense: nn.Module, candidate: tuple[str, nn.Module] | None, config: 
                             out_dir=run.path / "models", progress=progress)
 
 
-def _plain_member(model: nn.Module, model_id: str, method: str, example: torch.Tensor, *, latency: bool,
-                  dense: nn.Module | None = None) -> FamilyMember:
+def _plain_member(model: nn.Module, model_id: str, method: str, example: torch.Tensor, *,
+                  latency: bool | float | None, dense: nn.Module | None = None) -> FamilyMember:
     """A given (not pruned here) model with its costs; opaque models (TorchScript, export, ONNX) have no
-    inspectable layers, so their sparsity and MACs are unknown (null)."""
+    layers to hook, so their size comes from their graph or a traced forward (:mod:`robusteval.models.size`).
+    ``latency``: False (not timed), or timed within that budget in seconds (None: no budget)."""
     try:
-        info = model_info(model, example.to(model_device(model)), dense=dense, measure_latency=latency)
+        info = model_info(model, example.to(model_device(model)), dense=dense, measure_latency=latency is not False,
+                          latency_budget_s=None if isinstance(latency, bool) else latency)
+        if is_opaque(model):
+            info.update(opaque_size(model, example.to(model_device(model))))
+            if dense is not None:
+                info.update(_reductions(info, dense, example))
     except RobustEvalError:
         raise
     except Exception as exc:  # the model's own code failed on a batch size the probe did not try
         what = "MACs on a batch of 1" + (", latency on batches of 1 and 128" if latency else "")
         raise RobustEvalError(f"model {model_id!r} failed while its costs were measured ({what}): "
                               f"{describe(exc)}") from exc
-    if not has_gradients(model):  # an onnxruntime session: no torch layers to count, only its latency
-        info.update(layer_sparsity={}, collapsed_layers=[], params=None, nonzero_params=None, params_reduction=None,
-                    macs_reduction=None)
-    if not info["layer_sparsity"]:
-        info.update(sparsity=None, macs=None, macs_effective=None)
     ratio = float(info["sparsity"] or 0.0)
     info.update(method=method, target_ratio=ratio, structured=False, recovery={},
                 warnings=info.pop("latency_warnings", []))
     return FamilyMember(model_id, method, ratio, model, info)
+
+
+def _paired_reference(reference: FamilyMember, given: FamilyMember) -> FamilyMember:
+    """The reference member with the latency timed in pairs with the given model (timed once, not twice)."""
+    info = given.info
+    reference.info.update(latency_ms=info["dense_latency_ms"], latency_iqr_ms=info["dense_latency_iqr_ms"],
+                          latency_runs=info["latency_runs"], latency_device=info["latency_device"],
+                          sparse_runtime=False)
+    return reference
+
+
+def _reductions(info: dict, dense: nn.Module, example: torch.Tensor) -> dict:
+    """``params_reduction`` and ``macs_reduction`` of an opaque model relative to ``dense`` (eager or opaque)."""
+    x = example.to(model_device(dense))
+    reference = opaque_size(dense, x) if is_opaque(dense) else model_info(dense, x, measure_latency=False)
+    params, macs = reference["params"], reference["macs"]
+    return {"params_reduction": 1.0 - info["params"] / params if params else None,
+            "macs_reduction": 1.0 - info["macs"] / macs if macs and info["macs"] is not None else None}
 
 
 def _register(run: RunDir, member: FamilyMember) -> None:

@@ -15,6 +15,11 @@ Budgets, per metric (several may be combined; each is one check):
 * ``max_increase``: ``value - reference`` (literal; meant for lower-is-better metrics);
 * ``min`` / ``max``: absolute bounds on the value.
 
+The size and speed of each model are gated as values (``min``/``max`` only): ``size/params``,
+``size/macs``, ``size/params_reduction``, ``size/macs_reduction`` (1 - model / reference) and
+``speedup/batch_1``, ``speedup/batch_128`` (the speed-up the models table states), e.g.
+``size/params_reduction: {min: 0.3}`` or ``speedup/batch_1: {min: 1.2}``.
+
 A metric missing for a model, or NaN, fails its check: the gate never passes silently.
 
 Across releases (``robusteval compare BASE NEW --gate``, ``robusteval gate NEW --baseline-run BASE``),
@@ -27,11 +32,12 @@ import math
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from robusteval.analysis import SCRATCH_SUFFIX, drop
+from robusteval.analysis.candidate import size_phrase
 from robusteval.analysis.compare import Comparison
 from robusteval.metrics import reference_value
 from robusteval.errors import GateFailed, RobustEvalError
@@ -44,6 +50,9 @@ from robusteval.results import incomplete_message
 
 BUDGETS = ("max_drop", "max_relative_drop", "max_increase", "min", "max")
 _NEEDS_REFERENCE = {"max_drop", "max_relative_drop", "max_increase"}
+_SIZE = {"size/params": "params", "size/macs": "macs", "size/params_reduction": "params_reduction",
+         "size/macs_reduction": "macs_reduction"}
+_COST_PREFIXES = ("size/", "speedup/")
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,7 @@ class Check:
 class GateResult:
     reference: str
     checks: tuple[Check, ...]
+    sizes: Mapping[str, str] = field(default_factory=dict)  # model → its size and speed-up in words
 
     @property
     def passed(self) -> bool:
@@ -111,6 +121,8 @@ def parse_rules(data: Any, *, source: str = "gate rules") -> list[Rule]:
         for kind, limit in budget.items():
             if kind not in BUDGETS:
                 raise RobustEvalError(f"{where}: {unknown_name_message('budget', str(kind), BUDGETS)}")
+            if metric.startswith(_COST_PREFIXES) and kind not in ("min", "max"):
+                raise RobustEvalError(f"{where}: size and speed-up are bounded with min or max, not {kind}")
             if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not math.isfinite(limit):
                 raise RobustEvalError(f"{where}: expected a finite number for {kind}, got {limit!r}")
             rules.append(Rule(metric, kind, float(limit)))
@@ -163,7 +175,7 @@ def evaluate_gate(summary: Mapping[str, Any], rules: Sequence[Rule], *, referenc
     """
     if problem := incomplete_message(summary):
         raise RobustEvalError(f"cannot gate: {problem}")
-    entries = {m["id"]: m.get("metrics") or {} for m in summary.get("models", [])}
+    entries = {m["id"]: {**(m.get("metrics") or {}), **_costs(m)} for m in summary.get("models", [])}
     baselines = {summary.get("dense"), summary.get("baseline")} | {
         m["id"] for m in summary.get("models", []) if str(m.get("method", "")).endswith(SCRATCH_SUFFIX)}
     reference = reference or summary.get("baseline") or summary.get("dense")
@@ -178,7 +190,16 @@ def evaluate_gate(summary: Mapping[str, Any], rules: Sequence[Rule], *, referenc
         raise RobustEvalError(f"the run has only the model {reference!r}, so budget {relative[0]!r} has no reference "
                               "to compare with; gate a single model with min/max budgets")
     checks = tuple(_check(r, m, entries[m], entries[reference], reference) for m in chosen for r in rules)
-    return GateResult(reference, checks)
+    models_by_id = {m["id"]: m for m in summary.get("models", [])}
+    sizes = {m: text for m in chosen if m != reference and (text := size_phrase(models_by_id[m]))}
+    return GateResult(reference, checks, sizes)
+
+
+def _costs(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A model entry's size and stated speed-ups under the gate's ``size/`` and ``speedup/`` names."""
+    speedup = entry.get("speedup") or {}
+    return {**{name: entry.get(key) for name, key in _SIZE.items()},
+            **{f"speedup/{key}": value for key, value in speedup.items()}}
 
 
 def evaluate_comparison_gate(comparison: Comparison, rules: Sequence[Rule]) -> GateResult:
@@ -245,6 +266,7 @@ def markdown_summary(result: GateResult) -> str:
     title = "passed" if result.passed else f"FAILED ({bad} of {n} checks)"
     lines = [f"### {'✅' if result.passed else '❌'} robusteval gate {title}", "",
              f"Reference model: {markdown_code(result.reference)}", "",
+             *(f"Size of {markdown_code(m)}: {markdown_cell(text)}\n" for m, text in result.sizes.items()),
              "| model | metric | budget | reference | value | result |", "|---|---|---|---|---|---|"]
     for c in result.checks:
         cells = [markdown_code(c.model), markdown_code(c.rule.metric), f"{c.rule.budget} {c.rule.limit:g}",

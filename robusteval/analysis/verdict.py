@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+from robusteval.analysis.candidate import GIVEN, candidate_lines
 from robusteval.analysis.model import Analysis
 from robusteval.analysis.potential import Curve
 from robusteval.metrics import FAMILIES, lower_is_better
@@ -32,8 +33,10 @@ def _point_note(curve: Curve, ratio: float) -> str:
 def verdict_lines(analysis: Analysis) -> list[str]:
     """One sentence per method naming its most fragile metric family, e.g. 'synflow keeps clean
     accuracy up to 90% but corruption accuracy leaves tolerance at 70% (3.1 points lower; ...)'."""
-    lines = []
+    lines = candidate_lines(analysis)
     for method in analysis.methods:
+        if method == GIVEN:  # a candidate has no ratios: its size and drops are said above
+            continue
         curves = {f: c for f in analysis.families if (c := analysis.family_curve(f, method)) is not None}
         if not curves:
             continue

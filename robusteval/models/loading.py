@@ -22,7 +22,9 @@ from robusteval.errors import RobustEvalError, describe
 from robusteval.models.archs import build_arch
 from robusteval.models.checkpoint import extract_state_dict, load_strict, strip_prefixes
 from robusteval.models.export_archive import load_program
+from robusteval.models.pruned_state import fold_prune_masks, remove_prune_hooks
 from robusteval.models.sources import ModelSource, resolve_model
+from robusteval.models.thinned import is_tp_state_dict, load_tp_state_dict, resize_to_state
 
 PICKLE_REFUSED = (
     "{path} is a pickled full model (torch.save(model)); unpickling it can run arbitrary code, "
@@ -96,8 +98,12 @@ def load_model(
         model = _with_state_dict(_read_safetensors(path), path, arch, classes, checkpoint_key)
     else:
         loaded = _torch_load(path, trust_pickle)
-        model = loaded if isinstance(loaded, nn.Module) else _with_state_dict(loaded, path, arch, classes,
-                                                                              checkpoint_key)
+        if isinstance(loaded, nn.Module):
+            model = remove_prune_hooks(loaded)
+        elif is_tp_state_dict(loaded):
+            model = _with_tp_state_dict(loaded, path, arch, classes)
+        else:
+            model = _with_state_dict(loaded, path, arch, classes, checkpoint_key)
     return model.eval()
 
 
@@ -189,9 +195,24 @@ def _with_state_dict(obj: object, path: Path, arch: str | None, num_classes: int
     if arch is None:
         raise RobustEvalError(f"{path} holds only weights (a state_dict); say which architecture with --arch")
     model = build_arch(arch, num_classes)
-    load_strict(model, strip_prefixes(state, model),
-                f"{path} does not fit architecture {arch!r} with {num_classes} classes")
+    state = fold_prune_masks(strip_prefixes(state, model), str(path))
+    resize_to_state(model, state)
+    load_strict(model, state, f"{path} does not fit architecture {arch!r} with {num_classes} classes")
     return model
+
+
+def _with_tp_state_dict(obj: dict, path: Path, arch: str | None, num_classes: int) -> nn.Module:
+    """Torch-Pruning's ``tp.state_dict(model)`` file (a trusted pickle: it holds the modules themselves)."""
+    if arch is None:
+        raise RobustEvalError(f"{path} is a Torch-Pruning state_dict (tp.state_dict); say which architecture "
+                              "it was pruned from with --arch")
+    try:
+        return remove_prune_hooks(load_tp_state_dict(build_arch(arch, num_classes), obj))
+    except RobustEvalError as exc:
+        raise RobustEvalError(f"{path} does not fit architecture {arch!r}: {exc}") from None
+    except Exception as exc:  # a file for another architecture fails inside torch_pruning in many ways
+        raise RobustEvalError(f"{path}: torch_pruning.load_state_dict into architecture {arch!r} failed: "
+                              f"{_short(exc)}") from exc
 
 
 def _short(exc: BaseException) -> str:

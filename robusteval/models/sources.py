@@ -10,6 +10,8 @@
 """
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import os
 import pickle
@@ -23,6 +25,7 @@ import torch
 from torch import nn
 
 from robusteval.errors import RobustEvalError, describe
+from robusteval.models.wrap import LogitsOf
 from robusteval.registry import unknown_name_message
 
 log = logging.getLogger(__name__)
@@ -102,14 +105,44 @@ def _hf_hub(spec: str) -> ModelSource:
             config = Path(huggingface_hub.hf_hub_download(repo, HF_CONFIG, revision=rev, cache_dir=cache))
         except Exception:  # config.json is optional: without it, --arch says what the weights are
             config = None
+    if config is not None and (classes := _transformers_classes(config)) is not None:
+        return ModelSource(path, spec, None, classes, functools.partial(_transformers_model, path.parent, spec))
     arch, classes = _timm_config(config, spec) if config is not None else (None, None)
     return ModelSource(path, spec, arch, classes)
 
 
+def _transformers_classes(path: Path) -> int | None:
+    """The class count of a transformers image-classification ``config.json`` (``architectures``
+    ``[...ForImageClassification]``), None for any other config."""
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # _timm_config reports unreadable JSON
+    names = config.get("architectures") if isinstance(config, dict) else None
+    if not isinstance(names, list) or not any(str(n).endswith("ForImageClassification") for n in names):
+        return None
+    labels = config.get("id2label") or {}
+    return len(labels) if labels else config.get("num_labels")
+
+
+def _transformers_model(folder: Path, spec: str) -> nn.Module:
+    """The snapshot's model built by transformers from its own files, offline; it returns ``.logits``."""
+    try:
+        import transformers
+    except ImportError:
+        raise RobustEvalError(f"{spec} is a transformers model; building it needs transformers: "
+                              "pip install 'robusteval[hf]'") from None
+    try:
+        # local files only; no hub kernels (transformers >= 5 would fetch code from the hub for some layers)
+        model = transformers.AutoModelForImageClassification.from_pretrained(str(folder), local_files_only=True,
+                                                                             use_kernels=False)
+    except Exception as exc:  # transformers raises many types for configs it cannot build
+        raise RobustEvalError(f"{spec}: transformers cannot build the model in {folder}: {describe(exc)}") from exc
+    return LogitsOf(model)
+
+
 def _timm_config(path: Path, spec: str) -> tuple[str | None, int | None]:
     """``timm:<architecture>`` and the class count from a timm-style config.json (None when absent)."""
-    import json
-
     try:
         config = json.loads(path.read_text())
     except (OSError, ValueError) as exc:

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 import torch
 from torch import nn
 
 from robusteval.device import is_out_of_memory, model_device
 from robusteval.errors import RobustEvalError, describe
+from robusteval.models.thinned import failing_module, resized_layers
 
 
 class Normalized(nn.Module):
@@ -25,6 +27,32 @@ class Normalized(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model((x - self.mean) / self.std)
+
+
+class LogitsOf(nn.Module):
+    """``model(x).logits``: for models that return an output object (Hugging Face transformers' ``ModelOutput``)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).logits
+
+
+def with_logits(model: nn.Module, image_shape: tuple[int, int, int]) -> nn.Module:
+    """``model``, wrapped in :class:`LogitsOf` when a probe batch shows it returns an object with a tensor
+    ``.logits`` (so every evaluator, attack, pruning method and export sees a tensor); a failing probe is left
+    to :func:`check_model`, which reports it."""
+    if isinstance(model, LogitsOf):
+        return model
+    probe = torch.rand(2, *image_shape, generator=torch.Generator().manual_seed(0)).to(model_device(model))
+    try:
+        with torch.inference_mode():
+            out = model(probe)
+    except Exception:  # check_model runs the same probe and says what failed
+        return model
+    return LogitsOf(model).eval() if isinstance(getattr(out, "logits", None), torch.Tensor) else model
 
 
 def parse_floats(text: str | Sequence[float] | None, what: str) -> tuple[float, ...] | None:
@@ -50,10 +78,18 @@ def with_normalization(model: nn.Module, mean: Sequence[float] | None, std: Sequ
 def check_model(model: nn.Module, image_shape: tuple[int, int, int], num_classes: int, name: str = "model") -> None:
     """Run a probe batch of the data's shape; the output must be (batch, num_classes) and finite."""
     probe = torch.rand(2, *image_shape, generator=torch.Generator().manual_seed(0)).to(model_device(model))
+    resized = resized_layers(model)
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), (failing_module(model) if resized else nullcontext([])) as culprit:
             out = model(probe)
     except Exception as exc:  # any failure means the model does not accept this input
+        if resized and culprit:  # a thinned checkpoint: the architecture's forward does not take the file's widths
+            raise RobustEvalError(
+                f"{name}: the architecture was resized to the checkpoint's layer widths ({len(resized)} layers, "
+                f"e.g. {resized[0]!r}) but its forward fails in {culprit[0]!r} ({culprit[1]}) on inputs of shape "
+                f"(N, {', '.join(map(str, image_shape))}): {describe(exc)}; its code hard-codes a width, so "
+                "export the pruned model itself (torch.export .pt2 or ONNX) and audit that file"
+            ) from exc
         raise RobustEvalError(
             f"{name} cannot run on inputs of shape (N, {', '.join(map(str, image_shape))}) from the data: "
             f"{describe(exc)}"

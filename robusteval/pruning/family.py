@@ -131,7 +131,7 @@ def prune_model(
     seconds = time.perf_counter() - start
     _check_forward(model, x, dense_shape, what)
     info = model_info(model, x, dense=dense, prunable=list(ctx.layers), measure_latency=settings.measure_latency,
-                      latency_repeats=settings.latency_repeats)
+                      latency_repeats=settings.latency_repeats, latency_budget_s=settings.latency_budget_s)
     warnings += info.pop("latency_warnings", [])
     warnings += [f"layer {name} is fully pruned (layer collapse)" for name in info["collapsed_layers"]]
     info.update(method=method, target_ratio=ratio, structured=spec.structured, reference=spec.reference,
@@ -172,7 +172,8 @@ def _retrained(model: nn.Module, dense: nn.Module, *, settings: PruneSettings, t
         steps, bn_done = steps + cycle_steps, bn_done or cycle_bn
     _freeze(model)
     info = model_info(model, example_input.to(next(model.parameters()).device), dense=dense, prunable=prunable,
-                      measure_latency=settings.measure_latency, latency_repeats=settings.latency_repeats)
+                      measure_latency=settings.measure_latency, latency_repeats=settings.latency_repeats,
+                      latency_budget_s=settings.latency_budget_s)
     info.update(recovery=_recovery_info(steps, bn_done, settings.finetune, train_data), schedule=settings.schedule,
                 warnings=info.pop("latency_warnings", []), prune_seconds=time.perf_counter() - start)
     return model, info
@@ -221,7 +222,7 @@ def dense_member(dense: nn.Module, *, settings: PruneSettings, example_input: to
     x = example_input.to(next(model.parameters()).device)
     layers = prunable_layers(model, x, keep_first=settings.keep_first, keep_last=settings.keep_last)
     info = model_info(model, x, prunable=list(layers), measure_latency=settings.measure_latency,
-                      latency_repeats=settings.latency_repeats)
+                      latency_repeats=settings.latency_repeats, latency_budget_s=settings.latency_budget_s)
     info.update(method="dense", target_ratio=0.0, structured=False, warnings=[], prune_seconds=0.0,
                 params_reduction=0.0, macs_reduction=0.0, recovery={"finetune_epochs": 0, "bn_recalibrated": False})
     if "latency_ms" in info:
@@ -236,7 +237,8 @@ def _fingerprint(dense: nn.Module, settings: PruneSettings, example_input: torch
         digest.update(key.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     fields = dataclasses.asdict(settings)
-    for key in ("methods", "ratios", "measure_latency", "latency_repeats", "scratch_baseline"):
+    for key in ("methods", "ratios", "measure_latency", "latency_repeats", "latency_budget_s",
+                "scratch_baseline"):
         fields.pop(key)
     digest.update(json.dumps([fields, list(example_input.shape[1:])], sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]

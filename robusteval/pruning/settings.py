@@ -49,6 +49,7 @@ class PruneSettings:
     When recovery fine-tunes, the family gets the control ``dense+ft`` (the dense model with the
     same budget); ``scratch_baseline`` adds, per structured member, its architecture trained
     from scratch with that budget (``<method>+scratch@<ratio>``, Crowley et al. 2018).
+    ``latency_budget_s`` bounds latency timing per model (None: always ``latency_repeats`` pairs).
     """
 
     methods: tuple[str, ...] = ("magnitude",)
@@ -66,6 +67,7 @@ class PruneSettings:
     coreset_max_dim: int = 64
     measure_latency: bool = True
     latency_repeats: int = 11
+    latency_budget_s: float | None = 1.0
     scratch_baseline: bool = False
 
     def __post_init__(self) -> None:
@@ -88,6 +90,8 @@ class PruneSettings:
         for name in ("iterations", "synflow_rounds", "bn_batches", "data_samples_per_class",
                      "coreset_max_dim", "latency_repeats"):
             validate.positive_int(name, getattr(self, name), must_be=True)
+        if self.latency_budget_s is not None:
+            validate.positive_number("latency_budget_s", self.latency_budget_s, must_be=True)
 
     def recalibrates_bn(self, structured: bool) -> bool:
         """Whether BatchNorm statistics are recomputed after pruning with a (non-)structured method."""

@@ -14,6 +14,7 @@ from robusteval.pruning.masks import PRUNABLE_TYPES
 
 LATENCY_BATCHES = {"batch_1": 1, "batch_128": 128}
 SAME_KERNELS = "dense kernels: same MACs as dense, zeros cost as much as weights (no sparse runtime)"
+MIN_PAIRS = 3  # runs (pairs) below which a speed-up has no interval worth the name
 CUDA_WARMUP = 3  # forward passes per model and batch size before timing on a GPU (kernel selection, caches)
 
 
@@ -66,12 +67,19 @@ def _timed(model: nn.Module, x: torch.Tensor) -> float:
 
 
 def latency_ms(model: nn.Module, example_input: torch.Tensor, *, repeats: int = 5,
-               dense: nn.Module | None = None) -> dict[str, dict]:
-    """Time (ms) of a forward pass at batch 1 and batch 128: median and IQR over ``repeats``.
+               dense: nn.Module | None = None, budget_s: float | None = None) -> dict[str, dict]:
+    """Time (ms) of a forward pass at batch 1 and batch 128: median and IQR over up to ``repeats`` runs.
+
+    ``budget_s`` bounds the time spent per model (split evenly between the batch sizes, warm-up
+    not counted), as ``torch.utils.benchmark``'s ``blocked_autorange`` bounds its run time: runs (or
+    pairs) are taken until the budget is spent, at least one and at most ``repeats``; the number taken
+    is ``latency_runs``. None: always ``repeats``.
 
     Timed on ``model``'s device (:func:`robusteval.device.model_device`), with ``dense`` and the input moved there:
-    CPU wall time after one warm-up pass, or on CUDA the time between CUDA events around each
-    pass, synchronized, after ``CUDA_WARMUP`` warm-up passes (MPS: wall time between synchronizes, as many).
+    CPU wall time after one warm-up pass (before the first batch size only: the allocator and lazy
+    initialisation are warm after it), or on CUDA the time between CUDA events around each pass,
+    synchronized, after ``CUDA_WARMUP`` warm-up passes per batch size (kernels are chosen per shape;
+    MPS: wall time between synchronizes, as many).
 
     With ``dense``, both models are timed in pairs, in alternating order (dense first on even
     repeats, the model first on odd ones), so a load change on a shared machine hits both
@@ -87,19 +95,24 @@ def latency_ms(model: nn.Module, example_input: torch.Tensor, *, repeats: int = 
     with torch.inference_mode():
         for key, size in LATENCY_BATCHES.items():
             x = one.expand(size, *one.shape[1:]).contiguous()
-            for _ in range(warmup):
+            for _ in range(warmup if device.type != "cpu" or key == next(iter(LATENCY_BATCHES)) else 0):
                 for m in models:
                     m(x)
             times: list[list[float]] = [[] for _ in models]
+            start = time.perf_counter()
             for i in range(repeats):
                 order = range(len(models)) if i % 2 == 0 else reversed(range(len(models)))
                 for j in order:
                     times[j].append(_timed(models[j], x))
+                if budget_s is not None and time.perf_counter() - start >= budget_s / len(LATENCY_BATCHES):
+                    break
             out.setdefault("latency_ms", {})[key] = statistics.median(times[0])
             out.setdefault("latency_iqr_ms", {})[key] = _spread(times[0])
+            out.setdefault("latency_runs", {})[key] = len(times[0])
             if dense is not None:
                 ratios = [d / m for d, m in zip(times[1], times[0])]
                 out.setdefault("dense_latency_ms", {})[key] = statistics.median(times[1])
+                out.setdefault("dense_latency_iqr_ms", {})[key] = _spread(times[1])
                 out.setdefault("speedup_measured", {})[key] = statistics.median(ratios)
                 out.setdefault("speedup_iqr", {})[key] = _spread(ratios)
     return out
@@ -110,13 +123,19 @@ def speedup_claims(timing: Mapping[str, dict], *, same_kernels: bool) -> tuple[d
 
     A model that runs the dense model's kernels (masked weights, same MACs) is 1.0x: zeros
     cost as much as any weight without a sparse runtime, which robusteval never uses. Else
-    the measured paired median, flagged when its IQR is wider than its distance from 1.
+    the measured paired median, flagged when its IQR is wider than its distance from 1, or when
+    the time budget allowed fewer than ``MIN_PAIRS`` pairs.
     """
     measured = timing["speedup_measured"]
     if same_kernels:
         return {key: 1.0 for key in measured}, []
     warnings = []
     for key, ratio in measured.items():
+        runs = timing.get("latency_runs", {}).get(key, MIN_PAIRS)
+        if runs < MIN_PAIRS:
+            warnings.append(f"latency {key.replace('_', ' ')}: speed-up {ratio:.2f}x from {runs} pair(s) of runs, too "
+                            "few for an interval (the time budget was spent); raise pruning.latency_budget_s")
+            continue
         low, high = timing["speedup_iqr"][key]
         if high - low > abs(ratio - 1.0):
             warnings.append(f"latency {key.replace('_', ' ')}: speed-up {ratio:.2f}x with IQR {low:.2f}–{high:.2f}x; "
@@ -132,6 +151,7 @@ def model_info(
     prunable: Sequence[str] | None = None,
     measure_latency: bool = True,
     latency_repeats: int = 11,
+    latency_budget_s: float | None = None,
 ) -> dict:
     """JSON-able cost summary of ``model``; sparsity and speed-up are relative to ``dense`` when given.
 
@@ -140,7 +160,7 @@ def model_info(
     as pruned; a layer that is gone or all zero is "collapsed". Latency is timed paired with
     ``dense`` (``latency_ms``) on ``model``'s device (``latency_device``); ``speedup`` is 1.0 unless
     the model is structurally smaller (``speedup_claims``), and ``latency_warnings`` says where the
-    spread exceeds the effect.
+    spread exceeds the effect; ``latency_budget_s`` bounds the timing (:func:`latency_ms`).
     """
     modules = dict(model.named_modules())
     reference = dict((dense or model).named_modules())
@@ -170,7 +190,7 @@ def model_info(
         info["params_reduction"] = 1.0 - params / dense_params if dense_params else None
         info["macs_reduction"] = 1.0 - dense_macs / reference_macs if reference_macs else None
     if measure_latency:
-        info.update(latency_ms(model, example_input, repeats=latency_repeats, dense=dense))
+        info.update(latency_ms(model, example_input, repeats=latency_repeats, dense=dense, budget_s=latency_budget_s))
         info["latency_device"] = str(model_device(model))
         info["sparse_runtime"] = False
         if dense is not None:
