@@ -1,6 +1,8 @@
 """What pruning forgets: per-class metrics, disparate impact (Hooker et al. 2019), PIEs, the gallery."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -187,3 +189,39 @@ def test_report_shows_heatmap_pies_gallery_and_strips_with_class_names_escaped(t
     counts = [p["count"] for p in analysis["pies"]]
     assert counts == sorted(counts) and counts[-1] > 0  # the fixture's members lose more at larger ratios
     assert analysis["disparate_impact"]["random@0.9"]["overall_drop"] > 0
+
+
+def test_an_audit_keeps_predictions_and_samples_and_the_gate_checks_worst_class_accuracy(tmp_path, capsys):
+    """End to end: per-class figures equal the records' predictions vs the kept labels; a gate rule on
+    clean/worst_class_accuracy passes a low budget and fails (exit 1) a high one."""
+    from robusteval.cli import main
+    from robusteval.models.archs import build_arch
+    from robusteval.results import RunDir
+
+    torch.manual_seed(0)
+    model, config, run = tmp_path / "model.pt", tmp_path / "c.yaml", tmp_path / "run"
+    torch.save(build_arch("lenet_300_100", 10).state_dict(), model)
+    config.write_text("data: {source: bundled, subset: 60}\n"
+                      "pruning: {methods: [magnitude, random], ratios: [0.5, 0.9], measure_latency: false}\n"
+                      "evaluate: {calibration: null, agreement: false, noise: null, ood: null, adversarial: null,\n"
+                      "           corruption: {corruptions: [fog, contrast], severities: [1, 2], subset: 20}}\n")
+    assert main(["audit", str(model), "--arch", "lenet_300_100", "--config", str(config), "--out", str(run),
+                 "--quiet"]) == 0, capsys.readouterr().err
+    samples = read_samples(run)
+    records = {(r["model"], r["condition"]): r for r in RunDir(run).records()}
+    summary = json.loads((run / "summary.json").read_text())
+    y = samples.labels["clean"]
+    for entry in summary["models"]:
+        predicted = decode_ints(records[(entry["id"], "clean")]["predicted"], len(y))
+        per_class = [float((predicted[y == c] == c).mean()) for c in range(10) if (y == c).any()]
+        got = [entry["metrics"][class_key("clean", name)] for c, name in enumerate(samples.classes) if (y == c).any()]
+        assert got == pytest.approx(per_class)
+        assert entry["metrics"]["clean/worst_class_accuracy"] == pytest.approx(min(per_class))
+        assert class_key("corruption/fog", samples.classes[0]) in entry["metrics"]
+    assert sorted(samples.strips) == ["contrast", "fog"] and samples.strips["fog"].shape == (2, 32, 32, 3)
+    assert len(samples.gallery) == len(samples.gallery_index) <= 32
+    worst = min(e["metrics"]["clean/worst_class_accuracy"] for e in summary["models"])
+    for budget, code in ((worst, 0), (worst + 0.01, 1)):
+        (tmp_path / "gate.yaml").write_text(f"rules:\n  clean/worst_class_accuracy: {{min: {budget!r}}}\n")
+        assert main(["gate", str(run), "--gate", str(tmp_path / "gate.yaml")]) == code
+    assert "What pruning forgets" in (run / "report.html").read_text()

@@ -159,6 +159,8 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
         tools.wait_for("Page.loadEventFired")
         state = tools.send("Runtime.evaluate", {"returnByValue": True, "expression": """JSON.stringify({
             images: document.images.length,
+            gallery: document.querySelectorAll('#forgetting figure img').length,
+            thumbnails: [...document.querySelectorAll('#forgetting figure img')].filter(i => i.naturalWidth > 0).length,
             broken: [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).length,
             headings: [...document.querySelectorAll('h2')].map(h => h.textContent),
             overflow: document.documentElement.scrollWidth > window.innerWidth})"""})
@@ -173,6 +175,7 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
               or (e.get("method") == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")]
     assert errors == []
     assert page["headings"] == list(SECTIONS.values())
+    assert page["gallery"] > 0 and page["thumbnails"] == page["gallery"]  # the forgotten inputs' pictures decode
     assert page["images"] >= 10 and page["broken"] == 0
     assert not page["overflow"]  # no horizontal scrolling on a laptop-sized window
 

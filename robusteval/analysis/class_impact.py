@@ -22,6 +22,7 @@ Computed from the records' per-sample correctness and the labels the run keeps
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -121,9 +122,10 @@ class ModelImpact:
     max_class_drop_ci: tuple[float, float]
 
     def most_affected(self) -> ClassImpact | None:
-        """The significantly affected class with the most negative normalised difference, if any."""
+        """The significantly affected class with the most negative normalised difference (then the largest
+        drop), if any."""
         hit = [c for c in self.classes if c.significant]
-        return min(hit, key=lambda c: c.normalised) if hit else None
+        return min(hit, key=lambda c: (c.normalised, -c.drop)) if hit else None
 
     def to_json(self) -> dict[str, Any]:
         return {"model": self.model, "method": self.method, "ratio": self.ratio, "overall_drop": self.overall_drop,
@@ -151,7 +153,9 @@ def disparate_impact(base: np.ndarray, pruned: np.ndarray, labels: np.ndarray, c
         r1[:, j] = (draws[:, 1] + draws[:, 3]) / sizes[j]
     boot = _normalised(r0, r1, sizes)
     alpha = (1.0 - confidence) / max(1, len(present))
-    low, high = np.nanquantile(boot, [alpha / 2, 1 - alpha / 2], axis=0)
+    with warnings.catch_warnings():  # a class the baseline never gets right has no ratio: NaN, never significant
+        warnings.simplefilter("ignore", RuntimeWarning)
+        low, high = np.nanquantile(boot, [alpha / 2, 1 - alpha / 2], axis=0)
     b0, b1 = class_recall(base, labels, len(classes))[present], class_recall(pruned, labels, len(classes))[present]
     point = _normalised(b0[None], b1[None], sizes)[0]
     overall = float(base.mean() - pruned.mean())
