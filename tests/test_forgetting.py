@@ -225,3 +225,20 @@ def test_an_audit_keeps_predictions_and_samples_and_the_gate_checks_worst_class_
         (tmp_path / "gate.yaml").write_text(f"rules:\n  clean/worst_class_accuracy: {{min: {budget!r}}}\n")
         assert main(["gate", str(run), "--gate", str(tmp_path / "gate.yaml")]) == code
     assert "What pruning forgets" in (run / "report.html").read_text()
+
+
+def test_the_gallery_puts_the_most_forgotten_first_and_lets_classes_take_turns():
+    from robusteval.analysis.forgetting import gallery
+
+    labels = np.array([0] * 10 + [1] * 10 + [2, 2])
+    dense = labels.copy()
+    dense[21] = 0  # the baseline is wrong on sample 21 and the members at 20% right: a PIE, shown last
+    low = {m: (labels + 1) % 3 for m in ("a@0.5", "b@0.5")}
+    high = {m: np.where(np.arange(22) == 20, (labels + 1) % 3, labels) for m in ("a@0.2", "b@0.2")}
+    predicted = low | high | {"dense": dense}
+    population = {0.2: ["a@0.2", "b@0.2"], 0.5: ["a@0.5", "b@0.5"]}
+    pies = find_pies(predicted, labels, CLASSES, population, "dense")
+    items = gallery(pies, predicted, labels, CLASSES, "dense", size=5)
+    assert items[0].index == 20 and items[0].ratios == 2 and items[0].first_ratio == 0.2  # lost earliest, twice
+    assert [g.label for g in items[1:]] == ["c0", "c1", "c0", "c1"]  # equally forgotten: classes take turns
+    assert gallery(pies, predicted, labels, CLASSES, "dense", size=30)[-1].index == 21  # baseline wrong: last

@@ -16,7 +16,7 @@ one dense baseline and, per ratio, one member per pruning method, so here:
   with two methods an image is a PIE only when both members leave the baseline's label.
 
 The gallery shows the most-forgotten PIEs: baseline right first, then PIE at the most ratios, then
-lost at the smallest ratio. Everything is read from the records (``predicted``, ``correct``) and
+left by the most pruned members (over all ratios), then lost at the smallest ratio. Everything is read from the records (``predicted``, ``correct``) and
 the run's ``samples.npz``; nothing loads a model.
 """
 from __future__ import annotations
@@ -137,17 +137,30 @@ def find_pies(predicted: Mapping[str, np.ndarray], labels: np.ndarray, classes: 
 
 def gallery(pies: Sequence[PieRatio], predicted: Mapping[str, np.ndarray], labels: np.ndarray,
             classes: tuple[str, ...], baseline: str, size: int = GALLERY_SIZE) -> list[GalleryItem]:
-    """The ``size`` most-forgotten PIEs (ordering in the module docstring)."""
+    """The ``size`` most-forgotten PIEs (ordering in the module docstring; equally forgotten inputs
+    take turns by class, so one class does not fill the gallery)."""
+    base = predicted.get(baseline)
+    if base is None:
+        return []
     first: dict[int, tuple[float, int]] = {}
     count: dict[int, int] = {}
     for p in pies:
         for i, label in zip(p.index.tolist(), p.modal.tolist()):
             first.setdefault(i, (p.ratio, label))
             count[i] = count.get(i, 0) + 1
-    base = predicted.get(baseline)
-    if base is None:
-        return []
-    order = sorted(first, key=lambda i: (base[i] != labels[i], -count[i], first[i][0], i))[:size]
+    members = [m for p in pies for m in p.members]
+    away = {i: sum(int(predicted[m][i] != base[i]) for m in members) for i in first}
+
+    def score(i: int) -> tuple:
+        return bool(base[i] != labels[i]), -count[i], -away[i], first[i][0]
+
+    turn: dict[tuple, int] = {}
+    ranked = []
+    for i in sorted(first, key=lambda i: (score(i), i)):
+        group = (score(i), int(labels[i]))
+        turn[group] = turn.get(group, 0) + 1
+        ranked.append((score(i), turn[group], i))
+    order = [i for *_, i in sorted(ranked)[:size]]
 
     def name(c: int) -> str:
         return classes[c] if 0 <= c < len(classes) else f"output {c}"

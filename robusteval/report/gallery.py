@@ -48,7 +48,8 @@ def gallery_html(forgetting: Forgetting) -> str:
         return ""
     return (f'<p class="note">The clean inputs pruning forgets most: pruning identified exemplars whose '
             f"{_e(forgetting.baseline)} prediction was right first, then those that are PIEs at the most ratios, "
-            f'then those lost at the smallest ratio. "Pruned" is the modal prediction of the pruned members at '
+            f"then those whose prediction the most pruned members leave, then those lost at the smallest ratio; equally "
+            f'forgotten inputs take turns by class. "Pruned" is the modal prediction of the pruned members at '
             f"the first ratio where the input is a PIE.</p><div {_FLEX}>{''.join(cards)}</div>")
 
 
