@@ -35,8 +35,10 @@ def save_samples(run: RunDir, clean: LabeledArrays, conditions: Sequence[Conditi
     population = pruned_population(members_of(run.models()), (DENSE_ID, CONTROL_ID, baseline))
     pies = find_pies(predicted, labels["clean"], clean.classes, population, baseline) if "clean" in labels else []
     index = np.array([g.index for g in gallery(pies, predicted, clean.y, clean.classes, baseline)], dtype=np.int64)
+    pictures = clean.image_shape[0] in (1, 3)  # gray or RGB: other images get no thumbnails
+    index = index if pictures else index[:0]
     images = thumbnails(clean.images(index)) if len(index) else np.zeros((0, 1, 1, 3), dtype=np.uint8)
-    strips, severities = _strips(conditions)
+    strips, severities = _strips(conditions) if pictures else ({}, ())
     write_samples(run.path, Samples(clean.classes, labels, index, images, strips, severities))
 
 
