@@ -8,21 +8,23 @@ Computed from the records' per-sample correctness and the labels the run keeps
 * ``clean/worst_class_accuracy``: the lowest of those; ``clean/max_class_drop``: the largest per-class
   drop against the baseline (0 for the baseline itself).
 * **Disparate impact** follows Hooker et al., "What Do Compressed Deep Neural Networks Forget?"
-  (arXiv 1911.05248): a class's *normalised recall difference* is the relative change of its recall
-  minus the relative change of top-1 accuracy, ``R_c(pruned)/R_c(base) - A(pruned)/A(base)``;
-  negative means the class loses more than the average. The paper tests it with Welch's t-test over
-  populations of 30 trained models per sparsity; an audit has one model per (method, ratio), so the
-  test here is over test images instead: a class-stratified paired bootstrap (resampling each
-  class's (baseline, pruned) correctness pairs) gives each class's interval, at the Bonferroni level
-  ``1 - (1 - confidence) / classes``, and a class is *significantly* affected when its interval
-  lies below 0. ``multiple`` states the same as a ratio of drops: the class's accuracy drop over
-  the overall drop ("loses 3x the average"). The same resamples give the interval of the largest
-  per-class drop (the maximum itself resampled, so its selection is accounted for).
+  (arXiv 1911.05248, v3 p. 3): a class is disparately impacted when its accuracy, *mean-shifted* by
+  the change of top-1 accuracy, differs from the baseline's. The *normalised recall difference* is
+  that shifted difference, ``(R_c(pruned) - R_c(base)) - (A(pruned) - A(base))``: the class's change
+  minus the overall change, negative when the class loses more than the average. The paper tests it
+  with a two-tailed Welch t-test over populations of 30 trained models per sparsity; an audit has
+  one model per (method, ratio), so the test here is over test images instead: a class-stratified
+  paired bootstrap (resampling each class's (baseline, pruned) correctness pairs) gives each class's
+  interval at the Bonferroni level ``1 - (1 - confidence) / classes``, and a class is
+  *significantly* affected when its interval lies below 0 (one side of the paper's two-tailed test:
+  classes that gain are not reported as harmed). ``multiple`` states it as a ratio of drops: the
+  class's accuracy drop over the overall drop ("loses 3x the average"). The same resamples give the
+  interval of the largest per-class drop (the maximum itself resampled, so its selection is
+  accounted for and the interval sits above the point estimate when many classes are close).
 """
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -95,7 +97,7 @@ class ClassImpact:
     n: int
     baseline_recall: float
     recall: float
-    normalised: float  # Hooker et al.'s normalised recall difference (negative: hit harder than average)
+    normalised: float  # mean-shifted recall difference (Hooker et al.; negative: hit harder than average)
     ci: tuple[float, float]  # its Bonferroni-corrected bootstrap interval
     multiple: float | None  # the class's drop over the overall drop (None when the overall drop is <= 0)
 
@@ -153,9 +155,7 @@ def disparate_impact(base: np.ndarray, pruned: np.ndarray, labels: np.ndarray, c
         r1[:, j] = (draws[:, 1] + draws[:, 3]) / sizes[j]
     boot = _normalised(r0, r1, sizes)
     alpha = (1.0 - confidence) / max(1, len(present))
-    with warnings.catch_warnings():  # a class the baseline never gets right has no ratio: NaN, never significant
-        warnings.simplefilter("ignore", RuntimeWarning)
-        low, high = np.nanquantile(boot, [alpha / 2, 1 - alpha / 2], axis=0)
+    low, high = np.quantile(boot, [alpha / 2, 1 - alpha / 2], axis=0)
     b0, b1 = class_recall(base, labels, len(classes))[present], class_recall(pruned, labels, len(classes))[present]
     point = _normalised(b0[None], b1[None], sizes)[0]
     overall = float(base.mean() - pruned.mean())
@@ -169,7 +169,6 @@ def disparate_impact(base: np.ndarray, pruned: np.ndarray, labels: np.ndarray, c
 
 
 def _normalised(r0: np.ndarray, r1: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """R_c(pruned)/R_c(base) - A(pruned)/A(base) per row; overall accuracies weighted by class size."""
+    """(R_c(pruned) - R_c(base)) - (A(pruned) - A(base)) per row; overall accuracies weighted by class size."""
     a0, a1 = r0 @ sizes / sizes.sum(), r1 @ sizes / sizes.sum()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(r0 > 0, r1 / np.where(r0 > 0, r0, 1), np.nan) - (a1 / np.where(a0 > 0, a0, np.nan))[:, None]
+    return (r1 - r0) - (a1 - a0)[:, None]

@@ -102,8 +102,8 @@ def forgetting_section(analysis: Analysis) -> str:
     if fig is not None:
         out += "<h3>Accuracy drop per class</h3>" + _figure(fig, "per-class accuracy drop heatmap")
     out += ("<h3>Disparate impact</h3>"
-            '<p class="note">Normalised recall difference: the class\'s relative change of accuracy minus the '
-            "overall relative change (negative: the class loses more than the average). Significant: its "
+            '<p class="note">Normalised recall difference: the change of the class\'s accuracy minus the change '
+            "of top-1 accuracy, as fractions (negative: the class loses more than the average). Significant: its "
             "class-stratified paired-bootstrap interval, Bonferroni-corrected over classes, lies below 0 "
             "(* in the heat map). Multiple: the class's drop over the overall drop. Largest class drop: points, "
             "with its 95% bootstrap interval.</p>"
