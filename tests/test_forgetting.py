@@ -242,3 +242,9 @@ def test_the_gallery_puts_the_most_forgotten_first_and_lets_classes_take_turns()
     assert items[0].index == 20 and items[0].ratios == 2 and items[0].first_ratio == 0.2  # lost earliest, twice
     assert [g.label for g in items[1:]] == ["c0", "c1", "c0", "c1"]  # equally forgotten: classes take turns
     assert gallery(pies, predicted, labels, CLASSES, "dense", size=30)[-1].index == 21  # baseline wrong: last
+
+
+def test_the_pruned_population_leaves_out_baselines_and_scratch_members_only():
+    members = [Member("dense", "dense", 0.0), Member("dense+ft", "dense+ft", 0.0), Member("m@0.5", "m", 0.5),
+               Member("s@0.5", "s", 0.5), Member("m+scratch@0.5", "m+scratch", 0.5), Member("cand", "given", 0.7)]
+    assert pruned_population(members, ("dense+ft",)) == {0.5: ["m@0.5", "s@0.5"], 0.7: ["cand"]}

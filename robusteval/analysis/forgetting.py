@@ -8,9 +8,10 @@ one dense baseline and, per ratio, one member per pruning method, so here:
 * the dense population is the run's baseline alone (``dense``, or the control ``dense+ft`` when the
   run has one: like the paper's dense models it had the pruned models' training budget); its modal
   label is its prediction;
-* the pruned population at ratio r is every pruning method's member at r (given models and
-  ``+scratch`` members are not pruned from the baseline and are left out), so the population
-  varies the *method* where the paper varies the random seed;
+* the pruned population at ratio r is every pruning method's member at r (a given candidate, as
+  in ``audit pruned.pt2 --reference dense.pt``, at its sparsity; ``+scratch`` members are trained
+  anew, not pruned, and are left out), so the population varies the *method* where the paper
+  varies the random seed;
 * the modal label is the most frequent prediction; when several labels tie for it and the
   baseline's label is among them, the image is not a PIE (a tie is no evidence of a change), so
   with two methods an image is a PIE only when both members leave the baseline's label.
@@ -98,8 +99,7 @@ def pruned_population(members: Iterable[Member], references: Sequence[str]) -> d
     """ratio → ids of the members pruned from the baseline at that ratio (see the module docstring)."""
     out: dict[float, list[str]] = {}
     for m in members:
-        if m.id in references or m.id in (DENSE_ID, CONTROL_ID) or m.method.endswith(SCRATCH_SUFFIX) \
-                or m.method == "given":
+        if m.id in references or m.id in (DENSE_ID, CONTROL_ID) or m.method.endswith(SCRATCH_SUFFIX):
             continue
         out.setdefault(m.ratio, []).append(m.id)
     return dict(sorted(out.items()))

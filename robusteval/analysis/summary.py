@@ -5,8 +5,8 @@ from typing import Any
 
 from robusteval.analysis.class_impact import class_metrics
 from robusteval.analysis.derive import derive
-from robusteval.data.samples import read_samples
 from robusteval.analysis.drops import baseline_id
+from robusteval.data.samples import read_samples
 from robusteval.records import DENSE_ID
 from robusteval.results import RunDir, build_summary, missing_results
 

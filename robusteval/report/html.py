@@ -18,8 +18,8 @@ from typing import Any
 import matplotlib
 
 from robusteval.analysis import DEFAULT_TOLERANCE, Analysis, analyse
-from robusteval.files import write_text_atomic
 from robusteval.data.samples import read_samples
+from robusteval.files import write_text_atomic
 from robusteval.report.forgetting import forgetting_section
 from robusteval.report.gallery import strips_html
 from robusteval.report.markup import esc as _e
