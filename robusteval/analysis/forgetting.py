@@ -198,15 +198,16 @@ def analyse_forgetting(records: Sequence[Mapping[str, Any]], samples: Samples, m
 
 
 def impact_lines(forgetting: Forgetting, methods: Sequence[str]) -> list[str]:
-    """Per method, the class hit hardest (significantly) at the largest ratio where one is."""
+    """Per method, at the smallest ratio where a class is significantly hit harder than the average, the
+    class hit hardest there."""
     lines = []
     for method in methods:
         hit = [(i, c) for i in forgetting.method_impacts(method) if (c := i.most_affected()) is not None]
         if not hit:
             continue
-        impact, c = hit[-1]
+        impact, c = hit[0]
         times = f", {c.multiple:.1f}x the average drop" if c.multiple is not None else ""
-        lines.append(f"{method}: class {c.name} pays most at {100 * impact.ratio:.4g}% (accuracy "
+        lines.append(f"{method}: class {c.name} pays first and most, at {100 * impact.ratio:.4g}% (accuracy "
                      f"{100 * c.recall:.1f}% vs {100 * c.baseline_recall:.1f}% on {forgetting.baseline}{times}; "
                      f"normalised recall difference {c.normalised:+.2f}, significant).")
     if forgetting.pies:
