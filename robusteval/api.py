@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from robusteval import __version__
-from robusteval.analysis import write_summary
+from robusteval.analysis import baseline_id, write_summary
+from robusteval.analysis.exemplars import save_samples
 from robusteval.conditions import build_conditions
 from robusteval.config import AuditConfig
 from robusteval.data.arrays import LabeledArrays, match_sources
@@ -103,6 +104,7 @@ def _evaluate(run: RunDir, config: AuditConfig, given: tuple[nn.Module, tuple[st
     if sample is not None and adv.transfer and has_gradients(dense):
         conditions += transfer_conditions(run, dense, *sample, clean.classes, adv)
     run_conditions(models, conditions, run, config.evaluate, engine, executor)
+    save_samples(run, clean, conditions, baseline_id(config.analysis.baseline, [m.id for m in members], DENSE_ID))
     if sample is not None:
         run_attacks(models, *sample, run, adv, engine, executor)
     plan = ([m.id for m in members], [c.key for c in conditions] + (["adversarial"] if adv is not None else []))

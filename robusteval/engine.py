@@ -9,6 +9,7 @@ is the only writer of records (:func:`_write`): evaluators return results, never
 """
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 import time
@@ -34,7 +35,7 @@ from robusteval.files import write_atomic
 from robusteval.metrics import metric_key
 from robusteval.models.wrap import has_gradients, run_batch
 from robusteval.records import DENSE_ID, Record
-from robusteval.results import RunDir, encode_bits
+from robusteval.results import RunDir, encode_bits, encode_ints
 
 if TYPE_CHECKING:
     from robusteval.evaluators.adversarial import AdversarialSettings
@@ -243,11 +244,13 @@ def _record(condition: Condition, todo: list[ModelEntry], run: RunDir, evaluate:
         outputs = Outputs(logits, labels, None if m.id == DENSE_ID else dense, clean)
         evaluated = [(e, e(outputs)) for e in evaluators_for(condition.family, evaluate)]
         correct = encode_bits(per_sample_correct(logits, labels)) if condition.labelled else None
+        predicted = None
         if condition.key == "clean":
             _save_shard(_clean_path(run, m.id), logits)
-        _write(run, _as_record(m.id, (condition.key, condition.family), len(labels), evaluated, condition=condition,
-                               correct=correct, provenance=dict(settings.provenance),
-                               seconds=time.perf_counter() - start))
+            predicted = encode_ints(logits.argmax(dim=1).numpy())
+        record = _as_record(m.id, (condition.key, condition.family), len(labels), evaluated, condition=condition,
+                            correct=correct, provenance=dict(settings.provenance), seconds=time.perf_counter() - start)
+        _write(run, dataclasses.replace(record, predicted=predicted))
 
 
 def _as_record(model: str, where: tuple[str, str], n: int, evaluated: Sequence[tuple[Evaluator, Any]], *,

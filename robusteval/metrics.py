@@ -19,9 +19,9 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-__all__ = ["CURVE_PANELS", "FAMILIES", "AttackPoint", "Metric", "MetricKey", "attack_point", "corruption_condition",
-           "corruption_key", "corruption_point", "declare", "drop", "family_of", "key_matches", "lower_is_better",
-           "metric_key", "noise_condition", "noise_key", "noise_point", "ood_point", "reference_value", "shift_point",
+__all__ = ["CURVE_PANELS", "FAMILIES", "AttackPoint", "Metric", "MetricKey", "attack_point", "class_key",
+           "class_point", "corruption_condition", "corruption_key", "corruption_of", "corruption_point", "declare",
+           "drop", "family_of", "key_matches", "lower_is_better", "metric_key", "noise_condition", "noise_key", "noise_point", "ood_point", "reference_value", "shift_point",
            "spec"]
 
 FAMILIES: dict[str, str] = {
@@ -222,3 +222,32 @@ def key_matches(key: str, pattern: str) -> bool:
     """Whether ``key`` is ``pattern``, lies under it (``calibration/`` or ``calibration`` covers
     ``calibration/ece``) or matches it as a glob (``ood/*/fpr95_*``)."""
     return key == pattern or key.startswith(pattern.rstrip("/") + "/") or fnmatch.fnmatchcase(key, pattern)
+
+
+_CLASS = "class"
+
+
+def _component(name: str) -> str:
+    """A class name as one key component: ``%`` and ``/`` percent-encoded, an empty name as ``%00``."""
+    return name.replace("%", "%25").replace("/", "%2F") or "%00"
+
+
+def class_key(condition: str, class_name: str, metric: str = "accuracy") -> str:
+    """The key of ``metric`` restricted to one class on ``condition`` (``clean/class/cat/accuracy``;
+    ``corruption/fog/class/cat/accuracy`` for a corruption's mean over severities)."""
+    return f"{condition}/{_CLASS}/{_component(class_name)}/{metric}"
+
+
+def class_point(key: str, metric: str = "accuracy") -> tuple[str, str] | None:
+    """(condition, class name) of a :func:`class_key`, else None."""
+    parts = key.split("/")
+    if len(parts) < 4 or parts[-3] != _CLASS or parts[-1] != metric or not all(parts):
+        return None
+    name = parts[-2]
+    name = "" if name == "%00" else name.replace("%2F", "/").replace("%25", "%")
+    return "/".join(parts[:-3]), name
+
+
+def corruption_of(condition: str) -> tuple[str, int] | None:
+    """(corruption, severity) of a condition key ``corruption/<name>/<severity>``, else None."""
+    return corruption_point(f"{condition}/accuracy")

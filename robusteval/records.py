@@ -22,7 +22,7 @@ class Record:
     """One model's metrics on one condition: flat ``metrics`` keyed by the metric contract
     (:mod:`robusteval.metrics`), JSON-able ``details`` per evaluator, ``warnings`` (e.g. failed
     attack checks), how the inputs were made (``note``, ``meta``), per-sample top-1 correctness
-    (``correct``, packed bits) and ``provenance`` (config digest, seed, device, precision)."""
+    (``correct``, packed bits), on the clean data the top-1 predictions (``predicted``) and ``provenance`` (config digest, seed, device, precision)."""
 
     model: str
     condition: str
@@ -36,6 +36,7 @@ class Record:
     correct: str | None = None
     provenance: Mapping[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    predicted: str | None = None  # per-sample top-1 predictions on the clean data (packed ints)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.model, "condition": self.condition, "family": self.family, "n": self.n,
@@ -43,4 +44,6 @@ class Record:
                                "warnings": list(self.warnings), "note": self.note, "meta": dict(self.meta)}
         if self.correct is not None:
             out["correct"] = self.correct
+        if self.predicted is not None:
+            out["predicted"] = self.predicted
         return out | dict(self.provenance) | {"seconds": round(self.seconds, 4)}

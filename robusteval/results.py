@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import socket
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timezone
@@ -93,6 +94,22 @@ def encode_bits(flags: np.ndarray) -> str:
 def decode_bits(text: str, n: int) -> np.ndarray:
     """Inverse of :func:`encode_bits` for a vector of length ``n``."""
     return np.unpackbits(np.frombuffer(base64.b64decode(text), dtype=np.uint8))[:n].astype(bool)
+
+
+def encode_ints(values: np.ndarray) -> str:
+    """Pack integers (per-sample predictions or labels) as base64 text of zlib-compressed int32."""
+    return base64.b64encode(zlib.compress(np.asarray(values, dtype="<i4").tobytes(), 9)).decode("ascii")
+
+
+def decode_ints(text: str, n: int) -> np.ndarray:
+    """Inverse of :func:`encode_ints`; a payload that does not hold ``n`` integers is an error."""
+    try:
+        out = np.frombuffer(zlib.decompress(base64.b64decode(text)), dtype="<i4").astype(np.int64)
+    except (ValueError, zlib.error) as exc:
+        raise RobustEvalError(f"expected {n} packed integers, got an unreadable payload ({exc})") from None
+    if len(out) != n:
+        raise RobustEvalError(f"expected {n} packed integers, got {len(out)}")
+    return out
 
 
 class RunDir:

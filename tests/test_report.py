@@ -81,6 +81,7 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     page, errors = open_in_chromium(report, tmp_path / "profile", "report.png")
     assert errors == []
     assert page["headings"] == list(SECTIONS.values())
+    assert page["gallery"] > 0 and page["thumbnails"] == page["gallery"]  # the forgotten inputs' pictures decode
     assert page["images"] >= 10 and page["broken"] == 0
     assert not page["overflow"]  # no horizontal scrolling on a laptop-sized window
 

@@ -5,6 +5,7 @@ into an :class:`Analysis`; ``potential`` holds potentials and bootstrap interval
 says it in words. Importing the package registers every evaluator's metric declarations.
 """
 import robusteval.evaluators  # noqa: F401  (the metric declarations live beside the evaluators)
+from robusteval.analysis.class_impact import class_metrics, disparate_impact
 from robusteval.analysis.derive import corruption_summary, derive, noise_summary
 from robusteval.analysis.drops import (
     BASELINES,
@@ -15,6 +16,7 @@ from robusteval.analysis.drops import (
     check_tolerances,
     tolerance_for,
 )
+from robusteval.analysis.forgetting import Forgetting, analyse_forgetting, find_pies
 from robusteval.analysis.model import Analysis, Evidence, ModelInfo
 from robusteval.analysis.summary import write_summary
 from robusteval.analysis.potential import (
@@ -31,7 +33,8 @@ from robusteval.metrics import FAMILIES, drop, lower_is_better
 from robusteval.records import CONTROL_ID, SCRATCH_SUFFIX
 
 __all__ = ["BASELINES", "CONTROL_ID", "DEFAULT_TOLERANCE", "FAMILIES", "SCRATCH_SUFFIX", "Analysis", "Curve",
-           "Evidence", "ModelInfo", "Point", "analyse", "analyse_run", "baseline_id", "bootstrap_difference_ci", "bootstrap_mean_ci",
-           "check_tolerances", "corruption_summary", "derive", "drop", "format_amount", "format_drop",
-           "format_verdict_table", "lower_is_better", "mean_halfwidth", "noise_summary", "pct",
-           "potential_interval", "prune_potential", "tolerance_for", "verdict_lines", "write_summary"]
+           "Evidence", "Forgetting", "ModelInfo", "Point", "analyse", "analyse_forgetting", "analyse_run",
+           "baseline_id", "bootstrap_difference_ci", "bootstrap_mean_ci", "check_tolerances", "class_metrics", "corruption_summary", "derive",
+           "disparate_impact", "drop", "find_pies", "format_amount", "format_drop", "format_verdict_table",
+           "lower_is_better", "mean_halfwidth", "noise_summary", "pct", "potential_interval", "prune_potential",
+           "tolerance_for", "verdict_lines", "write_summary"]

@@ -31,9 +31,11 @@ from typing import Any
 import numpy as np
 
 from robusteval.analysis.derive import family_means
+from robusteval.analysis.forgetting import Member, analyse_forgetting
 from robusteval.analysis.model import Analysis, Evidence, ModelInfo
 from robusteval.analysis import potential
 from robusteval.analysis.potential import Curve, Point, potential_interval, prune_potential
+from robusteval.data.samples import Samples, read_samples
 from robusteval.errors import RobustEvalError
 from robusteval.metrics import FAMILIES, attack_point, corruption_point, drop, key_matches, noise_point, reference_value
 from robusteval.records import CONTROL_ID
@@ -69,8 +71,10 @@ def check_tolerances(tolerance: float, tolerances: Mapping[str, float] | None) -
 
 def analyse(summary: Mapping[str, Any], records: Iterable[Mapping[str, Any]] = (), *,
             tolerance: float = DEFAULT_TOLERANCE, tolerances: Mapping[str, float] | None = None,
-            confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> Analysis:
-    """Analyse a run's ``summary`` (and its ``records`` for bootstrap CIs of accuracy drops)."""
+            confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0,
+            samples: Samples | None = None) -> Analysis:
+    """Analyse a run's ``summary`` (and its ``records`` for bootstrap CIs of accuracy drops; with the run's
+    ``samples``, also what pruning forgets: :mod:`robusteval.analysis.forgetting`)."""
     check_tolerances(tolerance, tolerances)
     records = list(records)
     untouched = summary.get("dense")
@@ -97,9 +101,11 @@ def analyse(summary: Mapping[str, Any], records: Iterable[Mapping[str, Any]] = (
                 if members:
                     curves.setdefault(key, {})[method] = _curve(key, method, ref, tol, members, values, stats)
     families = {f: k for f, k in headline_metrics(values[dense_id]).items() if k in curves}
+    forgetting = None if samples is None else analyse_forgetting(
+        records, samples, [Member(m.id, m.method, m.ratio) for m in models], dense_id, references, seed=seed)
     return Analysis(dense_id, float(tolerance), dict(tolerances or {}), models, values, curves, families,
                     _excess_error(values, values[dense_id], pruned), untouched, references,
-                    Evidence.from_records(records), incomplete_message(summary), summary.get("config"))
+                    Evidence.from_records(records), incomplete_message(summary), summary.get("config"), forgetting)
 
 
 class _Bootstrap:
@@ -147,7 +153,8 @@ def analyse_run(run_dir: str | Path, *, tolerance: float = DEFAULT_TOLERANCE,
                 tolerances: Mapping[str, float] | None = None) -> Analysis:
     """:func:`analyse` on a run directory's summary.json and records.jsonl."""
     run = RunDir.existing(run_dir)
-    return analyse(run.read_summary(), run.records(), tolerance=tolerance, tolerances=tolerances)
+    return analyse(run.read_summary(), run.records(), tolerance=tolerance, tolerances=tolerances,
+                   samples=read_samples(run.path))
 
 
 def _ratio(entry: Mapping[str, Any]) -> float:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from robusteval.analysis.forgetting import Forgetting
 from robusteval.analysis.potential import Curve
 from robusteval.metrics import lower_is_better
 from robusteval.records import CONTROL_ID
@@ -66,6 +67,7 @@ class Analysis:
     evidence: Evidence = field(default_factory=Evidence)
     incomplete: str | None = None  # what the run is missing, in one line (None when complete)
     config: Mapping[str, Any] | None = None  # the summary's config, when it records one
+    forgetting: Forgetting | None = None  # per-class impact, PIEs and gallery (runs that keep samples.npz)
 
     @property
     def methods(self) -> list[str]:
@@ -105,6 +107,7 @@ class Analysis:
             "prune_potential": {m: {f: c.prune_potential for f in self.families
                                     if (c := self.family_curve(f, m)) is not None} for m in self.methods},
             "metrics": metrics, "excess_error": self.excess,
+            "forgetting": self.forgetting.to_json() if self.forgetting is not None else None,
         })
 
 

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from robusteval.analysis.class_impact import class_metrics
 from robusteval.analysis.derive import derive
 from robusteval.analysis.drops import baseline_id
+from robusteval.data.samples import read_samples
 from robusteval.records import DENSE_ID
 from robusteval.results import RunDir, build_summary, missing_results
 
@@ -19,7 +21,9 @@ def write_summary(run: RunDir, *, digest: str, baseline: str, seconds: float | N
     summary = build_summary(DENSE_ID, run.models(), records,
                             {"config_digest": digest, "complete": not missing, "missing": missing})
     summary["baseline"] = baseline_id(baseline, [m["id"] for m in summary["models"]], DENSE_ID)
-    derived = derive({m["id"]: m["metrics"] for m in summary["models"]}, DENSE_ID)
+    samples = read_samples(run.path)
+    per_class = class_metrics(records, samples, summary["baseline"]) if samples is not None else {}
+    derived = derive({m["id"]: m["metrics"] | per_class.get(m["id"], {}) for m in summary["models"]}, DENSE_ID)
     warnings: dict[str, list[str]] = {}
     for rec in records:
         warnings.setdefault(rec["model"], []).extend(rec.get("warnings", []))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 from robusteval.analysis.candidate import GIVEN, candidate_lines
+from robusteval.analysis.forgetting import impact_lines
 from robusteval.analysis.model import Analysis
 from robusteval.analysis.potential import Curve
 from robusteval.metrics import FAMILIES, lower_is_better
@@ -59,7 +60,8 @@ def verdict_lines(analysis: Analysis) -> list[str]:
         if (ranged := curves.get("clean", curve)).interval is not None:
             lines[-1] += (f" {FAMILIES['clean' if 'clean' in curves else fragile].capitalize()} prune potential "
                           f"{_potential_range(ranged)} (strict value; in brackets the range the 95% intervals allow).")
-    return lines + _resolution_lines(analysis)
+    forgetting = impact_lines(analysis.forgetting, analysis.methods) if analysis.forgetting is not None else []
+    return lines + forgetting + _resolution_lines(analysis)
 
 
 def _potential_range(curve: Curve) -> str:

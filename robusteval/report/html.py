@@ -19,7 +19,10 @@ import matplotlib
 
 from robusteval.analysis import DEFAULT_TOLERANCE, Analysis, analyse
 from robusteval.analysis.compare import flatten
+from robusteval.data.samples import read_samples
 from robusteval.files import write_text_atomic
+from robusteval.report.forgetting import forgetting_section
+from robusteval.report.gallery import strips_html
 from robusteval.report.markup import esc as _e
 from robusteval.report.markup import num as _num
 from robusteval.report.markup import table as _table
@@ -38,7 +41,8 @@ from robusteval.results import RunDir
 
 SECTIONS = {
     "verdict": "Verdict", "curves": "Metrics vs prune ratio", "corruption": "Corruptions",
-    "robustness": "Adversarial and noise robustness", "calibration": "Calibration and OOD detection",
+    "forgetting": "What pruning forgets", "robustness": "Adversarial and noise robustness",
+    "calibration": "Calibration and OOD detection",
     "models": "Models", "metadata": "Run metadata and reproduction",
 }
 
@@ -54,7 +58,8 @@ def build_report(run_dir: Path, *, tolerance: float = DEFAULT_TOLERANCE,
     """:func:`write_report`, also returning the analysis it rendered (for the terminal verdict)."""
     run = RunDir.existing(run_dir)
     with run.locked():
-        analysis = analyse(run.read_summary(), run.records(), tolerance=tolerance, tolerances=tolerances)
+        analysis = analyse(run.read_summary(), run.records(), tolerance=tolerance, tolerances=tolerances,
+                           samples=read_samples(run.path))
         write_text_atomic(run.path / "analysis.json", json.dumps(analysis.to_json(), indent=1) + "\n")
         write_summary_csv(analysis, run.path / "summary.csv")
         out = run.path / "report.html"
@@ -72,7 +77,9 @@ def render_report(analysis: Analysis, manifest: Mapping[str, Any], *, title: str
             "verdict": precision_note(manifest) + _recovery(m.entry for m in analysis.models) + _verdict(analysis)
             + strength,
             "curves": _curves(analysis),
-            "corruption": _corruptions(analysis) + _condition_notes(analysis.evidence.notes.get("corruption", {})),
+            "corruption": _corruptions(analysis) + strips_html(analysis.forgetting)
+            + _condition_notes(analysis.evidence.notes.get("corruption", {})),
+            "forgetting": forgetting_section(analysis),
             "robustness": strength + robustness if robustness else "",
             "calibration": _calibration_ood(analysis),
             "models": _models(analysis), "metadata": _metadata(manifest, analysis.config),

@@ -1,0 +1,56 @@
+"""Keep what the report's per-class figures and pictures need in the run, when evaluation ends.
+
+:func:`save_samples` writes ``samples.npz`` (:mod:`robusteval.data.samples`): labels of the clean and
+corruption conditions, thumbnails of the gallery's forgotten inputs (chosen from the records'
+predictions, :mod:`robusteval.analysis.forgetting`) and one image per corruption and severity.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from robusteval.analysis.forgetting import Member, find_pies, gallery, predictions, pruned_population
+from robusteval.conditions import Condition
+from robusteval.data.arrays import LabeledArrays
+from robusteval.data.samples import Samples, thumbnails, write_samples
+from robusteval.metrics import corruption_of
+from robusteval.records import CONTROL_ID, DENSE_ID
+from robusteval.results import RunDir
+
+
+def members_of(entries: Sequence[dict]) -> list[Member]:
+    """The run's models (``models.jsonl`` or summary entries) as PIE population members."""
+    return [Member(e["id"], str(e.get("method") or e["id"]),
+                   float(e["target_ratio"] if e.get("target_ratio") is not None else e.get("sparsity") or 0.0))
+            for e in entries]
+
+
+def save_samples(run: RunDir, clean: LabeledArrays, conditions: Sequence[Condition], baseline: str) -> None:
+    """Write ``samples.npz`` for a run whose conditions are evaluated (rewritten on resume)."""
+    labels = {c.key: c.labels(0, len(c)).numpy() for c in conditions
+              if c.labelled and (c.key == "clean" or corruption_of(c.key) is not None)}
+    predicted = {m: p for m, p in predictions(run.records()).items() if len(p) == len(clean)}
+    population = pruned_population(members_of(run.models()), (DENSE_ID, CONTROL_ID, baseline))
+    pies = find_pies(predicted, labels["clean"], clean.classes, population, baseline) if "clean" in labels else []
+    index = np.array([g.index for g in gallery(pies, predicted, clean.y, clean.classes, baseline)], dtype=np.int64)
+    pictures = clean.image_shape[0] in (1, 3)  # gray or RGB: other images get no thumbnails
+    index = index if pictures else index[:0]
+    images = thumbnails(clean.images(index)) if len(index) else np.zeros((0, 1, 1, 3), dtype=np.uint8)
+    strips, severities = _strips(conditions) if pictures else ({}, ())
+    write_samples(run.path, Samples(clean.classes, labels, index, images, strips, severities))
+
+
+def _strips(conditions: Sequence[Condition]) -> tuple[dict[str, np.ndarray], tuple[int, ...]]:
+    """corruption → the first input of its condition at each severity, made by the condition itself (its
+    transform and seed; drawn for a batch of one, so random corruptions differ in detail from the batch
+    the models saw)."""
+    by_name: dict[str, dict[int, Condition]] = {}
+    for c in conditions:
+        if (point := corruption_of(c.key)) is not None and len(c):
+            by_name.setdefault(point[0], {})[point[1]] = c
+    severities = sorted({s for per in by_name.values() for s in per})
+    strips = {name: thumbnails(torch.cat([per[s].inputs(0, 1, 0) for s in severities]))
+              for name, per in by_name.items() if sorted(per) == severities}
+    return strips, tuple(severities)
