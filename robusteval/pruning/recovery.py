@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -48,15 +48,21 @@ def finetune(
     layers: Mapping[str, nn.Module] | None = None,
     masks: Masks | None = None,
     seed: int = 0,
+    steps: int | None = None,
+    after_step: Callable[[int], None] | None = None,
 ) -> int:
     """Fine-tune ``model`` in place (SGD + cosine LR); removed weights are re-zeroed after every step.
 
-    Returns the number of optimizer steps taken: ceil(min(epochs × len(data), max_images) / batch_size).
+    Returns the number of optimizer steps taken: ceil(min(epochs × len(data), max_images) / batch_size),
+    or ``steps`` when given; then the learning rate stays constant (training interleaved with pruning,
+    as in Crowley et al.'s code) and ``after_step(i)`` is called after step i.
     """
-    images = settings.epochs * len(data)
-    if settings.max_images is not None:
-        images = min(images, settings.max_images)
-    steps = math.ceil(images / settings.batch_size)
+    constant = steps is not None
+    if steps is None:
+        images = settings.epochs * len(data)
+        if settings.max_images is not None:
+            images = min(images, settings.max_images)
+        steps = math.ceil(images / settings.batch_size)
     if steps <= 0:
         return 0
     device = next(model.parameters()).device
@@ -65,12 +71,13 @@ def finetune(
         p.requires_grad_(True)
     opt = torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum,
                           weight_decay=settings.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0) if constant else \
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     gen = torch.Generator().manual_seed(seed)
     batches = _batches(data, min(settings.batch_size, len(data)), np.random.default_rng(seed))
     model.train()
     with torch.enable_grad():
-        for _ in range(steps):
+        for step in range(steps):
             idx = next(batches)
             x, y = data.images(idx).to(device), data.labels(idx).to(device)
             if settings.augment:
@@ -81,6 +88,8 @@ def finetune(
             sched.step()
             if masks is not None and layers is not None:
                 apply_masks(layers, masks)
+            if after_step is not None:
+                after_step(step)
     model.eval()
     return steps
 
