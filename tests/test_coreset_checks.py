@@ -28,7 +28,7 @@ def _net() -> nn.Sequential:
     net = nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
         nn.Conv2d(8, 10, 3, padding=1, bias=False), nn.BatchNorm2d(10), nn.ReLU(),
-        nn.Conv2d(10, 6, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 5))
+        nn.Conv2d(10, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 5))
     with torch.no_grad():  # trained-looking BatchNorm affine parameters
         for bn in (net[1], net[4]):
             bn.weight.uniform_(0.2, 2.0)
@@ -39,7 +39,7 @@ def _net() -> nn.Sequential:
 def _layer_points() -> np.ndarray:
     net, x = _net(), torch.rand(1, 3, 8, 8)
     _, groups = channel_groups(net, x, keep_first=True)
-    group = next(g for g in groups if g.name == "3")  # conv 8→10, read by the 1x1 conv "6" (10 points in R^6)
+    group = next(g for g in groups if g.name == "3")  # conv 8→10, read by the 3x3 conv "6" (90 points in R^6)
     consumer, idxs, roots = group.consumers[0]
     return channel_points(group, consumer, idxs, roots)[0]
 

@@ -32,7 +32,7 @@ def _tiny(data: dict) -> dict:
     pruning = data["pruning"]
     pruning.update(ratios=pruning["ratios"][-1:], measure_latency=False, bn_batches=1, synflow_rounds=5,
                    data_samples_per_class=1, fisher_prune_every=1, iterations=min(pruning.get("iterations", 1), 2))
-    pruning["finetune"] = dict(pruning.get("finetune", {}), epochs=0.01, max_images=16, batch_size=16)
+    pruning["finetune"] = dict(pruning.get("finetune", {}), epochs=0.01, max_images=8, batch_size=4)
     evaluate = data.setdefault("evaluate", {})
     for name, section in evaluate.items():
         if isinstance(section, dict) and "subset" in section:
