@@ -38,6 +38,9 @@ def _data(n: int = 100, size: int = 16) -> LabeledArrays:
 
 def test_at_init_scores_the_reinitialised_architecture() -> None:
     dense, x = _vgg((8, 8, 16, 16)), torch.rand(2, 3, 16, 16)
+    with torch.no_grad():  # "trained" weights, unlike any initialisation
+        for p in dense.parameters():
+            p.add_(0.5 * torch.randn_like(p))
     member = prune_model(dense, "magnitude", 0.8, settings=PruneSettings(at_init=True, **NO_TRAINING),
                          example_input=x, train_data=None)
     fresh = reinitialised(copy.deepcopy(dense), 0)
