@@ -107,7 +107,7 @@ def _model_options(common: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def _prune_options() -> argparse.ArgumentParser:
     prune_opts = argparse.ArgumentParser(add_help=False)
     prune_opts.add_argument("--methods", help="comma-separated pruning methods: random, magnitude, "
-                            "layer_magnitude, snip, grasp, synflow, l1_filter, coreset_filter")
+                            "layer_magnitude, snip, grasp, synflow, l1_filter, coreset_filter, fisher")
     prune_opts.add_argument("--ratios", help="comma-separated prune ratios in [0, 1), e.g. 0.5,0.7,0.9")
     prune_opts.add_argument("--finetune-epochs", type=float, help="recovery fine-tuning epochs after pruning "
                             "(fractions allowed)")

@@ -158,18 +158,26 @@ def activation_bound(group: ChannelGroup) -> torch.Tensor:
     return w if bias is None else w + bias.detach().abs()
 
 
+def channel_points(group: ChannelGroup, consumer: torch.nn.Module, idxs: list[int],
+                   roots: list[int]) -> tuple[np.ndarray, torch.Tensor]:
+    """The points of one reader of ``group``: its weight columns (one per input index and kernel position)
+    scaled by their channel's activation bound, and the channel each point belongs to."""
+    scale = activation_bound(group).cpu().double()  # MPS has no float64: CPU first
+    w = consumer.weight.detach().cpu().double()[:, idxs]  # (m, len(idxs), *kernel)
+    per_index = int(np.prod(w.shape[2:])) if w.dim() > 2 else 1
+    cols = w.reshape(w.shape[0], len(idxs), per_index).permute(1, 2, 0)  # (index, position, m)
+    owner = torch.as_tensor(roots)
+    pts = (cols * scale[owner][:, None, None]).reshape(-1, w.shape[0])
+    return pts.numpy(), owner.repeat_interleave(per_index)
+
+
 def coreset_importance(group: ChannelGroup, ctx: PruneContext) -> torch.Tensor:
     """Sum of the sensitivity bounds of each channel's columns in every layer that reads it."""
-    scale = activation_bound(group).cpu().double()  # MPS has no float64: CPU first
     importance = torch.zeros(group.channels, dtype=torch.float64)
     for consumer, idxs, roots in group.consumers:
-        w = consumer.weight.detach().cpu().double()[:, idxs]  # (m, len(idxs), *kernel)
-        per_index = int(np.prod(w.shape[2:])) if w.dim() > 2 else 1
-        cols = w.reshape(w.shape[0], len(idxs), per_index).permute(1, 2, 0)  # (index, position, m)
-        owner = torch.as_tensor(roots)
-        pts = (cols * scale[owner][:, None, None]).reshape(-1, w.shape[0])
-        sens = torch.from_numpy(point_sensitivities(pts.numpy(), max_dim=ctx.settings.coreset_max_dim))
-        importance.index_add_(0, owner.repeat_interleave(per_index), sens)
+        pts, owner = channel_points(group, consumer, idxs, roots)
+        sens = torch.from_numpy(point_sensitivities(pts, max_dim=ctx.settings.coreset_max_dim))
+        importance.index_add_(0, owner, sens)
     return importance.float()
 
 

@@ -19,6 +19,7 @@ from robusteval.records import CONTROL_ID, SCRATCH_SUFFIX
 from robusteval.data.arrays import LabeledArrays
 from robusteval.device import model_device
 from robusteval.errors import RobustEvalError, describe, warn
+from robusteval.pruning.at_init import reinitialised, training_notes
 from robusteval.pruning.importance import PruneContext
 from robusteval.pruning.masks import prunable_layers
 from robusteval.pruning.methods import PRUNING_METHODS
@@ -97,13 +98,13 @@ def prune_model(
     ratio = check_ratio(ratio)
     what = f"{method} at ratio {ratio:g}"
     start = time.perf_counter()
-    model = copy.deepcopy(dense).eval()
+    model = (reinitialised(copy.deepcopy(dense), settings.seed) if settings.at_init else copy.deepcopy(dense)).eval()
     for p in model.parameters():
         p.requires_grad_(True)
     x = example_input.to(next(model.parameters()).device)
     with torch.no_grad():
         dense_shape = model(x).shape
-    ctx = PruneContext(example_input=x, settings=settings,
+    ctx = PruneContext(example_input=x, settings=settings, train_data=train_data,
                        layers=prunable_layers(model, x, keep_first=settings.keep_first, keep_last=settings.keep_last),
                        generator=torch.Generator().manual_seed(settings.seed))
     if spec.needs_data:
@@ -136,7 +137,7 @@ def prune_model(
     warnings += [f"layer {name} is fully pruned (layer collapse)" for name in info["collapsed_layers"]]
     info.update(method=method, target_ratio=ratio, structured=spec.structured, reference=spec.reference,
                 schedule=settings.schedule, warnings=warnings, prune_seconds=seconds,
-                recovery=_recovery_info(steps, bn_done, ft, train_data))
+                recovery=_recovery_info(steps, bn_done, ft, train_data) | training_notes(settings, ctx))
     return FamilyMember(member_id(method, ratio), method, ratio, model, info)
 
 
@@ -161,12 +162,15 @@ def _freeze(model: nn.Module) -> None:
 
 
 def _retrained(model: nn.Module, dense: nn.Module, *, settings: PruneSettings, train_data: LabeledArrays,
-               example_input: torch.Tensor, recal: bool, prunable: list[str] | None = None) -> tuple[nn.Module, dict]:
-    """``model`` after the pruned members' recovery budget (as many cycles as their schedule), with its costs."""
+               example_input: torch.Tensor, recal: bool, prunable: list[str] | None = None,
+               extra_steps: int = 0) -> tuple[nn.Module, dict]:
+    """``model`` after the pruned members' recovery budget (as many cycles as their schedule), with its costs;
+    first ``extra_steps`` constant-rate steps (the training a method did while pruning, for an equal budget)."""
     start = time.perf_counter()
-    steps, bn_done = 0, False
     for p in model.parameters():
         p.requires_grad_(True)
+    steps = finetune(model, train_data, settings.finetune, steps=extra_steps, seed=settings.seed) if extra_steps else 0
+    bn_done = False
     for cycle in range(len(_cycle_ratios(0.5, settings))):
         cycle_steps, cycle_bn = _recover(model, train_data, settings, cycle, recal=recal)
         steps, bn_done = steps + cycle_steps, bn_done or cycle_bn
@@ -200,16 +204,10 @@ def scratch_member(pruned: FamilyMember, dense: nn.Module, *, settings: PruneSet
     Crowley et al., "A Closer Look at Structured Pruning for Neural Network Compression" (2018;
     "nip it in the bud"): a structured method is only worth its cost if it beats this.
     """
-    device = model_device(pruned.model)
-    model = copy.deepcopy(pruned.model).cpu()  # initialised from the CPU generator: the same weights on every device
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(settings.seed)
-        for module in model.modules():
-            if hasattr(module, "reset_parameters") and module is not model:
-                module.reset_parameters()
-    model = model.to(device)
+    model = reinitialised(copy.deepcopy(pruned.model), settings.seed)
     model, info = _retrained(model, dense, settings=settings, train_data=train_data, example_input=example_input,
-                             recal=False, prunable=list(pruned.info["layer_sparsity"]))
+                             recal=False, prunable=list(pruned.info["layer_sparsity"]),
+                             extra_steps=pruned.info["recovery"].get("pruning_steps", 0))
     method = pruned.method + SCRATCH_SUFFIX
     info.update(method=method, target_ratio=pruned.target_ratio, structured=True,
                 reference="Crowley et al. 2018: the pruned architecture trained from scratch")

@@ -18,6 +18,7 @@ from torch import nn
 from robusteval.pruning.masks import Masks, apply_masks, masks_from_scores
 
 if TYPE_CHECKING:
+    from robusteval.data.arrays import LabeledArrays
     from robusteval.pruning.settings import PruneSettings
     from robusteval.pruning.structured import ChannelGroup
 
@@ -33,6 +34,9 @@ class PruneContext:
     generator: torch.Generator = field(default_factory=torch.Generator)
     masks: Masks | None = None
     base_channels: dict[str, int] = field(default_factory=dict)
+    train_data: LabeledArrays | None = None
+    train_steps: int = 0
+    """Optimizer steps a method itself trained while pruning (Fisher pruning's interleaved fine-tuning)."""
 
 
 WeightImportance = Callable[[nn.Module, PruneContext], dict[str, torch.Tensor]]

@@ -4,7 +4,7 @@ Each method registers itself in :data:`PRUNING_METHODS` (``registry.py``) where 
 """
 from __future__ import annotations
 
-from robusteval.pruning import coreset, structured, synflow, unstructured
+from robusteval.pruning import coreset, fisher, structured, synflow, unstructured
 from robusteval.pruning.registry import PRUNING_METHODS
 
-__all__ = ["PRUNING_METHODS", "coreset", "structured", "synflow", "unstructured"]
+__all__ = ["PRUNING_METHODS", "coreset", "fisher", "structured", "synflow", "unstructured"]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -48,17 +48,23 @@ def finetune(
     layers: Mapping[str, nn.Module] | None = None,
     masks: Masks | None = None,
     seed: int = 0,
+    steps: int | None = None,
+    after_step: Callable[[int], None] | None = None,
 ) -> int:
     """Fine-tune ``model`` in place (SGD + cosine LR); removed weights are re-zeroed after every step.
     Batches, augmentation and the model's own draws (dropout) are seeded by ``seed``; the caller's RNG
     state is restored afterwards.
 
-    Returns the number of optimizer steps taken: ceil(min(epochs × len(data), max_images) / batch_size).
+    Returns the number of optimizer steps taken: ceil(min(epochs × len(data), max_images) / batch_size),
+    or ``steps`` when given; then the learning rate stays constant (training interleaved with pruning,
+    as in Crowley et al.'s code) and ``after_step(i)`` is called after step i.
     """
-    images = settings.epochs * len(data)
-    if settings.max_images is not None:
-        images = min(images, settings.max_images)
-    steps = math.ceil(images / settings.batch_size)
+    constant = steps is not None
+    if steps is None:
+        images = settings.epochs * len(data)
+        if settings.max_images is not None:
+            images = min(images, settings.max_images)
+        steps = math.ceil(images / settings.batch_size)
     if steps <= 0:
         return 0
     device = next(model.parameters()).device
@@ -67,13 +73,14 @@ def finetune(
         p.requires_grad_(True)
     opt = torch.optim.SGD(params, lr=settings.lr, momentum=settings.momentum,
                           weight_decay=settings.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0) if constant else \
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     gen = torch.Generator().manual_seed(seed)
     batches = _batches(data, min(settings.batch_size, len(data)), np.random.default_rng(seed))
     model.train()
     with torch.enable_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        for _ in range(steps):
+        for step in range(steps):
             idx = next(batches)
             x, y = data.images(idx).to(device), data.labels(idx).to(device)
             if settings.augment:
@@ -84,6 +91,8 @@ def finetune(
             sched.step()
             if masks is not None and layers is not None:
                 apply_masks(layers, masks)
+            if after_step is not None:
+                after_step(step)
     model.eval()
     return steps
 

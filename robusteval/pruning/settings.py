@@ -46,6 +46,10 @@ class PruneSettings:
     ``bn_recalibration`` is True, False or "structured" (only for methods that remove channels).
     ``data_samples_per_class`` sizes the batch of SNIP/GraSP (10 per class as in the SynFlow code).
     ``coreset_max_dim`` caps the dimension of the coreset geometry (see ``coreset.py``).
+    ``fisher_prune_every``: fine-tuning steps between two channel removals of ``fisher`` (Crowley et
+    al. use 100); ``fisher_flops_penalty``: β of Theis et al.'s cost term, per fraction of the dense
+    MACs a removal saves (0: none, as in Crowley et al.). ``at_init``: prune the re-initialised
+    architecture (pruning at initialisation, the SynFlow setting), then train it with the recovery budget.
     When recovery fine-tunes, the family gets the control ``dense+ft`` (the dense model with the
     same budget); ``scratch_baseline`` adds, per structured member, its architecture trained
     from scratch with that budget (``<method>+scratch@<ratio>``, Crowley et al. 2018).
@@ -69,6 +73,9 @@ class PruneSettings:
     latency_repeats: int = 11
     latency_budget_s: float | None = 1.0
     scratch_baseline: bool = False
+    fisher_prune_every: int = 10
+    fisher_flops_penalty: float = 0.0
+    at_init: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.methods, str) or not self.methods:
@@ -88,10 +95,16 @@ class PruneSettings:
         if not isinstance(self.finetune, FinetuneSettings):
             raise RobustEvalError(f"finetune must be FinetuneSettings, got {type(self.finetune).__name__}")
         for name in ("iterations", "synflow_rounds", "bn_batches", "data_samples_per_class",
-                     "coreset_max_dim", "latency_repeats"):
+                     "coreset_max_dim", "latency_repeats", "fisher_prune_every"):
             validate.positive_int(name, getattr(self, name), must_be=True)
         if self.latency_budget_s is not None:
             validate.positive_number("latency_budget_s", self.latency_budget_s, must_be=True)
+        validate.positive_number("fisher_flops_penalty", self.fisher_flops_penalty, allow_zero=True, must_be=True)
+        if not isinstance(self.at_init, bool):
+            raise RobustEvalError(f"at_init must be true or false, got {self.at_init!r}")
+        if self.at_init and self.scratch_baseline:
+            raise RobustEvalError("scratch_baseline needs at_init: false (members pruned at initialisation are "
+                                  "already trained from scratch)")
 
     def recalibrates_bn(self, structured: bool) -> bool:
         """Whether BatchNorm statistics are recomputed after pruning with a (non-)structured method."""

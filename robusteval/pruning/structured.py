@@ -105,12 +105,7 @@ class ChannelPruning(PruningMethod):
         self.reference = reference
 
     def prune(self, model: nn.Module, ratio: float, ctx: PruneContext) -> None:
-        graph, groups = channel_groups(model, ctx.example_input, keep_first=ctx.settings.keep_first)
-        if not groups:
-            raise RobustEvalError(
-                "no removable channels: expected Conv2d/Linear layers whose outputs are not tied to "
-                "other layers by residual additions, found none"
-            )
+        graph, groups = removable_groups(model, ctx)
         plan: dict[str, list[int]] = {}
         for group in groups:
             base = ctx.base_channels.setdefault(group.name, group.channels)
@@ -118,11 +113,29 @@ class ChannelPruning(PruningMethod):
             if drop > 0:
                 scores = self.importance(group, ctx)
                 plan[group.name] = torch.argsort(scores, stable=True)[:drop].tolist()
-        reference = _zeroed_copy(model, graph, {g.name: g for g in groups}, plan)
-        for group in groups:
-            if group.name in plan:
-                graph.get_pruning_group(group.producer, _out_fn(group.producer), plan[group.name]).prune()
-        _check_equivalent(model, reference, ctx.example_input)
+        remove_channels(model, graph, groups, plan, ctx.example_input)
+
+
+def removable_groups(model: nn.Module, ctx: PruneContext) -> tuple[tp.DependencyGraph, list[ChannelGroup]]:
+    """:func:`channel_groups` of ``model``, or a one-line error when it has none."""
+    graph, groups = channel_groups(model, ctx.example_input, keep_first=ctx.settings.keep_first)
+    if not groups:
+        raise RobustEvalError(
+            "no removable channels: expected Conv2d/Linear layers whose outputs are not tied to "
+            "other layers by residual additions, found none"
+        )
+    return graph, groups
+
+
+def remove_channels(model: nn.Module, graph: tp.DependencyGraph, groups: list[ChannelGroup],
+                    plan: dict[str, list[int]], example_input: torch.Tensor) -> None:
+    """Remove the output channels ``plan[group name]`` of each group (and every input reading them) in
+    place, checked against the same model with those channels zeroed."""
+    reference = _zeroed_copy(model, graph, {g.name: g for g in groups}, plan)
+    for group in groups:
+        if plan.get(group.name):
+            graph.get_pruning_group(group.producer, _out_fn(group.producer), plan[group.name]).prune()
+    _check_equivalent(model, reference, example_input)
 
 
 PRUNING_METHODS.add("l1_filter", ChannelPruning(l1_filter_importance,

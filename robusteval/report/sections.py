@@ -106,7 +106,10 @@ def _recovery(entries: Iterable[Mapping[str, Any]]) -> str:
         if m.get("method") in (None, "dense", "given"):
             continue
         rec = m.get("recovery") or {}
-        steps = []
+        steps = ["pruned at initialisation (the re-initialised architecture), then trained from scratch"] \
+            if rec.get("at_init") else []
+        if rec.get("pruning_steps"):
+            steps.append(f"{rec['pruning_steps']} fine-tuning steps interleaved with pruning")
         if rec.get("finetune_epochs"):
             steps.append(f"fine-tuned {rec['finetune_epochs']:.2g} epoch(s)")
         if rec.get("bn_recalibrated"):
