@@ -7,7 +7,7 @@ same images. Which evaluators read a condition's logits depends on its family
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -65,18 +65,15 @@ class Condition:
 
 
 def build_conditions(ev: EvaluateSettings, clean: LabeledArrays, *, seed: int, subset: int | None = None,
-                     download: bool = True) -> list[Condition]:
+                     download: bool = True, model_std: Sequence[float] | None = None) -> list[Condition]:
     """Every condition the ``evaluate`` section asks for, clean first (OOD needs each model's clean
-    logits); ``seed`` draws subsets and generated inputs, ``subset`` sizes shift sets like the clean data."""
+    logits); ``seed`` draws subsets and generated inputs, ``subset`` sizes shift sets like the clean data;
+    ``model_std`` is the std the model normalises its input by (``--std``; None: the data's, see noise)."""
     conditions = [Condition("clean", "clean", clean, note="the evaluation data as given")]
     if ev.corruption is not None:
         conditions += _corruption_conditions(ev.corruption, clean, seed)
     if ev.noise is not None:
-        base = clean.stratified(ev.noise.subset, seed)
-        for eps in ev.noise.eps:
-            key = noise_condition(eps)
-            conditions.append(Condition(key, "noise", base, _noise_transform(key, eps, seed),
-                                        note="x + 2ε(U − ½), clipped", meta={"eps": eps}))
+        conditions += _noise_conditions(ev.noise.eps, clean.stratified(ev.noise.subset, seed), clean, model_std, seed)
     if ev.ood is not None:
         base = clean.stratified(ev.ood.subset, seed)
         for name in ev.ood.sets:
@@ -126,8 +123,28 @@ def _corruption_transform(name: str, severity: int, seed: int, frost_dir: str | 
     return lambda x, i: corrupt(x, name, severity, seed=condition_seed(name, severity, i, seed), frost_dir=frost_dir)
 
 
-def _noise_transform(key: str, eps: float, seed: int) -> Transform:
-    return lambda x, i: uniform_noise(x, eps, seed=condition_seed(key, 0, i, seed))
+def _noise_conditions(grid: Sequence[float], base: LabeledArrays, clean: LabeledArrays,
+                      model_std: Sequence[float] | None, seed: int) -> list[Condition]:
+    """The ε-ball of Liebenwein et al. (2021) in its units: ε on the normalised input (x − mean)/std, unclipped.
+    The std is the model's own (``--std``) when robusteval normalises for it, else the evaluation data's."""
+    std, source = (tuple(model_std), "the model's --std") if model_std else (clean.channel_std(), "the data's")
+    units = noise_units(std, source)
+    out = []
+    for eps in grid:
+        key = noise_condition(eps)
+        out.append(Condition(key, "noise", base, _noise_transform(key, eps, std, seed),
+                             note=f"x + 2ε·std·(U − ½), unclipped: {units}", meta={"eps": eps, "units": units}))
+    return out
+
+
+def noise_units(std: Sequence[float], source: str) -> str:
+    """What noise ε means, in one line (records, summary.json and the report carry it)."""
+    return (f"ε in units of the normalised input (x − mean)/std, std = "
+            f"({', '.join(f'{s:.4g}' for s in std)}) per channel, {source}")
+
+
+def _noise_transform(key: str, eps: float, std: tuple[float, ...], seed: int) -> Transform:
+    return lambda x, i: uniform_noise(x, eps, seed=condition_seed(key, 0, i, seed), std=std)
 
 
 def _ood_transform(name: str, seed: int) -> Transform:

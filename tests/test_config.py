@@ -91,7 +91,7 @@ def test_wrong_types(data: Any, expected: str) -> None:
         ({"evaluate": {"corruption": {"corruptions": ["gausian_noise"]}}},
          "unknown corruption 'gausian_noise' (did you mean 'gaussian_noise'?)"),
         ({"evaluate": {"ood": {"sets": ["blob"]}}}, "unknown synthetic OOD set 'blob' (did you mean 'blobs'?)"),
-        ({"evaluate": {"noise": {"eps": [2]}}}, "noise eps must be a non-empty list in [0, 1]"),
+        ({"evaluate": {"noise": {"eps": [20]}}}, "noise eps must be a non-empty list in [0, 10]"),
         ({"evaluate": {"calibration": {"bins": 0}}}, "calibration bins: expected a positive integer, got 0"),
         ({"pruning": {"methods": ["magnitud"]}}, "unknown pruning method 'magnitud' (did you mean 'magnitude'?)"),
         ({"pruning": {"ratios": [0.5, 1.0]}}, "prune ratio must lie in [0, 1)"),

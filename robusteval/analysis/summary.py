@@ -19,6 +19,9 @@ def write_summary(run: RunDir, *, digest: str, baseline: str, seconds: float | N
     summary = build_summary(DENSE_ID, run.models(), records,
                             {"config_digest": digest, "complete": not missing, "missing": missing})
     summary["baseline"] = baseline_id(baseline, [m["id"] for m in summary["models"]], DENSE_ID)
+    noise_units = {r["meta"]["units"] for r in records if r.get("family") == "noise" and "units" in r.get("meta", {})}
+    if noise_units:
+        summary["noise_units"] = min(noise_units)  # what ε means in the noise/<ε>/... keys
     derived = derive({m["id"]: m["metrics"] for m in summary["models"]}, DENSE_ID)
     warnings: dict[str, list[str]] = {}
     for rec in records:

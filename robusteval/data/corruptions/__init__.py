@@ -29,11 +29,15 @@ Poisson rates) run on the CPU and their results move to MPS. CPU-only steps ever
 Poisson draw, PIL JPEG, SciPy's distance transform (spatter) and glass blur's pixel map.
 
 ``uniform_noise`` is the ε-ball experiment of Liebenwein et al., "Lost in Pruning: The
-Effects of Pruning Neural Networks beyond Test Accuracy" (MLSys 2021).
+Effects of Pruning Neural Networks beyond Test Accuracy" (MLSys 2021), in its units: ε is
+added to the *normalised* network input (x − mean)/std, unclipped, as their ``eps_ball.py``
+does; on [0, 1] pixels that is ε·std per channel.
 """
 from __future__ import annotations
 
 import hashlib
+import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -61,7 +65,7 @@ MIN_SIDE = 16
 """Smallest supported image side (glass blur and frost crops need room)."""
 
 DEFAULT_NOISE_EPS: tuple[float, ...] = tuple(round(0.05 * i, 10) for i in range(15))
-"""ε ∈ linspace(0, 0.7, 15), the grid of Liebenwein et al. (2021)."""
+"""ε ∈ linspace(0, 0.7, 15), the grid of Liebenwein et al. (2021), in their units (the normalised input)."""
 
 
 BENCHMARK_CORRUPTIONS: tuple[str, ...] = (
@@ -107,12 +111,18 @@ def corrupt(x: Tensor, name: str, severity: int, *, seed: int, frost_dir: str | 
     return out.clamp_(0.0, 1.0).to(x.dtype)
 
 
-def uniform_noise(x: Tensor, eps: float, *, seed: int) -> Tensor:
-    """x + 2ε(U − ½), U ~ U[0, 1) per value, clipped to [0, 1] (Liebenwein et al., MLSys 2021)."""
-    if not 0 <= eps <= 1:
-        raise RobustEvalError("uniform noise: " + expected("eps in [0, 1]", eps))
+def uniform_noise(x: Tensor, eps: float, *, seed: int, std: Sequence[float]) -> Tensor:
+    """x + 2ε·std_c·(U − ½), U ~ U[0, 1) per value, unclipped: uniform noise of radius ε on the normalised
+    input (x − mean)/std, the ε-ball of Liebenwein et al. (MLSys 2021, ``eps_ball.py``). ``std``: the
+    per-channel std the model normalises by (one value per channel, or one for all)."""
+    if not math.isfinite(eps) or eps < 0:
+        raise RobustEvalError("uniform noise: " + expected("a finite eps >= 0", eps))
     _check_batch(x, "uniform noise", image=False)
-    return noise.uniform_noise_sample(x, float(eps), torch.Generator().manual_seed(seed))
+    scale = torch.tensor([float(s) for s in std], dtype=torch.float64)
+    if scale.numel() not in (1, x.shape[1]) or not bool((scale > 0).all()):
+        raise RobustEvalError("uniform noise: " + expected(f"1 or {x.shape[1]} positive std values", list(std)))
+    scale = scale.view(1, -1, 1, 1)
+    return noise.uniform_noise_sample(x, float(eps), scale, torch.Generator().manual_seed(seed))
 
 
 def _check_batch(x: Tensor, what: str, *, image: bool) -> None:

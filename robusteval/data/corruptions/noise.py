@@ -50,8 +50,10 @@ def speckle_noise(x: Tensor, sigma: float, gen: torch.Generator) -> Tensor:
     return x + x * sigma * draw("randn", x, gen)
 
 
-def uniform_noise_sample(x: Tensor, eps: float, gen: torch.Generator) -> Tensor:
-    """x + 2ε(U − ½), U ~ U[0, 1) per value, clipped to [0, 1] (Liebenwein et al., MLSys 2021)."""
+def uniform_noise_sample(x: Tensor, eps: float, std: Tensor, gen: torch.Generator) -> Tensor:
+    """x + 2ε·σ_c·(U − ½), U ~ U[0, 1) per value, unclipped: for a model fed (x − mean)/σ this is
+    ``eps_ball.py``'s ``imgs + 2 * eps * (noise - 0.5)`` on the normalised input (Liebenwein et al., MLSys 2021).
+    ``std`` holds σ_c, shaped to broadcast over ``x``'s channels."""
     if eps == 0:
         return x.clone()
-    return (x + 2 * eps * (draw("rand", x, gen) - 0.5)).clamp_(0.0, 1.0)
+    return x + 2 * eps * std.to(x.device, x.dtype) * (draw("rand", x, gen) - 0.5)
