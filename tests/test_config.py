@@ -181,3 +181,9 @@ def test_adversarial_batch_size_follows_the_evaluation_batch_size() -> None:
     assert own.evaluate.adversarial is not None and own.evaluate.adversarial.batch_size == 30
     assert config_from_dict({"evaluate": {"adversarial": {}}}) == config_from_dict(
         {"evaluate": {"adversarial": {"batch_size": 250}}})  # the default is the default evaluation batch size
+
+
+def test_autoattack_null_turns_it_off_like_off() -> None:
+    off = config_from_dict({"evaluate": {"adversarial": {"autoattack": "off"}}})
+    null = config_from_dict({"evaluate": {"adversarial": {"autoattack": None}}})
+    assert null.evaluate.adversarial.autoattack == "off" and null.digest() == off.digest()
