@@ -72,7 +72,7 @@ BENCHMARK_CORRUPTIONS: tuple[str, ...] = (
     "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
     "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
 )
-"""The 15 corruptions of CIFAR-10-C / ImageNet-C, in the paper's order; mCE averages these."""
+"""The 15 corruptions of CIFAR-10-C / ImageNet-C, in the paper's order; ``corruption/mce`` averages these only."""
 
 EXTRA_CORRUPTIONS: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
 """The 4 held-out validation corruptions."""
