@@ -17,7 +17,8 @@ import torch
 
 from robusteval.data.arrays import LabeledArrays, match_sources
 from robusteval.data.cifar_c import available_corruption_files, corruption_dataset, load_corruption_files
-from robusteval.data.corruptions import condition_seed, corrupt, describe, parameter_set, uniform_noise
+from robusteval.data.corruptions import (condition_seed, corrupt, describe, imagenet_c_save, parameter_set,
+                                         uniform_noise)
 from robusteval.data.ood_sets import make_ood_batch
 from robusteval.data.sources import load_source
 from robusteval.device import pinned, to_device
@@ -113,14 +114,20 @@ def _corruption_conditions(settings: CorruptionSettings, clean: LabeledArrays, s
                 if name == "frost" and settings.frost_dir:
                     note = f"generated on the fly ({table} parameters): the reference's frost photographs " \
                            f"from {settings.frost_dir}"
-                transform = _corruption_transform(name, severity, seed, settings.frost_dir)
+                if table == "imagenet":
+                    note += "; then uint8 and JPEG quality 85, as ImageNet-C is saved"
+                transform = _corruption_transform(name, severity, seed, settings.frost_dir, table == "imagenet")
                 out.append(Condition(key, "corruption", base, transform,
                                      note=note, meta=meta | {"source": "generated", "parameters": table}))
     return out
 
 
-def _corruption_transform(name: str, severity: int, seed: int, frost_dir: str | None) -> Transform:
-    return lambda x, i: corrupt(x, name, severity, seed=condition_seed(name, severity, i, seed), frost_dir=frost_dir)
+def _corruption_transform(name: str, severity: int, seed: int, frost_dir: str | None, saved: bool) -> Transform:
+    """``saved``: end as ImageNet-C's files do (uint8, JPEG quality 85; ``imagenet_c_save``)."""
+    def transform(x: torch.Tensor, i: int) -> torch.Tensor:
+        out = corrupt(x, name, severity, seed=condition_seed(name, severity, i, seed), frost_dir=frost_dir)
+        return imagenet_c_save(out) if saved else out
+    return transform
 
 
 def _noise_conditions(grid: Sequence[float], base: LabeledArrays, clean: LabeledArrays,

@@ -11,9 +11,13 @@ Differences from the reference scripts, everywhere:
 - Randomness comes from a seeded ``torch.Generator`` (one per call, see ``condition_seed``),
   not NumPy's global state: same distributions, different draws. A result depends on the
   whole batch, so the same batch with the same seed always gives the same images.
-- The reference saves uint8 images (truncating ``x·255``); results here stay float32 in
-  [0, 1] (at most 1/255 apart, without the reference's −0.5/255 mean bias). Steps that
+- ``make_cifar_c.py`` saves uint8 arrays (truncating ``x·255``); CIFAR-size results here stay
+  float32 in [0, 1] (at most 1/255 apart, without the reference's −0.5/255 mean bias). Steps that
   quantise inside the reference (glass blur, the snow layer, spatter, JPEG) still do.
+  ``make_imagenet_c.py`` saves every result as a JPEG of quality 85, and ImageNet-C is stored so:
+  the audit's ImageNet-size corrupted inputs (``parameter_set`` "imagenet") get the same final step,
+  truncation to uint8 and a PIL JPEG round trip at quality 85 (``imagenet_c_save``); ``corrupt``
+  itself returns the corruption before that save.
 - Motion blur and snow use ImageMagick's motion-blur kernel re-implemented in torch; frost
   uses procedurally drawn textures instead of the reference photographs (``textures``)
   unless the user supplies the photographs (``frost_dir``).
@@ -57,9 +61,13 @@ __all__ = [
     "condition_seed",
     "corrupt",
     "describe",
+    "imagenet_c_save",
     "parameter_set",
     "uniform_noise",
 ]
+
+IMAGENET_C_JPEG_QUALITY = 85
+"""ImageNet-size results go through the reference's final save: uint8 (truncated), JPEG at this quality."""
 
 MIN_SIDE = 16
 """Smallest supported image side (glass blur and frost crops need room)."""
@@ -109,6 +117,13 @@ def corrupt(x: Tensor, name: str, severity: int, *, seed: int, frost_dir: str | 
     params = severity_parameters(name, severity, table)
     out = weather.frost(x, params, gen, frost_dir) if name == "frost" else corruption.apply(x, params, gen)
     return out.clamp_(0.0, 1.0).to(x.dtype)
+
+
+def imagenet_c_save(x: Tensor) -> Tensor:
+    """What ``make_imagenet_c.py`` does to every corrupted image before ImageNet-C stores it:
+    ``Image.fromarray(np.uint8(x·255)).save(..., quality=85)`` (truncation to uint8, then a JPEG round
+    trip at quality 85); the audit applies it to corruptions it generates with the ImageNet table."""
+    return digital.jpeg_round_trip(torch.floor(x.clamp(0, 1) * 255), IMAGENET_C_JPEG_QUALITY).to(x.dtype)
 
 
 def uniform_noise(x: Tensor, eps: float, *, seed: int, std: Sequence[float]) -> Tensor:
