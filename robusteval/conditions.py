@@ -19,6 +19,7 @@ from robusteval.data.arrays import LabeledArrays, match_sources
 from robusteval.data.cifar_c import available_corruption_files, corruption_dataset, load_corruption_files
 from robusteval.data.corruptions import (condition_seed, corrupt, describe, imagenet_c_save, parameter_set,
                                          uniform_noise)
+from robusteval.data.frost_photos import reference_frost_photos
 from robusteval.data.ood_sets import make_ood_batch
 from robusteval.data.sources import load_source
 from robusteval.device import pinned, to_device
@@ -72,7 +73,7 @@ def build_conditions(ev: EvaluateSettings, clean: LabeledArrays, *, seed: int, s
     ``model_std`` is the std the model normalises its input by (``--std``; None: the data's, see noise)."""
     conditions = [Condition("clean", "clean", clean, note="the evaluation data as given")]
     if ev.corruption is not None:
-        conditions += _corruption_conditions(ev.corruption, clean, seed)
+        conditions += _corruption_conditions(ev.corruption, clean, seed, download)
     if ev.noise is not None:
         conditions += _noise_conditions(ev.noise.eps, clean.stratified(ev.noise.subset, seed), clean, model_std, seed)
     if ev.ood is not None:
@@ -93,12 +94,14 @@ def build_conditions(ev: EvaluateSettings, clean: LabeledArrays, *, seed: int, s
     return conditions
 
 
-def _corruption_conditions(settings: CorruptionSettings, clean: LabeledArrays, seed: int) -> list[Condition]:
+def _corruption_conditions(settings: CorruptionSettings, clean: LabeledArrays, seed: int,
+                           download: bool) -> list[Condition]:
     base = clean.stratified(settings.subset, seed)
     files = Path(settings.files) if settings.files else None
     dataset = corruption_dataset(clean.num_logits) if files else ""
     on_disk = set(available_corruption_files(files, dataset)) if files else set()
     table = parameter_set(*clean.image_shape[1:])
+    frost_dir = _frost_dir(settings, on_disk, download)
     out = []
     for name in settings.corruptions:
         for severity in settings.severities:
@@ -111,15 +114,24 @@ def _corruption_conditions(settings: CorruptionSettings, clean: LabeledArrays, s
                                      meta=meta | {"source": "files"}))
             else:
                 note = f"generated on the fly ({table} parameters): {describe(name)}"
-                if name == "frost" and settings.frost_dir:
+                if name == "frost" and frost_dir:
                     note = f"generated on the fly ({table} parameters): the reference's frost photographs " \
-                           f"from {settings.frost_dir}"
+                           f"from {frost_dir}"
                 if table == "imagenet":
                     note += "; then uint8 and JPEG quality 85, as ImageNet-C is saved"
-                transform = _corruption_transform(name, severity, seed, settings.frost_dir, table == "imagenet")
+                transform = _corruption_transform(name, severity, seed, frost_dir, table == "imagenet")
                 out.append(Condition(key, "corruption", base, transform,
                                      note=note, meta=meta | {"source": "generated", "parameters": table}))
     return out
+
+
+def _frost_dir(settings: CorruptionSettings, on_disk: set[str], download: bool) -> str | None:
+    """The frost photographs frost is generated with: ``frost_dir``, else the reference's in the cache
+    (downloaded once when missing and allowed), else None (procedural textures)."""
+    if settings.frost_dir or "frost" not in settings.corruptions or "frost" in on_disk:
+        return settings.frost_dir
+    folder = reference_frost_photos(download=download)
+    return None if folder is None else str(folder)
 
 
 def _corruption_transform(name: str, severity: int, seed: int, frost_dir: str | None, saved: bool) -> Transform:
