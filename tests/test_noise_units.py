@@ -19,6 +19,7 @@ from robusteval.evaluators.settings import EvaluateSettings, NoiseSettings
 from robusteval.metrics import noise_condition
 from robusteval.models.bundled import BUNDLED_ARCH, BUNDLED_MODEL
 from robusteval.models.wrap import Normalized
+from robusteval.report import write_report
 
 MEAN_C = (0.4914, 0.4822, 0.4465)  # eps_ball.py's CIFAR normalisation
 STD_C = (0.2023, 0.1994, 0.2010)
@@ -89,9 +90,13 @@ def test_default_grid_is_the_papers() -> None:
 def test_summary_states_the_units(tmp_path) -> None:
     config = config_from_dict({"model": {"arch": BUNDLED_ARCH}, "data": {"source": "bundled", "subset": 40,
                                                                           "batch_size": 40},
+                               "pruning": {"methods": ["magnitude"], "ratios": [0.5], "finetune": {"epochs": 0},
+                                           "measure_latency": False},
                                "evaluate": {"calibration": None, "agreement": False,
                                             "noise": {"eps": [0.0, 0.5], "subset": 20}}}, where="test")
     audit(BUNDLED_MODEL, config=config, out=tmp_path / "run", progress=False)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["noise_units"].startswith("ε in units of the normalised input")
     assert "the data's" in summary["noise_units"]
+    html = write_report(tmp_path / "run").read_text()
+    assert "Noise: x + 2ε·std·(U − ½), unclipped: ε in units of the normalised input" in html
