@@ -147,7 +147,7 @@ def _noise_conditions(grid: Sequence[float], base: LabeledArrays, clean: Labeled
     """The ε-ball of Liebenwein et al. (2021) in its units: ε on the normalised input (x − mean)/std, unclipped.
     The std is the model's own (``--std``) when robusteval normalises for it, else the evaluation data's."""
     std, source = (tuple(model_std), "the model's --std") if model_std else (clean.channel_std(), "the data's")
-    units = noise_units(std, source)
+    units = _noise_units(std, source)
     out = []
     for eps in grid:
         key = noise_condition(eps)
@@ -156,7 +156,7 @@ def _noise_conditions(grid: Sequence[float], base: LabeledArrays, clean: Labeled
     return out
 
 
-def noise_units(std: Sequence[float], source: str) -> str:
+def _noise_units(std: Sequence[float], source: str) -> str:
     """What noise ε means, in one line (records, summary.json and the report carry it)."""
     return (f"ε in units of the normalised input (x − mean)/std, std = "
             f"({', '.join(f'{s:.4g}' for s in std)}) per channel, {source}")

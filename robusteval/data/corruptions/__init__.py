@@ -19,8 +19,8 @@ Differences from the reference scripts, everywhere:
   truncation to uint8 and a PIL JPEG round trip at quality 85 (``imagenet_c_save``); ``corrupt``
   itself returns the corruption before that save.
 - Motion blur and snow use ImageMagick's motion-blur kernel re-implemented in torch; frost
-  uses procedurally drawn textures instead of the reference photographs (``textures``)
-  unless the user supplies the photographs (``frost_dir``).
+  uses the reference photographs given as ``frost_dir`` (the audit passes the copy it downloads
+  into the cache, ``robusteval.data.frost_photos``), else procedurally drawn textures (``textures``).
 - Non-square images are handled per axis where the reference assumes squares (zoom).
 
 Devices: a batch on an accelerator is corrupted there and the result stays there. Random
