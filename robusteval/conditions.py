@@ -142,11 +142,18 @@ def _corruption_transform(name: str, severity: int, seed: int, frost_dir: str | 
     return transform
 
 
+_STD_SAMPLE = 1000
+
+
 def _noise_conditions(grid: Sequence[float], base: LabeledArrays, clean: LabeledArrays,
                       model_std: Sequence[float] | None, seed: int) -> list[Condition]:
     """The ε-ball of Liebenwein et al. (2021) in its units: ε on the normalised input (x − mean)/std, unclipped.
-    The std is the model's own (``--std``) when robusteval normalises for it, else the evaluation data's."""
-    std, source = (tuple(model_std), "the model's --std") if model_std else (clean.channel_std(), "the data's")
+    The std is the model's own (``--std``) when robusteval normalises for it, else the evaluation data's
+    (measured on a seeded class-balanced sample of at most ``_STD_SAMPLE`` images)."""
+    if model_std:
+        std, source = tuple(model_std), "the model's --std"
+    else:
+        std, source = clean.stratified(_STD_SAMPLE, 0).channel_std(), "the data's"
     units = _noise_units(std, source)
     out = []
     for eps in grid:
