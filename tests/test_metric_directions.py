@@ -42,8 +42,9 @@ def test_gate_refuses_a_drop_budget_on_a_metric_without_direction() -> None:
     rules = parse_rules({"rules": {"calibration/confidence_gap": {"max_drop": 0.01}}})
     with pytest.raises(RobustEvalError, match="no better direction|has none"):
         evaluate_gate(_summary(0.02, 0.10), rules)
-    ok = evaluate_gate(_summary(0.02, 0.10), parse_rules({"rules": {"calibration/confidence_gap": {"max": 0.05},
-                                                                    "calibration/abs_confidence_gap": {"max_drop": 0.01}}}))
+    rules = parse_rules({"rules": {"calibration/confidence_gap": {"max": 0.05},
+                                   "calibration/abs_confidence_gap": {"max_drop": 0.01}}})
+    ok = evaluate_gate(_summary(0.02, 0.10), rules)
     assert [c.passed for c in ok.checks] == [False, False]
 
 

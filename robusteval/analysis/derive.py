@@ -55,8 +55,8 @@ def corruption_summary(metrics: Metrics, dense_id: str) -> dict[str, dict[str, f
     """Per model: mean corruption accuracy, per-corruption mean accuracy and CE, mCE and relative mCE.
 
     ``corruption/<c>/ce`` = Σ_s E_s,c(model) / Σ_s E_s,c(dense) over the severities both
-    have; ``corruption/mce`` is its mean over the benchmark corruptions both have (``mce_all``: over all). Relative CE uses
-    errors in excess of each model's clean error, Σ_s (E_s,c − E_clean); it needs
+    have; ``corruption/mce`` is its mean over the benchmark corruptions both have (``mce_all``: over
+    all). Relative CE uses errors in excess of each model's clean error, Σ_s (E_s,c − E_clean); it needs
     ``clean/accuracy`` for both models. A ratio whose dense denominator is 0 (dense never
     wrong, or no worse than clean) is undefined: that corruption gets no CE and leaves the
     mean; ``corruption/mce_corruptions`` counts the corruptions in ``corruption/mce``.
