@@ -81,8 +81,9 @@ def _audit(run: RunDir, model: str | Path | nn.Module, config: AuditConfig,
     started, data = time.time(), config.data
     clean = _evaluation_data(config)
     dense, shas, candidate = _load_models(model, reference, config, clean, device)
+    # every data source is read before anything is written
     conditions = build_conditions(config.evaluate, clean, seed=data.seed, subset=data.subset,
-                                  download=data.download)  # every data source is read before anything is written
+                                  download=data.download, model_std=config.model.std)
     _start_manifest(run, config, clean, shas, command, device)
     with _executor(config, run, device) as executor:
         return _evaluate(run, config, (dense, candidate), clean, conditions, executor, progress, started, device)

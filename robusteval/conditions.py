@@ -7,7 +7,7 @@ same images. Which evaluators read a condition's logits depends on its family
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,7 +17,9 @@ import torch
 
 from robusteval.data.arrays import LabeledArrays, match_sources
 from robusteval.data.cifar_c import available_corruption_files, corruption_dataset, load_corruption_files
-from robusteval.data.corruptions import condition_seed, corrupt, describe, parameter_set, uniform_noise
+from robusteval.data.corruptions import (condition_seed, corrupt, describe, imagenet_c_save, parameter_set,
+                                         uniform_noise)
+from robusteval.data.frost_photos import reference_frost_photos
 from robusteval.data.ood_sets import make_ood_batch
 from robusteval.data.sources import load_source
 from robusteval.device import pinned, to_device
@@ -65,18 +67,15 @@ class Condition:
 
 
 def build_conditions(ev: EvaluateSettings, clean: LabeledArrays, *, seed: int, subset: int | None = None,
-                     download: bool = True) -> list[Condition]:
+                     download: bool = True, model_std: Sequence[float] | None = None) -> list[Condition]:
     """Every condition the ``evaluate`` section asks for, clean first (OOD needs each model's clean
-    logits); ``seed`` draws subsets and generated inputs, ``subset`` sizes shift sets like the clean data."""
+    logits); ``seed`` draws subsets and generated inputs, ``subset`` sizes shift sets like the clean data;
+    ``model_std`` is the std the model normalises its input by (``--std``; None: the data's, see noise)."""
     conditions = [Condition("clean", "clean", clean, note="the evaluation data as given")]
     if ev.corruption is not None:
-        conditions += _corruption_conditions(ev.corruption, clean, seed)
+        conditions += _corruption_conditions(ev.corruption, clean, seed, download)
     if ev.noise is not None:
-        base = clean.stratified(ev.noise.subset, seed)
-        for eps in ev.noise.eps:
-            key = noise_condition(eps)
-            conditions.append(Condition(key, "noise", base, _noise_transform(key, eps, seed),
-                                        note="x + 2ε(U − ½), clipped", meta={"eps": eps}))
+        conditions += _noise_conditions(ev.noise.eps, clean.stratified(ev.noise.subset, seed), clean, model_std, seed)
     if ev.ood is not None:
         base = clean.stratified(ev.ood.subset, seed)
         for name in ev.ood.sets:
@@ -95,12 +94,14 @@ def build_conditions(ev: EvaluateSettings, clean: LabeledArrays, *, seed: int, s
     return conditions
 
 
-def _corruption_conditions(settings: CorruptionSettings, clean: LabeledArrays, seed: int) -> list[Condition]:
+def _corruption_conditions(settings: CorruptionSettings, clean: LabeledArrays, seed: int,
+                           download: bool) -> list[Condition]:
     base = clean.stratified(settings.subset, seed)
     files = Path(settings.files) if settings.files else None
     dataset = corruption_dataset(clean.num_logits) if files else ""
     on_disk = set(available_corruption_files(files, dataset)) if files else set()
     table = parameter_set(*clean.image_shape[1:])
+    frost_dir = _frost_dir(settings, on_disk, download)
     out = []
     for name in settings.corruptions:
         for severity in settings.severities:
@@ -113,21 +114,63 @@ def _corruption_conditions(settings: CorruptionSettings, clean: LabeledArrays, s
                                      meta=meta | {"source": "files"}))
             else:
                 note = f"generated on the fly ({table} parameters): {describe(name)}"
-                if name == "frost" and settings.frost_dir:
+                if name == "frost" and frost_dir:
                     note = f"generated on the fly ({table} parameters): the reference's frost photographs " \
-                           f"from {settings.frost_dir}"
-                transform = _corruption_transform(name, severity, seed, settings.frost_dir)
+                           f"from {frost_dir}"
+                if table == "imagenet":
+                    note += "; then uint8 and JPEG quality 85, as ImageNet-C is saved"
+                transform = _corruption_transform(name, severity, seed, frost_dir, table == "imagenet")
                 out.append(Condition(key, "corruption", base, transform,
                                      note=note, meta=meta | {"source": "generated", "parameters": table}))
     return out
 
 
-def _corruption_transform(name: str, severity: int, seed: int, frost_dir: str | None) -> Transform:
-    return lambda x, i: corrupt(x, name, severity, seed=condition_seed(name, severity, i, seed), frost_dir=frost_dir)
+def _frost_dir(settings: CorruptionSettings, on_disk: set[str], download: bool) -> str | None:
+    """The frost photographs frost is generated with: ``frost_dir``, else the reference's in the cache
+    (downloaded once when missing and allowed), else None (procedural textures)."""
+    if settings.frost_dir or "frost" not in settings.corruptions or "frost" in on_disk:
+        return settings.frost_dir
+    folder = reference_frost_photos(download=download)
+    return None if folder is None else str(folder)
 
 
-def _noise_transform(key: str, eps: float, seed: int) -> Transform:
-    return lambda x, i: uniform_noise(x, eps, seed=condition_seed(key, 0, i, seed))
+def _corruption_transform(name: str, severity: int, seed: int, frost_dir: str | None, saved: bool) -> Transform:
+    """``saved``: end as ImageNet-C's files do (uint8, JPEG quality 85; ``imagenet_c_save``)."""
+    def transform(x: torch.Tensor, i: int) -> torch.Tensor:
+        out = corrupt(x, name, severity, seed=condition_seed(name, severity, i, seed), frost_dir=frost_dir)
+        return imagenet_c_save(out) if saved else out
+    return transform
+
+
+_STD_SAMPLE = 1000
+
+
+def _noise_conditions(grid: Sequence[float], base: LabeledArrays, clean: LabeledArrays,
+                      model_std: Sequence[float] | None, seed: int) -> list[Condition]:
+    """The ε-ball of Liebenwein et al. (2021) in its units: ε on the normalised input (x − mean)/std, unclipped.
+    The std is the model's own (``--std``) when robusteval normalises for it, else the evaluation data's
+    (measured on a seeded class-balanced sample of at most ``_STD_SAMPLE`` images)."""
+    if model_std:
+        std, source = tuple(model_std), "the model's --std"
+    else:
+        std, source = clean.stratified(_STD_SAMPLE, 0).channel_std(), "the data's"
+    units = _noise_units(std, source)
+    out = []
+    for eps in grid:
+        key = noise_condition(eps)
+        out.append(Condition(key, "noise", base, _noise_transform(key, eps, std, seed),
+                             note=f"x + 2ε·std·(U − ½), unclipped: {units}", meta={"eps": eps, "units": units}))
+    return out
+
+
+def _noise_units(std: Sequence[float], source: str) -> str:
+    """What noise ε means, in one line (records, summary.json and the report carry it)."""
+    return (f"ε in units of the normalised input (x − mean)/std, std = "
+            f"({', '.join(f'{s:.4g}' for s in std)}) per channel, {source}")
+
+
+def _noise_transform(key: str, eps: float, std: tuple[float, ...], seed: int) -> Transform:
+    return lambda x, i: uniform_noise(x, eps, seed=condition_seed(key, 0, i, seed), std=std)
 
 
 def _ood_transform(name: str, seed: int) -> Transform:

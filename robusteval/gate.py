@@ -39,7 +39,7 @@ from typing import Any
 from robusteval.analysis import SCRATCH_SUFFIX, drop
 from robusteval.analysis.candidate import size_phrase
 from robusteval.analysis.compare import Comparison
-from robusteval.metrics import reference_value
+from robusteval.metrics import has_direction, reference_value
 from robusteval.errors import GateFailed, RobustEvalError
 from robusteval.escaping import markdown_cell, markdown_code, workflow_data, workflow_property, xml_text
 from robusteval.files import read_yaml_file
@@ -53,6 +53,7 @@ _NEEDS_REFERENCE = {"max_drop", "max_relative_drop", "max_increase"}
 _SIZE = {"size/params": "params", "size/macs": "macs", "size/params_reduction": "params_reduction",
          "size/macs_reduction": "macs_reduction"}
 _COST_PREFIXES = ("size/", "speedup/")
+_DROPS = {"max_drop", "max_relative_drop"}  # budgets that need a better direction
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,11 @@ def evaluate_gate(summary: Mapping[str, Any], rules: Sequence[Rule], *, referenc
         if model not in entries:
             raise RobustEvalError(unknown_name_message("model", model, entries))
     chosen = list(models) if models else [m for m in entries if m not in baselines | {reference}] or [reference]
+    for rule in rules:
+        if rule.budget in _DROPS and not has_direction(rule.metric):
+            raise RobustEvalError(f"gate rule {rule.metric}: {rule.budget} needs a metric with a better direction, and "
+                                  f"{rule.metric.rsplit('/', 1)[-1]} has none (neither higher nor lower is better); "
+                                  "bound it with min, max or max_increase")
     relative = [r.name for r in rules if r.budget in _NEEDS_REFERENCE]
     if chosen == [reference] and relative:
         raise RobustEvalError(f"the run has only the model {reference!r}, so budget {relative[0]!r} has no reference "

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 __all__ = ["CURVE_PANELS", "FAMILIES", "AttackPoint", "Metric", "MetricKey", "attack_point", "class_key",
            "class_point", "corruption_condition", "corruption_key", "corruption_of", "corruption_point", "declare",
-           "drop", "family_of", "key_matches", "lower_is_better", "metric_key", "noise_condition", "noise_key", "noise_point", "ood_point", "reference_value", "shift_point",
+           "drop", "family_of", "has_direction", "key_matches", "lower_is_better", "metric_key", "noise_condition", "noise_key", "noise_point", "ood_point", "reference_value", "shift_point",
            "spec"]
 
 FAMILIES: dict[str, str] = {
@@ -57,7 +57,7 @@ class Metric:
     prefix (``fpr95_*`` → ``fpr95_msp``, ``fpr95_energy``)."""
 
     name: str
-    higher_is_better: bool
+    higher_is_better: bool | None  # None: no better direction (mean confidence, a fitted temperature)
     unit: str = "fraction"
     label: str = ""
 
@@ -86,11 +86,18 @@ def spec(key: str) -> Metric | None:
     return max(covering, key=lambda m: len(m.name)) if covering else None
 
 
+def has_direction(key: str) -> bool:
+    """False for metrics declared without a better direction (``higher_is_better=None``): they get no drop,
+    prune potential or drop-style gate budget; undeclared metrics count as higher-is-better."""
+    found = spec(key)
+    return found is None or found.higher_is_better is not None
+
+
 def lower_is_better(key: str) -> bool:
     """The one direction rule: True for error-like metrics (ECE, NLL, loss, FPR@95, KL, ...);
     an undeclared metric counts as higher-is-better."""
     found = spec(key)
-    return found is not None and not found.higher_is_better
+    return found is not None and found.higher_is_better is False
 
 
 def drop(key: str, reference: float, value: float) -> float:

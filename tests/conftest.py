@@ -19,6 +19,7 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     """Each test session gets its own decoded-array cache unless one is set explicitly."""
     if "ROBUSTEVAL_CACHE" not in os.environ:
         monkeypatch.setenv("ROBUSTEVAL_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("ROBUSTEVAL_OFFLINE", "1")  # nothing downloads in tests (frost photographs), subprocesses too
 
 
 @pytest.fixture(autouse=True)

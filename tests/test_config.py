@@ -91,7 +91,7 @@ def test_wrong_types(data: Any, expected: str) -> None:
         ({"evaluate": {"corruption": {"corruptions": ["gausian_noise"]}}},
          "unknown corruption 'gausian_noise' (did you mean 'gaussian_noise'?)"),
         ({"evaluate": {"ood": {"sets": ["blob"]}}}, "unknown synthetic OOD set 'blob' (did you mean 'blobs'?)"),
-        ({"evaluate": {"noise": {"eps": [2]}}}, "noise eps must be a non-empty list in [0, 1]"),
+        ({"evaluate": {"noise": {"eps": [20]}}}, "noise eps must be a non-empty list in [0, 10]"),
         ({"evaluate": {"calibration": {"bins": 0}}}, "calibration bins: expected a positive integer, got 0"),
         ({"pruning": {"methods": ["magnitud"]}}, "unknown pruning method 'magnitud' (did you mean 'magnitude'?)"),
         ({"pruning": {"ratios": [0.5, 1.0]}}, "prune ratio must lie in [0, 1)"),
@@ -181,3 +181,9 @@ def test_adversarial_batch_size_follows_the_evaluation_batch_size() -> None:
     assert own.evaluate.adversarial is not None and own.evaluate.adversarial.batch_size == 30
     assert config_from_dict({"evaluate": {"adversarial": {}}}) == config_from_dict(
         {"evaluate": {"adversarial": {"batch_size": 250}}})  # the default is the default evaluation batch size
+
+
+def test_autoattack_null_turns_it_off_like_off() -> None:
+    off = config_from_dict({"evaluate": {"adversarial": {"autoattack": "off"}}})
+    null = config_from_dict({"evaluate": {"adversarial": {"autoattack": None}}})
+    assert null.evaluate.adversarial.autoattack == "off" and null.digest() == off.digest()

@@ -75,3 +75,15 @@ def test_metric_keys() -> None:
     assert corruption_key("fog", 3) == "corruption/fog/3/accuracy"
     assert noise_key(0.15000000000000002) == "noise/0.15/accuracy"
     assert noise_key(0.0, "loss") == "noise/0/loss"
+
+
+def test_mce_averages_the_15_benchmark_corruptions_only() -> None:
+    """Hendrycks & Dietterich's mCE: the 4 held-out extras (spatter, ...) never enter it; *_all has every one."""
+    metrics = {"dense": flat(0.9, {("fog", 1): 0.8, ("spatter", 1): 0.8}),
+               "p": flat(0.88, {("fog", 1): 0.6, ("spatter", 1): 0.8})}
+    out = corruption_summary(metrics, "dense")["p"]
+    assert out["corruption/spatter/ce"] == pytest.approx(1.0)
+    assert out["corruption/mce"] == pytest.approx(0.4 / 0.2) and out["corruption/mce_corruptions"] == 1.0
+    assert out["corruption/mce_all"] == pytest.approx((2.0 + 1.0) / 2)
+    assert out["corruption/relative_mce"] == pytest.approx((0.4 - 0.12) / (0.2 - 0.1))
+    assert out["corruption/relative_mce_all"] == pytest.approx(((0.4 - 0.12) / 0.1 + (0.2 - 0.12) / 0.1) / 2)

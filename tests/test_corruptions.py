@@ -145,15 +145,20 @@ def test_bad_input_is_refused(args: tuple, match: str) -> None:
 
 def test_uniform_noise_statistics() -> None:
     grey = torch.full((8, 3, 32, 32), 0.5)
-    residual = uniform_noise(grey, 0.3, seed=0) - grey
-    assert float(residual.abs().max()) <= 0.3
-    assert float(residual.mean()) == pytest.approx(0.0, abs=0.01)
-    assert float(residual.var()) == pytest.approx(0.3**2 / 3, rel=0.03)  # variance of U(-eps, eps)
-    assert torch.equal(uniform_noise(X, 0.0, seed=0), X)
-    assert torch.equal(uniform_noise(X, 0.2, seed=5), uniform_noise(X, 0.2, seed=5))
-    assert not torch.equal(uniform_noise(X, 0.2, seed=5), uniform_noise(X, 0.2, seed=6))
-    noisy = uniform_noise(X, 0.7, seed=0)
-    assert float(noisy.min()) >= 0 and float(noisy.max()) <= 1
+    std = (0.25, 0.5, 1.0)
+    residual = uniform_noise(grey, 0.3, seed=0, std=std) - grey
+    for c, s in enumerate(std):  # U(-eps·std_c, eps·std_c) per channel
+        assert float(residual[:, c].abs().max()) <= 0.3 * s + 1e-6
+        assert float(residual[:, c].mean()) == pytest.approx(0.0, abs=0.02 * s)
+        assert float(residual[:, c].var()) == pytest.approx((0.3 * s) ** 2 / 3, rel=0.05)
+    assert torch.equal(uniform_noise(X, 0.0, seed=0, std=std), X)
+    assert torch.equal(uniform_noise(X, 0.2, seed=5, std=std), uniform_noise(X, 0.2, seed=5, std=std))
+    assert not torch.equal(uniform_noise(X, 0.2, seed=5, std=std), uniform_noise(X, 0.2, seed=5, std=(0.2,)))
+    assert not torch.equal(uniform_noise(X, 0.2, seed=5, std=std), uniform_noise(X, 0.2, seed=6, std=std))
+    noisy = uniform_noise(X, 0.7, seed=0, std=std)
+    assert float(noisy.min()) < 0 and float(noisy.max()) > 1  # unclipped, as eps_ball.py
     with pytest.raises(RobustEvalError, match="eps"):
-        uniform_noise(X, -0.1, seed=0)
+        uniform_noise(X, -0.1, seed=0, std=std)
+    with pytest.raises(RobustEvalError, match="std"):
+        uniform_noise(X, 0.1, seed=0, std=(0.2, 0.2))
     assert DEFAULT_NOISE_EPS == pytest.approx(tuple(torch.linspace(0, 0.7, 15).tolist()))

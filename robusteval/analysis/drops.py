@@ -37,7 +37,8 @@ from robusteval.analysis import potential
 from robusteval.analysis.potential import Curve, Point, potential_interval, prune_potential
 from robusteval.data.samples import Samples, read_samples
 from robusteval.errors import RobustEvalError
-from robusteval.metrics import FAMILIES, attack_point, corruption_point, drop, key_matches, noise_point, reference_value
+from robusteval.metrics import (FAMILIES, attack_point, corruption_point, drop, has_direction, key_matches, noise_point,
+                                reference_value)
 from robusteval.records import CONTROL_ID
 from robusteval.results import RunDir, decode_bits, incomplete_message
 
@@ -91,7 +92,7 @@ def analyse(summary: Mapping[str, Any], records: Iterable[Mapping[str, Any]] = (
     pruned = [m for m in models if m.id not in references]
     stats = _Bootstrap(per_sample_correctness(records), dense_id, confidence, n_resamples, seed)
     curves: dict[str, dict[str, Curve]] = {}
-    for key in sorted({k for m in pruned for k in values[m.id]}):
+    for key in sorted({k for m in pruned for k in values[m.id] if has_direction(k)}):
         ref = reference_value(key, values[dense_id])
         if ref is not None:
             tol = tolerance_for(key, default=tolerance, tolerances=tolerances)

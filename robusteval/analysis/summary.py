@@ -23,6 +23,9 @@ def write_summary(run: RunDir, *, digest: str, baseline: str, seconds: float | N
     summary["baseline"] = baseline_id(baseline, [m["id"] for m in summary["models"]], DENSE_ID)
     samples = read_samples(run.path)
     per_class = class_metrics(records, samples, summary["baseline"]) if samples is not None else {}
+    noise_units = {r["meta"]["units"] for r in records if r.get("family") == "noise" and "units" in r.get("meta", {})}
+    if noise_units:
+        summary["noise_units"] = min(noise_units)  # what ε means in the noise/<ε>/... keys
     derived = derive({m["id"]: m["metrics"] | per_class.get(m["id"], {}) for m in summary["models"]}, DENSE_ID)
     warnings: dict[str, list[str]] = {}
     for rec in records:

@@ -79,6 +79,19 @@ class LabeledArrays:
         return LabeledArrays(self.x[index], self.y[index], self.classes, name or self.name, self.logit_indices,
                              self.logit_space)
 
+    def channel_std(self, chunk: int = 256) -> tuple[float, ...]:
+        """Per-channel standard deviation of the images in [0, 1] over every pixel (float64, in chunks)."""
+        total = sq = None
+        for start in range(0, len(self), chunk):
+            part = self.images(slice(start, start + chunk)).double().transpose(0, 1).flatten(1)
+            total = part.sum(1) if total is None else total + part.sum(1)
+            sq = (part**2).sum(1) if sq is None else sq + (part**2).sum(1)
+        if total is None or sq is None:
+            raise RobustEvalError(f"{self.name}: no images to measure the per-channel std on")
+        count = len(self) * self.image_shape[1] * self.image_shape[2]
+        var = (sq / count - (total / count) ** 2).clamp_min(0.0)
+        return tuple(round(float(v), 6) for v in var.sqrt())
+
     def stratified(self, size: int | None, seed: int = 0) -> LabeledArrays:
         """A deterministic class-balanced subset of ``size`` rows (all rows when None or larger)."""
         if size is None or size >= len(self):

@@ -60,7 +60,8 @@ class AdversarialSettings:
     linf_eps: tuple[float, ...] = (0.25 / 255, 0.5 / 255, 1 / 255, 2 / 255, 4 / 255, 8 / 255)
     l2_eps: tuple[float, ...] = (0.03, 0.06, 0.125, 0.25, 0.5)
     attacks: tuple[str, ...] = ("fgsm", "linf_pgd", "l2_pgd")
-    autoattack: str = "fast"
+    autoattack: str | None = "fast"
+    """AutoAttack preset; ``off`` or null (None) turns it off."""
     autoattack_eps: tuple[float, ...] = (0.5 / 255, 1 / 255, 2 / 255, 8 / 255)
     min_norm: tuple[str, ...] = (LINF, L2)
     transfer: tuple[str, ...] = ("linf_pgd",)
@@ -84,6 +85,8 @@ class AdversarialSettings:
                 if value not in known:
                     _fail(name, unknown_name_message(kind, value, known))
             object.__setattr__(self, name, tuple(dict.fromkeys(values)))
+        if self.autoattack is None:
+            object.__setattr__(self, "autoattack", "off")
         if self.autoattack not in AUTOATTACK_PRESETS:
             _fail("autoattack", unknown_name_message("AutoAttack preset", self.autoattack, AUTOATTACK_PRESETS))
         for name in ("sample_size", "batch_size", "pgd_steps", "min_norm_steps", "autoattack_iters", "apgd_targets"):

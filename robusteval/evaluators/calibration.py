@@ -135,14 +135,18 @@ class CalibrationEvaluator(LogitEvaluator):
 
     ``temperature`` is fitted on a seeded ``temperature_split`` of the condition's samples;
     ``ece_after_ts`` and ``nll_after_ts`` are measured on the remaining, held-out samples.
-    ``confidence_gap`` is mean confidence minus accuracy (positive = over-confident).
+    ``confidence_gap`` is mean confidence minus accuracy (positive = over-confident, negative = under-confident),
+    so neither sign is better and it has no direction; ``abs_confidence_gap`` (its absolute value) is
+    lower-is-better. Mean ``confidence`` and the fitted ``temperature`` have no better direction either.
     """
 
     name = "calibration"
     declares = (Metric("ece", False, label="expected calibration error"), Metric("aece", False, label="adaptive ECE"),
                 Metric("mce", False, label="maximum calibration error"), Metric("classwise_ece", False),
                 Metric("nll", False, "nats", "negative log-likelihood"), Metric("brier", False, "", "Brier score"),
-                Metric("confidence", True), Metric("confidence_gap", True), Metric("temperature", True, ""),
+                Metric("confidence", None, label="mean confidence"),
+                Metric("confidence_gap", None, label="confidence − accuracy"),
+                Metric("abs_confidence_gap", False, label="|confidence − accuracy|"), Metric("temperature", None, ""),
                 Metric("ece_after_ts", False), Metric("nll_after_ts", False, "nats"))
 
     def __init__(self, settings: CalibrationSettings | None = None) -> None:
@@ -165,6 +169,7 @@ class CalibrationEvaluator(LogitEvaluator):
             "brier": brier_score(probs, labels),
             "confidence": float(conf.mean()),
             "confidence_gap": float(conf.mean() - correct.mean()),
+            "abs_confidence_gap": abs(float(conf.mean() - correct.mean())),
         }
         if len(y) >= 2:
             result.update(self._temperature_metrics(z, y))

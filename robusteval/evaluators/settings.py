@@ -49,14 +49,15 @@ class CorruptionSettings:
 
 @dataclass(frozen=True)
 class NoiseSettings:
-    """The uniform-noise resilience curve of Liebenwein et al. (2021)."""
+    """The uniform-noise resilience curve of Liebenwein et al. (2021); ε in units of the normalised input."""
 
     eps: tuple[float, ...] = DEFAULT_NOISE_EPS
     subset: int | None = 1000
 
     def __post_init__(self) -> None:
-        if not self.eps or any(not 0 <= e <= 1 for e in self.eps):
-            raise RobustEvalError(f"noise eps must be a non-empty list in [0, 1], got {list(self.eps)}")
+        if not self.eps or any(not 0 <= e <= 10 for e in self.eps):
+            raise RobustEvalError(f"noise eps must be a non-empty list in [0, 10] (units of the normalised "
+                                  f"input), got {list(self.eps)}")
         validate.positive_int("subset", self.subset, optional=True, must_be=True)
 
 

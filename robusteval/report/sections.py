@@ -235,8 +235,10 @@ def _robustness(analysis: Analysis) -> str:
         parts.append("<h3>Adversarial accuracy vs ε</h3>"
                      + _figure(plots.line_panels(adv, xlabel="ε", dense=analysis.dense), "adversarial accuracy"))
     if noise:
-        parts.append("<h3>Accuracy vs noise ε</h3>"
-                     + _figure(plots.line_panels(noise, xlabel="noise ε", dense=analysis.dense), "noise accuracy"))
+        units = next(iter(analysis.evidence.notes.get("noise", {}).values()), "")
+        parts.append("<h3>Accuracy vs noise ε</h3>" + (f'<p class="note">Noise: {_e(units)}.</p>' if units else "")
+                     + _figure(plots.line_panels(noise, xlabel="noise ε (normalised-input units)",
+                                                 dense=analysis.dense), "noise accuracy"))
     return (_chosen_note(models) + "".join(parts)) if parts else ""
 
 

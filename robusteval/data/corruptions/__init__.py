@@ -11,12 +11,16 @@ Differences from the reference scripts, everywhere:
 - Randomness comes from a seeded ``torch.Generator`` (one per call, see ``condition_seed``),
   not NumPy's global state: same distributions, different draws. A result depends on the
   whole batch, so the same batch with the same seed always gives the same images.
-- The reference saves uint8 images (truncating ``x·255``); results here stay float32 in
-  [0, 1] (at most 1/255 apart, without the reference's −0.5/255 mean bias). Steps that
+- ``make_cifar_c.py`` saves uint8 arrays (truncating ``x·255``); CIFAR-size results here stay
+  float32 in [0, 1] (at most 1/255 apart, without the reference's −0.5/255 mean bias). Steps that
   quantise inside the reference (glass blur, the snow layer, spatter, JPEG) still do.
+  ``make_imagenet_c.py`` saves every result as a JPEG of quality 85, and ImageNet-C is stored so:
+  the audit's ImageNet-size corrupted inputs (``parameter_set`` "imagenet") get the same final step,
+  truncation to uint8 and a PIL JPEG round trip at quality 85 (``imagenet_c_save``); ``corrupt``
+  itself returns the corruption before that save.
 - Motion blur and snow use ImageMagick's motion-blur kernel re-implemented in torch; frost
-  uses procedurally drawn textures instead of the reference photographs (``textures``)
-  unless the user supplies the photographs (``frost_dir``).
+  uses the reference photographs given as ``frost_dir`` (the audit passes the copy it downloads
+  into the cache, ``robusteval.data.frost_photos``), else procedurally drawn textures (``textures``).
 - Non-square images are handled per axis where the reference assumes squares (zoom).
 
 Devices: a batch on an accelerator is corrupted there and the result stays there. Random
@@ -29,11 +33,15 @@ Poisson rates) run on the CPU and their results move to MPS. CPU-only steps ever
 Poisson draw, PIL JPEG, SciPy's distance transform (spatter) and glass blur's pixel map.
 
 ``uniform_noise`` is the ε-ball experiment of Liebenwein et al., "Lost in Pruning: The
-Effects of Pruning Neural Networks beyond Test Accuracy" (MLSys 2021).
+Effects of Pruning Neural Networks beyond Test Accuracy" (MLSys 2021), in its units: ε is
+added to the *normalised* network input (x − mean)/std, unclipped, as their ``eps_ball.py``
+does; on [0, 1] pixels that is ε·std per channel.
 """
 from __future__ import annotations
 
 import hashlib
+import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -53,22 +61,26 @@ __all__ = [
     "condition_seed",
     "corrupt",
     "describe",
+    "imagenet_c_save",
     "parameter_set",
     "uniform_noise",
 ]
+
+IMAGENET_C_JPEG_QUALITY = 85
+"""ImageNet-size results go through the reference's final save: uint8 (truncated), JPEG at this quality."""
 
 MIN_SIDE = 16
 """Smallest supported image side (glass blur and frost crops need room)."""
 
 DEFAULT_NOISE_EPS: tuple[float, ...] = tuple(round(0.05 * i, 10) for i in range(15))
-"""ε ∈ linspace(0, 0.7, 15), the grid of Liebenwein et al. (2021)."""
+"""ε ∈ linspace(0, 0.7, 15), the grid of Liebenwein et al. (2021), in their units (the normalised input)."""
 
 
 BENCHMARK_CORRUPTIONS: tuple[str, ...] = (
     "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
     "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
 )
-"""The 15 corruptions of CIFAR-10-C / ImageNet-C, in the paper's order; mCE averages these."""
+"""The 15 corruptions of CIFAR-10-C / ImageNet-C, in the paper's order; ``corruption/mce`` averages these only."""
 
 EXTRA_CORRUPTIONS: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
 """The 4 held-out validation corruptions."""
@@ -107,12 +119,25 @@ def corrupt(x: Tensor, name: str, severity: int, *, seed: int, frost_dir: str | 
     return out.clamp_(0.0, 1.0).to(x.dtype)
 
 
-def uniform_noise(x: Tensor, eps: float, *, seed: int) -> Tensor:
-    """x + 2ε(U − ½), U ~ U[0, 1) per value, clipped to [0, 1] (Liebenwein et al., MLSys 2021)."""
-    if not 0 <= eps <= 1:
-        raise RobustEvalError("uniform noise: " + expected("eps in [0, 1]", eps))
+def imagenet_c_save(x: Tensor) -> Tensor:
+    """What ``make_imagenet_c.py`` does to every corrupted image before ImageNet-C stores it:
+    ``Image.fromarray(np.uint8(x·255)).save(..., quality=85)`` (truncation to uint8, then a JPEG round
+    trip at quality 85); the audit applies it to corruptions it generates with the ImageNet table."""
+    return digital.jpeg_round_trip(torch.floor(x.clamp(0, 1) * 255), IMAGENET_C_JPEG_QUALITY).to(x.dtype)
+
+
+def uniform_noise(x: Tensor, eps: float, *, seed: int, std: Sequence[float]) -> Tensor:
+    """x + 2ε·std_c·(U − ½), U ~ U[0, 1) per value, unclipped: uniform noise of radius ε on the normalised
+    input (x − mean)/std, the ε-ball of Liebenwein et al. (MLSys 2021, ``eps_ball.py``). ``std``: the
+    per-channel std the model normalises by (one value per channel, or one for all)."""
+    if not math.isfinite(eps) or eps < 0:
+        raise RobustEvalError("uniform noise: " + expected("a finite eps >= 0", eps))
     _check_batch(x, "uniform noise", image=False)
-    return noise.uniform_noise_sample(x, float(eps), torch.Generator().manual_seed(seed))
+    scale = torch.tensor([float(s) for s in std], dtype=torch.float64)
+    if scale.numel() not in (1, x.shape[1]) or not bool((scale > 0).all()):
+        raise RobustEvalError("uniform noise: " + expected(f"1 or {x.shape[1]} positive std values", list(std)))
+    scale = scale.view(1, -1, 1, 1)
+    return noise.uniform_noise_sample(x, float(eps), scale, torch.Generator().manual_seed(seed))
 
 
 def _check_batch(x: Tensor, what: str, *, image: bool) -> None:

@@ -97,11 +97,17 @@ def pixelate(x: Tensor, factor: float, gen: torch.Generator) -> Tensor:
 @corruption("jpeg_compression", random=False, note="exact: PIL JPEG at the reference quality")
 def jpeg_compression(x: Tensor, quality: int, gen: torch.Generator) -> Tensor:
     """PIL JPEG encode/decode at ``quality`` of each image rounded to uint8 (libjpeg's defaults)."""
-    images = (x.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return jpeg_round_trip((x.detach().clamp(0, 1) * 255).round(), int(quality)).to(x.dtype)
+
+
+def jpeg_round_trip(pixels: Tensor, quality: int) -> Tensor:
+    """PIL JPEG encode (``quality``, libjpeg's defaults) and decode of (N, 3, H, W) uint8-valued floats;
+    returns [0, 1] floats on the same device."""
+    images = pixels.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     decoded = []
     for image in images:
         buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, format="JPEG", quality=int(quality))
+        Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
         with Image.open(buffer) as img:
             decoded.append(np.asarray(img.convert("RGB")))
-    return torch.from_numpy(np.stack(decoded)).permute(0, 3, 1, 2).to(x.device, x.dtype) / 255
+    return torch.from_numpy(np.stack(decoded)).permute(0, 3, 1, 2).to(pixels.device, torch.float32) / 255

@@ -9,8 +9,6 @@ MPS); only the distance transform goes through SciPy on the CPU.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
@@ -29,11 +27,8 @@ _SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dt
 @corruption("spatter", random=True, note="OpenCV steps ported; exact Euclidean distance transform")
 def spatter(x: Tensor, params: tuple[float, ...], gen: torch.Generator) -> Tensor:
     """Blurred, thresholded Gaussian 'liquid' drawn as water (mud = 0) or mud (mud = 1)."""
-    loc, scale, sigma, threshold, intensity, mud = params
-    n, _, h, w = x.shape
-    liquid = loc + scale * torch.randn((n, 1, h, w), generator=gen, dtype=torch.float64).to(kernels.work_device(x))
-    liquid = kernels.gaussian_blur(liquid, sigma)
-    liquid = torch.where(liquid < threshold, 0.0, liquid)
+    _, _, _, threshold, intensity, mud = params
+    liquid = liquid_layer(x, params, gen)
     if mud:
         mask = kernels.gaussian_blur((liquid > threshold).double(), intensity)
         mask = torch.where(mask < 0.8, 0.0, mask).to(x.device, x.dtype)
@@ -48,6 +43,15 @@ def spatter(x: Tensor, params: tuple[float, ...], gen: torch.Generator) -> Tenso
     peak = mask.amax(dim=(2, 3), keepdim=True)
     mask = torch.where(peak > 0, mask / peak.clamp_min(1e-12), 0.0) * intensity
     return x + mask.to(x.device, x.dtype) * _colour(_WATER, x)
+
+
+def liquid_layer(x: Tensor, params: tuple[float, ...], gen: torch.Generator) -> Tensor:
+    """The blurred, thresholded Gaussian 'liquid' (N, 1, H, W) in float64 on the work device."""
+    loc, scale, sigma, threshold = params[:4]
+    n, _, h, w = x.shape
+    liquid = loc + scale * torch.randn((n, 1, h, w), generator=gen, dtype=torch.float64).to(kernels.work_device(x))
+    liquid = kernels.gaussian_blur(liquid, sigma)
+    return torch.where(liquid < threshold, 0.0, liquid)
 
 
 def _colour(rgb: tuple[float, float, float], like: Tensor) -> Tensor:
@@ -65,17 +69,18 @@ def canny(image: Tensor, low: float, high: float) -> Tensor:
     def neighbour(dr: int, dc: int) -> Tensor:
         return m[..., 1 + dr : 1 + dr + mag.shape[-2], 1 + dc : 1 + dc + mag.shape[-1]]
 
-    ax, ay = gx.abs(), gy.abs()
-    tan22 = math.tan(math.pi / 8)
-    horizontal = ay < tan22 * ax
-    vertical = ay > (tan22 + 2) * ax
-    same_sign = (gx * gy) >= 0
+    # OpenCV's fixed-point test (canny.cpp, CANNY_SHIFT = 15): tan 22.5° as TG22 = 13573 / 2^15
+    ax, ay = gx.abs(), gy.abs() * 2**15
+    tg22x = ax * 13573
+    horizontal = ay < tg22x
+    vertical = ay > tg22x + ax * 2**16
+    same_sign = (gx < 0) == (gy < 0)  # s = (xs ^ ys) < 0 ? -1 : 1
     keep_h = (mag > neighbour(0, -1)) & (mag >= neighbour(0, 1))
-    keep_v = (mag > neighbour(1, 0)) & (mag >= neighbour(-1, 0))
-    keep_d = torch.where(
+    keep_v = (mag > neighbour(-1, 0)) & (mag >= neighbour(1, 0))  # m > row above, m >= row below
+    keep_d = torch.where(  # m > mag[i-1][j-s] and m > mag[i+1][j+s]
         same_sign,
-        (mag > neighbour(1, -1)) & (mag > neighbour(-1, 1)),
-        (mag > neighbour(1, 1)) & (mag > neighbour(-1, -1)),
+        (mag > neighbour(-1, -1)) & (mag > neighbour(1, 1)),
+        (mag > neighbour(-1, 1)) & (mag > neighbour(1, -1)),
     )
     candidate = (mag > low) & torch.where(horizontal, keep_h, torch.where(vertical, keep_v, keep_d))
     edges = candidate & (mag > high)
