@@ -21,7 +21,7 @@ from torch import nn
 from robusteval import __version__
 from robusteval.analysis import baseline_id, write_summary
 from robusteval.analysis.exemplars import save_samples
-from robusteval.conditions import build_conditions
+from robusteval.conditions import build_conditions, frost_source
 from robusteval.config import AuditConfig
 from robusteval.data.arrays import LabeledArrays, match_sources
 from robusteval.data.sources import load_source
@@ -83,8 +83,9 @@ def _audit(run: RunDir, model: str | Path | nn.Module, config: AuditConfig,
     dense, shas, candidate = _load_models(model, reference, config, clean, device)
     # every data source is read before anything is written
     conditions = build_conditions(config.evaluate, clean, seed=data.seed, subset=data.subset,
-                                  download=data.download, model_std=config.model.std)
-    _start_manifest(run, config, clean, shas, command, device)
+                                  download=data.download, model_std=config.model.std,
+                                  frost=(_previous_manifest(run) or {}).get("frost"))
+    _start_manifest(run, config, clean, shas, command, device, frost=frost_source(conditions))
     with _executor(config, run, device) as executor:
         return _evaluate(run, config, (dense, candidate), clean, conditions, executor, progress, started, device)
 
@@ -322,11 +323,17 @@ def _register(run: RunDir, member: FamilyMember) -> None:
         run.add_model(entry)
 
 
+def _previous_manifest(run: RunDir) -> dict[str, Any] | None:
+    """The manifest of the results ``run`` holds already (None: nothing recorded yet, a new run)."""
+    return run.read_manifest() if run.models() or run.done() else None
+
+
 def _start_manifest(run: RunDir, config: AuditConfig, clean: LabeledArrays, model_sha: dict[str, str],
-                    command: list[str] | None, device: torch.device) -> None:
+                    command: list[str] | None, device: torch.device, *, frost: str | None = None) -> None:
     """Write the manifest; refuse to mix results of a different config into an existing run (one that
-    recorded nothing yet, e.g. stopped by bad input, starts over)."""
-    old = run.read_manifest() if run.models() or run.done() else None
+    recorded nothing yet, e.g. stopped by bad input, starts over). ``frost``: what generated frost is
+    made with (``photographs``, ``procedural`` or ``frost_dir``), kept by a resumed run."""
+    old = _previous_manifest(run)
     if old is not None and old.get("config_digest") != config.digest():
         raise RobustEvalError(f"{run.path} holds results of a different configuration; use a new --out")
     if old is not None and old.get("model_sha256") != model_sha:
@@ -348,6 +355,8 @@ def _start_manifest(run: RunDir, config: AuditConfig, clean: LabeledArrays, mode
                     "threads": torch.get_num_threads()},
     }
     manifest["resumed"] = old is not None
+    if frost is not None:
+        manifest.setdefault("frost", frost)
     manifest["device"] = str(device)  # the latest run's, as the engine: a run may resume on another device
     manifest["engine"] = config.engine.kind  # the latest run's: a run may resume on the other engine
     run.write_manifest(manifest)

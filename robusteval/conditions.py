@@ -67,13 +67,15 @@ class Condition:
 
 
 def build_conditions(ev: EvaluateSettings, clean: LabeledArrays, *, seed: int, subset: int | None = None,
-                     download: bool = True, model_std: Sequence[float] | None = None) -> list[Condition]:
+                     download: bool = True, model_std: Sequence[float] | None = None,
+                     frost: str | None = None) -> list[Condition]:
     """Every condition the ``evaluate`` section asks for, clean first (OOD needs each model's clean
     logits); ``seed`` draws subsets and generated inputs, ``subset`` sizes shift sets like the clean data;
-    ``model_std`` is the std the model normalises its input by (``--std``; None: the data's, see noise)."""
+    ``model_std`` is the std the model normalises its input by (``--std``; None: the data's, see noise);
+    ``frost`` is what generated frost was made with so far (:func:`frost_source`; None: a new run)."""
     conditions = [Condition("clean", "clean", clean, note="the evaluation data as given")]
     if ev.corruption is not None:
-        conditions += _corruption_conditions(ev.corruption, clean, seed, download)
+        conditions += _corruption_conditions(ev.corruption, clean, seed, download, frost)
     if ev.noise is not None:
         conditions += _noise_conditions(ev.noise.eps, clean.stratified(ev.noise.subset, seed), clean, model_std, seed)
     if ev.ood is not None:
@@ -95,13 +97,13 @@ def build_conditions(ev: EvaluateSettings, clean: LabeledArrays, *, seed: int, s
 
 
 def _corruption_conditions(settings: CorruptionSettings, clean: LabeledArrays, seed: int,
-                           download: bool) -> list[Condition]:
+                           download: bool, frost: str | None) -> list[Condition]:
     base = clean.stratified(settings.subset, seed)
     files = Path(settings.files) if settings.files else None
     dataset = corruption_dataset(clean.num_logits) if files else ""
     on_disk = set(available_corruption_files(files, dataset)) if files else set()
     table = parameter_set(*clean.image_shape[1:])
-    frost_dir = _frost_dir(settings, on_disk, download)
+    frost_dir = _frost_dir(settings, on_disk, download, frost)
     out = []
     for name in settings.corruptions:
         for severity in settings.severities:
@@ -120,18 +122,34 @@ def _corruption_conditions(settings: CorruptionSettings, clean: LabeledArrays, s
                 if table == "imagenet":
                     note += "; then uint8 and JPEG quality 85, as ImageNet-C is saved"
                 transform = _corruption_transform(name, severity, seed, frost_dir, table == "imagenet")
+                extra = {"frost": _frost_kind(settings, frost_dir)} if name == "frost" else {}
                 out.append(Condition(key, "corruption", base, transform,
-                                     note=note, meta=meta | {"source": "generated", "parameters": table}))
+                                     note=note, meta=meta | {"source": "generated", "parameters": table} | extra))
     return out
 
 
-def _frost_dir(settings: CorruptionSettings, on_disk: set[str], download: bool) -> str | None:
+def _frost_dir(settings: CorruptionSettings, on_disk: set[str], download: bool, frost: str | None) -> str | None:
     """The frost photographs frost is generated with: ``frost_dir``, else the reference's in the cache
-    (downloaded once when missing and allowed), else None (procedural textures)."""
-    if settings.frost_dir or "frost" not in settings.corruptions or "frost" in on_disk:
+    (downloaded once when missing and allowed), else None (procedural textures). A resumed run keeps
+    what it began with (``frost``), so that every model sees the same frost images."""
+    if settings.frost_dir or "frost" not in settings.corruptions or "frost" in on_disk or frost == "procedural":
         return settings.frost_dir
     folder = reference_frost_photos(download=download)
+    if folder is None and frost == "photographs":
+        raise RobustEvalError("this run made frost with the reference photographs, which are no longer in the "
+                              "cache and cannot be downloaded: set evaluate.corruption.frost_dir to a copy, or "
+                              "use a new --out")
     return None if folder is None else str(folder)
+
+
+def _frost_kind(settings: CorruptionSettings, frost_dir: str | None) -> str:
+    """What a generated frost condition is made with, as the manifest records it (``frost``)."""
+    return "frost_dir" if settings.frost_dir else "photographs" if frost_dir else "procedural"
+
+
+def frost_source(conditions: Sequence[Condition]) -> str | None:
+    """What the generated frost conditions are made with (None: no generated frost)."""
+    return next((c.meta["frost"] for c in conditions if "frost" in c.meta), None)
 
 
 def _corruption_transform(name: str, severity: int, seed: int, frost_dir: str | None, saved: bool) -> Transform:

@@ -2,8 +2,10 @@
 the procedural textures. The "remote" is a local folder in the repository's layout: nothing downloads."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
+import json
 import urllib.error
 from pathlib import Path
 
@@ -12,12 +14,15 @@ import pytest
 import torch
 from PIL import Image
 
-from robusteval.conditions import build_conditions
+from robusteval import audit, load_config
+from robusteval.conditions import build_conditions, frost_source
 from robusteval.data.arrays import LabeledArrays
 from robusteval.data import frost_photos
 from robusteval.data.corruptions import condition_seed, corrupt
 from robusteval.data.corruptions.weather import FROST_FILES
+from robusteval.errors import RobustEvalError
 from robusteval.evaluators.settings import CorruptionSettings, EvaluateSettings
+from robusteval.models.bundled import BUNDLED_ARCH, BUNDLED_MODEL
 
 
 @pytest.fixture
@@ -88,3 +93,32 @@ def test_frost_conditions_use_the_downloaded_photographs(remote, tmp_path: Path)
     torch.testing.assert_close(frost.inputs(0, 4, 0), expected, atol=0, rtol=0)
     (offline,) = build_conditions(ev, data, seed=0, download=False)[1:]  # cached now: used without a download
     assert offline.note == frost.note
+
+
+def test_a_resumed_run_keeps_the_frost_it_began_with(remote, tmp_path: Path) -> None:
+    """Every model of a run sees the same frost: photographs that arrive mid-run are not used by a resumed
+    run that began with the procedural textures, and a run made with them cannot resume without them."""
+    x = np.random.default_rng(1).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    data = LabeledArrays(x, np.arange(4) % 2, ("a", "b"), "t")
+    ev = EvaluateSettings(clean=False, agreement=False, calibration=None,
+                          corruption=CorruptionSettings(corruptions=("frost",), severities=(5,), subset=None))
+    began = build_conditions(ev, data, seed=0, download=False)
+    assert frost_source(began) == "procedural"
+    assert frost_source(build_conditions(ev, data, seed=0)) == "photographs"  # downloaded now
+    resumed = build_conditions(ev, data, seed=0, frost="procedural")
+    assert frost_source(resumed) == "procedural" and resumed[1].note == began[1].note
+    torch.testing.assert_close(resumed[1].inputs(0, 4, 0), began[1].inputs(0, 4, 0), atol=0, rtol=0)
+    for name in frost_photos.FROST_SHA256:
+        (tmp_path / "cache" / "frost" / name).unlink()
+    with pytest.raises(RobustEvalError, match="no longer in the cache"):
+        build_conditions(ev, data, seed=0, download=False, frost="photographs")
+
+
+def test_the_manifest_records_the_frost_of_a_run(tmp_path: Path) -> None:
+    config = load_config("smoke")
+    config = config.replace(evaluate=dataclasses.replace(config.evaluate, corruption=CorruptionSettings(
+        corruptions=("frost",), severities=(1,), subset=20)), pruning=None,
+        model=dataclasses.replace(config.model, arch=BUNDLED_ARCH))
+    audit(BUNDLED_MODEL, config=config, out=tmp_path / "run", progress=False)
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["frost"] == "procedural"  # the tests run offline (conftest: ROBUSTEVAL_OFFLINE=1)

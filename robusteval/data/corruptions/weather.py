@@ -96,8 +96,9 @@ def frost_photos(directory: str, scale: float, min_height: int, min_width: int) 
 
 
 @corruption("frost", random=True,
-            note=("procedural frost textures instead of the reference photographs (offline and not cached; "
-                  "set frost_dir to a copy): not comparable with published frost numbers"))
+            note=("procedural frost textures instead of the reference photographs (not cached and not "
+                  "downloadable when the run began; set frost_dir to a copy): not comparable with published "
+                  "frost numbers"))
 def frost(x: Tensor, params: tuple[float, float, float], gen: torch.Generator, photos: str | None = None) -> Tensor:
     """``image_weight``·x + ``frost_weight``·(random crop of a random frost texture) per image.
 
