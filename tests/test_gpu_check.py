@@ -1,8 +1,11 @@
-"""scripts/compare_runs.py (issue 27), which scripts/gpu_check.sh runs on a CUDA run and a CPU run of one audit."""
+"""scripts/gpu_check.sh's dry run, and scripts/compare_runs.py (issue 27), which it runs on a CUDA run and a CPU
+run of one audit."""
 from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -34,3 +37,17 @@ def test_differences_are_summarised_per_family_against_one_image(tmp_path):
     assert clean["at"] == "dense clean/accuracy"
     assert noise["metrics"] == 2 and math.isclose(noise["max_abs_diff"], 0.01) and noise["beyond_one_image"] == 0
     assert result["only_in_one"] == ["m@0.5 clean"]
+
+
+def test_the_gpu_check_runs_every_step_on_cpu_with_dry_run(tmp_path):
+    """``scripts/gpu_check.sh --dry-run``: set-up, device tests, bench_device.py A-E and the run comparison
+    at tiny sizes on the CPU (about 25 s on a quiet 2-core machine), each step recorded as ok."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(["bash", str(root / "scripts" / "gpu_check.sh"), "--dry-run", str(tmp_path)],
+                          env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=900)
+    summary = (tmp_path / "summary.md").read_text()
+    assert done.returncode == 0, summary
+    rows = [line for line in summary.splitlines() if line.startswith("| ") and " s / " in line]
+    assert [row.split("|")[1:3] for row in rows] == [[" setup ", " ok "], [" tests ", " ok "], [" bench ", " ok "],
+                                                     [" compare ", " ok "]]
+    assert "TF32 after importing robusteval: cudnn False matmul False" in summary
