@@ -19,6 +19,7 @@ from robusteval.errors import RobustEvalError
 from robusteval.models.archs import build_arch
 from robusteval.models.loading import load_model
 from robusteval.models.pruned_state import has_prune_hooks
+from robusteval.models.thinned import resize_to_state
 from robusteval.models.wrap import check_model
 from robusteval.pruning import model_info
 
@@ -147,3 +148,21 @@ def test_a_wider_checkpoint_is_not_taken_for_a_thinned_one(tmp_path: Path) -> No
     with pytest.raises(RobustEvalError) as exc:
         load_model(tmp_path / "wide.pt", arch="cifar_resnet20")
     assert "1 shape mismatch: 'layer1.0.conv1.weight' is [24, 16, 3, 3] in the file" in one_line(exc)
+
+
+@pytest.mark.parametrize("wide, narrow", [
+    (lambda: nn.Conv2d(8, 16, 3), lambda: nn.Conv2d(6, 10, 3)),
+    (lambda: nn.Conv2d(8, 8, 3, groups=8), lambda: nn.Conv2d(5, 5, 3, groups=5)),  # depthwise stays depthwise
+    (lambda: nn.ConvTranspose2d(8, 16, 3), lambda: nn.ConvTranspose2d(6, 10, 3)),
+    (lambda: nn.ConvTranspose2d(8, 8, 3, groups=8), lambda: nn.ConvTranspose2d(5, 5, 3, groups=5)),
+])
+def test_a_resized_convolution_is_the_narrower_module(wide, narrow) -> None:
+    """Every Conv/ConvTranspose resized to a thinned file's shapes has the attributes (and output) of the
+    module built at those widths: channels, groups, and a forward pass with its weights."""
+    model, reference = nn.Sequential(wide()), nn.Sequential(narrow())
+    assert resize_to_state(model, reference.state_dict()) == ["0"]
+    model.load_state_dict(reference.state_dict(), strict=True)
+    got, want = model[0], reference[0]
+    assert (got.in_channels, got.out_channels, got.groups) == (want.in_channels, want.out_channels, want.groups)
+    x = torch.randn(2, want.in_channels, 7, 7)
+    torch.testing.assert_close(model(x), reference(x), atol=0, rtol=0)

@@ -90,21 +90,15 @@ def _kind(module: nn.Module) -> type:
 
 
 def _conv(module: _ConvNd) -> None:
-    """Conv weight is (out, in/groups, k...); a depthwise conv (groups == in == out) stays depthwise."""
+    """Conv weight is (out, in/groups, k...), ConvTranspose weight (in, out/groups, k...); a depthwise
+    one (groups == in == out) stays depthwise."""
+    first, second = (("in_channels", "out_channels") if isinstance(module, _ConvTransposeNd)
+                     else ("out_channels", "in_channels"))
     depthwise = module.groups > 1 and module.groups == module.in_channels == module.out_channels
-    module.out_channels = module.weight.shape[0]
+    setattr(module, first, module.weight.shape[0])
     if depthwise:
-        module.groups = module.out_channels
-    module.in_channels = module.weight.shape[1] * module.groups
-
-
-def _conv_transpose(module: _ConvTransposeNd) -> None:
-    """ConvTranspose weight is (in, out/groups, k...)."""
-    depthwise = module.groups > 1 and module.groups == module.in_channels == module.out_channels
-    module.in_channels = module.weight.shape[0]
-    if depthwise:
-        module.groups = module.in_channels
-    module.out_channels = module.weight.shape[1] * module.groups
+        module.groups = module.weight.shape[0]
+    setattr(module, second, module.weight.shape[1] * module.groups)
 
 
 def _linear(module: nn.Linear) -> None:
@@ -125,7 +119,7 @@ def _layer_norm(module: nn.LayerNorm) -> None:
 
 
 _UPDATE: dict[type, Callable[[nn.Module], None]] = {
-    _ConvTransposeNd: _conv_transpose, _ConvNd: _conv, nn.Linear: _linear, _NormBase: _norm,
+    _ConvTransposeNd: _conv, _ConvNd: _conv, nn.Linear: _linear, _NormBase: _norm,
     nn.GroupNorm: _group_norm, nn.LayerNorm: _layer_norm}
 
 
