@@ -29,6 +29,7 @@ from robusteval.device import check_autocast, model_device, resolve_device
 from robusteval.engine import EngineSettings, ModelEntry, run_attacks, run_conditions, transfer_conditions
 from robusteval.errors import RobustEvalError, describe, warn
 from robusteval.evaluators.adversarial import AdversarialSettings, select_sample
+from robusteval.evaluators.base import evaluator_declarations
 from robusteval.models.loading import file_sha256, load_model
 from robusteval.models.pruned_state import folded_copy, has_prune_hooks
 from robusteval.models.size import is_opaque, opaque_size
@@ -141,7 +142,8 @@ def _load_models(model: str | Path | nn.Module, reference: str | Path | nn.Modul
 
 
 def _summary(run: RunDir, config: AuditConfig, seconds: float | None, plan: tuple[list[str], list[str]]) -> dict:
-    return write_summary(run, digest=config.digest(), baseline=config.analysis.baseline, seconds=seconds, plan=plan)
+    return write_summary(run, digest=config.digest(), baseline=config.analysis.baseline, seconds=seconds, plan=plan,
+                         declarations=evaluator_declarations())
 
 
 def demo(*, config: AuditConfig, out: str | Path, progress: bool = True, command: list[str] | None = None) -> Run:

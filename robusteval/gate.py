@@ -9,8 +9,8 @@ A rules file is YAML with one top-level key::
 
 Budgets, per metric (several may be combined; each is one check):
 
-* ``max_drop``: the drop vs the reference, direction-aware (:func:`robusteval.analysis.drop`),
-  in the metric's own unit (accuracies are fractions in [0, 1]);
+* ``max_drop``: the drop vs the reference, direction-aware (the direction the run's ``summary.json``
+  declares for the metric), in the metric's own unit (accuracies are fractions in [0, 1]);
 * ``max_relative_drop``: that drop divided by ``|reference|``;
 * ``max_increase``: ``value - reference`` (literal; meant for lower-is-better metrics);
 * ``min`` / ``max``: absolute bounds on the value.
@@ -36,14 +36,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from robusteval.analysis import SCRATCH_SUFFIX, drop
 from robusteval.analysis.candidate import size_phrase
 from robusteval.analysis.compare import Comparison
-from robusteval.metrics import has_direction, reference_value
+from robusteval.declarations import Declarations
+from robusteval.metrics import reference_value
 from robusteval.errors import GateFailed, RobustEvalError
 from robusteval.escaping import markdown_cell, markdown_code, workflow_data, workflow_property, xml_text
 from robusteval.files import read_yaml_file
 from robusteval.presets import resolve
+from robusteval.records import SCRATCH_SUFFIX
 from robusteval.registry import unknown_name_message
 from robusteval.files import write_atomic
 from robusteval.results import incomplete_message
@@ -131,7 +132,7 @@ def parse_rules(data: Any, *, source: str = "gate rules") -> list[Rule]:
 
 
 def _check(rule: Rule, model: str, metrics: Mapping[str, Any], reference: Mapping[str, Any],
-           reference_id: str) -> Check:
+           reference_id: str, declarations: Declarations) -> Check:
     value = metrics.get(rule.metric)
     if value is None:
         return Check(model, rule, False, f"{rule.metric} is missing for model {model!r}")
@@ -152,7 +153,7 @@ def _check(rule: Rule, model: str, metrics: Mapping[str, Any], reference: Mappin
         observed = value - ref
         ok, what = observed <= rule.limit, "increase"
     else:
-        observed = drop(rule.metric, ref, value)
+        observed = declarations.drop(rule.metric, ref, value)
         what = "drop"
         if rule.budget == "max_relative_drop":
             observed = observed / abs(ref) if ref else (math.inf if observed > 0 else 0.0)
@@ -186,8 +187,9 @@ def evaluate_gate(summary: Mapping[str, Any], rules: Sequence[Rule], *, referenc
         if model not in entries:
             raise RobustEvalError(unknown_name_message("model", model, entries))
     chosen = list(models) if models else [m for m in entries if m not in baselines | {reference}] or [reference]
+    declarations = Declarations.of_summary(summary)
     for rule in rules:
-        if rule.budget in _DROPS and not has_direction(rule.metric):
+        if rule.budget in _DROPS and (spec := declarations.find(rule.metric)) and spec.higher_is_better is None:
             raise RobustEvalError(f"gate rule {rule.metric}: {rule.budget} needs a metric with a better direction, and "
                                   f"{rule.metric.rsplit('/', 1)[-1]} has none (neither higher nor lower is better); "
                                   "bound it with min, max or max_increase")
@@ -195,7 +197,7 @@ def evaluate_gate(summary: Mapping[str, Any], rules: Sequence[Rule], *, referenc
     if chosen == [reference] and relative:
         raise RobustEvalError(f"the run has only the model {reference!r}, so budget {relative[0]!r} has no reference "
                               "to compare with; gate a single model with min/max budgets")
-    checks = tuple(_check(r, m, entries[m], entries[reference], reference) for m in chosen for r in rules)
+    checks = tuple(_check(r, m, entries[m], entries[reference], reference, declarations) for m in chosen for r in rules)
     models_by_id = {m["id"]: m for m in summary.get("models", [])}
     sizes = {m: text for m in chosen if m != reference and (text := size_phrase(models_by_id[m]))}
     return GateResult(reference, checks, sizes)
@@ -226,7 +228,8 @@ def evaluate_comparison_gate(comparison: Comparison, rules: Sequence[Rule]) -> G
     for b, n in comparison.pairs:
         before, after = base.metrics(b), new.metrics(n)
         label = n if b == n else f"{n} (vs {b})"
-        checks += [_check(r, label, after, before, b) for r in rules if r.metric in before or r.metric in after]
+        checks += [_check(r, label, after, before, b, new.declarations)
+                   for r in rules if r.metric in before or r.metric in after]
     return GateResult(f"each pair's model in the base run {base.path}", tuple(checks))
 
 

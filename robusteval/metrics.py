@@ -7,22 +7,20 @@ Every stage speaks it. A **key** names one number of one model, ``<family>/<cond
 :class:`MetricKey` formats and parses it; the helpers below (:func:`corruption_point`,
 :func:`noise_point`, :func:`attack_point`, ...) are the only code that reads keys apart.
 
-A **metric** (:class:`Metric`) is declared by the evaluator that produces it (its class attribute
-``declares``, registered when the class is defined, as torchmetrics declares ``higher_is_better``
-on each metric class), or by the derivation that computes it from other metrics. Analysis,
-report and gate ask :func:`lower_is_better` and :func:`spec`; no name list lives anywhere else.
+A metric's direction, unit and label are data (:mod:`robusteval.declarations`), stored in each run's
+``summary.json``; analysis, report and gate read them from the run.
 """
 from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["CURVE_PANELS", "FAMILIES", "AttackPoint", "Metric", "MetricKey", "attack_point", "class_key",
-           "class_point", "corruption_condition", "corruption_key", "corruption_of", "corruption_point", "declare",
-           "drop", "family_of", "has_direction", "key_matches", "lower_is_better", "metric_key", "noise_condition", "noise_key", "noise_point", "ood_point", "reference_value", "shift_point",
-           "spec"]
+__all__ = ["BENCHMARK_CORRUPTIONS", "CURVE_PANELS", "FAMILIES", "AttackPoint", "MetricKey", "attack_point",
+           "class_key", "class_point", "corruption_condition", "corruption_key", "corruption_of", "corruption_point",
+           "family_of", "key_matches", "metric_key", "noise_condition", "noise_key", "noise_point", "ood_point",
+           "reference_value", "shift_point"]
 
 FAMILIES: dict[str, str] = {
     "clean": "clean accuracy",
@@ -48,61 +46,13 @@ CURVE_PANELS: dict[str, tuple[str, ...]] = {
 """Curves the report draws per family: key patterns (:func:`key_matches`; ``$adversarial`` is the
 family's headline), the first three present."""
 
+BENCHMARK_CORRUPTIONS: tuple[str, ...] = (
+    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
+    "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
+)
+"""The 15 corruptions of CIFAR-10-C / ImageNet-C, in the paper's order; ``corruption/mce`` averages these only."""
+
 _NUMBER = re.compile(r"^[0-9][0-9.eE+-]*$")  # a severity or ε component (``auc`` in ``noise/auc/...`` is not one)
-
-
-@dataclass(frozen=True)
-class Metric:
-    """One metric name as its producer declares it; a name ending in ``*`` covers every name with that
-    prefix (``fpr95_*`` → ``fpr95_msp``, ``fpr95_energy``)."""
-
-    name: str
-    higher_is_better: bool | None  # None: no better direction (mean confidence, a fitted temperature)
-    unit: str = "fraction"
-    label: str = ""
-
-    def covers(self, name: str) -> bool:
-        return name.startswith(self.name[:-1]) if self.name.endswith("*") else name == self.name
-
-
-_DECLARED: dict[str, Metric] = {}
-
-
-def declare(metrics: Iterable[Metric]) -> None:
-    """Register metrics; declaring one name twice with opposite directions is a programming error."""
-    for metric in metrics:
-        known = _DECLARED.get(metric.name)
-        if known is not None and known.higher_is_better != metric.higher_is_better:
-            raise ValueError(f"metric {metric.name!r} is declared both higher- and lower-is-better")
-        _DECLARED.setdefault(metric.name, metric)
-
-
-def spec(key: str) -> Metric | None:
-    """The declaration covering ``key``'s last component: an exact name first, else the longest prefix."""
-    name = key.rsplit("/", 1)[-1]
-    if name in _DECLARED:
-        return _DECLARED[name]
-    covering = [m for m in _DECLARED.values() if m.name.endswith("*") and m.covers(name)]
-    return max(covering, key=lambda m: len(m.name)) if covering else None
-
-
-def has_direction(key: str) -> bool:
-    """False for metrics declared without a better direction (``higher_is_better=None``): they get no drop,
-    prune potential or drop-style gate budget; undeclared metrics count as higher-is-better."""
-    found = spec(key)
-    return found is None or found.higher_is_better is not None
-
-
-def lower_is_better(key: str) -> bool:
-    """The one direction rule: True for error-like metrics (ECE, NLL, loss, FPR@95, KL, ...);
-    an undeclared metric counts as higher-is-better."""
-    found = spec(key)
-    return found is not None and found.higher_is_better is False
-
-
-def drop(key: str, reference: float, value: float) -> float:
-    """How much worse ``value`` is than ``reference`` for metric ``key`` (negative: better)."""
-    return value - reference if lower_is_better(key) else reference - value
 
 
 def reference_value(key: str, reference: Mapping[str, float]) -> float | None:

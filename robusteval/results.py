@@ -6,7 +6,8 @@ Layout of a run directory::
     models.jsonl         one line per model of the family: id, method, target_ratio, sizes, ...
     records.jsonl        one line per (model, condition): metrics and per-sample correctness
     shards/              partial logits of the condition in flight (deleted when its record lands)
-    summary.json         the contract: schema_version, dense id, models with their metrics
+    summary.json         the contract: schema_version, dense id, models with their metrics, the metrics'
+                         declarations (direction, unit, label; schema 1 lacked them: filled on reading)
     run.lock             held (flock) by the process writing the run: pid, host, start time
 
 Lines are appended with a single ``write`` and fsync. A line cut short by a crash is ignored on
@@ -29,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from robusteval.declarations import BUILTIN, summary_keys
 from robusteval.errors import RobustEvalError
 from robusteval.files import write_json_atomic
 
@@ -37,7 +39,7 @@ try:
 except ImportError:  # Windows: no advisory locks; the run directory is not locked
     fcntl = None  # type: ignore[assignment]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 LOCK_NAME = "run.lock"
 
 
@@ -234,10 +236,23 @@ class RunDir:
             summary = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise RobustEvalError(f"{path} is not valid JSON: {exc}") from exc
+        if isinstance(summary, dict) and summary.get("schema_version") == 1:
+            return migrate_summary(summary, path)
         if not isinstance(summary, dict) or summary.get("schema_version") != SCHEMA_VERSION:
             got = summary.get("schema_version") if isinstance(summary, dict) else type(summary).__name__
             raise RobustEvalError(f"{path}: expected schema_version {SCHEMA_VERSION}, got {got!r}")
         return summary
+
+
+def migrate_summary(summary: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A schema-1 summary (before declarations were stored) as schema 2: its metrics' declarations from the
+    built-in table; a metric the table does not declare is one line of bad input."""
+    try:
+        declarations = BUILTIN.resolved(summary_keys(summary))
+    except RobustEvalError as exc:
+        raise RobustEvalError(f"{path} (schema_version 1, written before metric declarations were stored): "
+                              f"{exc}") from None
+    return summary | {"schema_version": SCHEMA_VERSION, "declarations": declarations.to_json()}
 
 
 @contextmanager

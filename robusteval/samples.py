@@ -4,7 +4,8 @@ The report rebuilds from the run alone, so the run keeps, beside the records: th
 labels of every clean and corruption condition (records hold only per-sample correctness), small
 thumbnails of the gallery's images (the clean inputs pruning forgets, chosen when evaluation ends)
 and one image at each severity of every corruption. Thumbnails are uint8 RGB of at most
-:data:`THUMBNAIL_PX` pixels a side; at most :data:`GALLERY_SIZE` gallery images are kept.
+:data:`THUMBNAIL_PX` pixels a side (made by :func:`robusteval.analysis.exemplars.thumbnails`); at most
+:data:`GALLERY_SIZE` gallery images are kept. Reading and writing need NumPy only.
 """
 from __future__ import annotations
 
@@ -13,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from robusteval.errors import RobustEvalError
 from robusteval.files import write_atomic
@@ -42,20 +41,6 @@ class Samples:
         """The gallery thumbnail of clean sample ``index``, None when the run kept none."""
         where = np.flatnonzero(self.gallery_index == index)
         return self.gallery[where[0]] if len(where) else None
-
-
-def thumbnails(images: torch.Tensor, px: int = THUMBNAIL_PX) -> np.ndarray:
-    """Float NCHW images in [0, 1] as uint8 NHWC RGB no larger than ``px`` a side (area averaging)."""
-    x = images.detach().to("cpu", torch.float32)
-    if x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1)
-    elif x.shape[1] != 3:
-        raise RobustEvalError(f"thumbnails need 1 or 3 channels, got images of shape {tuple(x.shape)}")
-    scale = px / max(x.shape[2], x.shape[3])
-    if scale < 1:
-        size = (max(1, round(x.shape[2] * scale)), max(1, round(x.shape[3] * scale)))
-        x = F.interpolate(x, size=size, mode="area")
-    return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
 def write_samples(run_path: Path, samples: Samples) -> None:

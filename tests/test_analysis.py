@@ -13,11 +13,11 @@ from robusteval.analysis import (
     analyse_run,
     bootstrap_mean_ci,
     format_verdict_table,
-    lower_is_better,
     prune_potential,
     tolerance_for,
     verdict_lines,
 )
+from robusteval.declarations import BUILTIN
 from robusteval.errors import RobustEvalError
 from robusteval.results import encode_bits
 
@@ -48,13 +48,13 @@ def known():
                                  "corruption/fog/ce", "clean/loss", "ood/svhn/fpr95_energy", "agreement/kl",
                                  "agreement/dense_correct_pruned_wrong", "calibration/nll", "calibration/brier"])
 def test_error_like_metrics_are_lower_is_better(key):
-    assert lower_is_better(key)
+    assert BUILTIN.lower_is_better(key)
 
 
 @pytest.mark.parametrize("key", ["clean/accuracy", "ood/svhn/auroc_msp", "agreement/top1",
                                  "adversarial/min_norm/l2/median", "noise/0.05/accuracy"])
 def test_accuracy_like_metrics_are_higher_is_better(key):
-    assert not lower_is_better(key)
+    assert not BUILTIN.lower_is_better(key)
 
 
 @pytest.mark.parametrize(("metric", "method"), sorted(EXPECTED))

@@ -180,7 +180,7 @@ def _drop_ece(s):
 
 @pytest.mark.parametrize(("edit", "extra", "names"), [
     (_incomplete, [], ["edited-again", "the run is incomplete", "'clean'"]),
-    (lambda s: s.update(schema_version=2), [], ["edited-again", "summary.json", "schema_version 1, got 2"]),
+    (lambda s: s.update(schema_version=3), [], ["edited-again", "summary.json", "schema_version 2, got 3"]),
     (_rename, [], ["no model in common", "edited-again", "['v2']", "--pair"]),
     (None, ["--pair", "dense=v9"], ["edited-again", "unknown model 'v9'"]),
     (None, ["--pair", "dense"], ["--pair 'dense'", "BASE_ID=NEW_ID"]),

@@ -18,7 +18,8 @@ from robusteval.api import audit
 from robusteval.config import AuditConfig, DataSettings, EvaluateSettings, ModelSettings
 from robusteval.evaluators.base import LOGIT_EVALUATORS, LogitEvaluator, Outputs, Result, Use
 from robusteval.gate import evaluate_gate, parse_rules
-from robusteval.metrics import Metric, MetricKey
+from robusteval.declarations import BUILTIN, Declarations, Metric
+from robusteval.metrics import MetricKey
 from robusteval.models.bundled import BUNDLED_ARCH, BUNDLED_MODEL
 from robusteval.pruning import PruneSettings
 from robusteval.pruning.settings import FinetuneSettings
@@ -54,7 +55,8 @@ def test_a_metric_declared_in_one_evaluator_reaches_summary_analysis_report_and_
     summary = json.loads((run.path / "summary.json").read_text())
     for entry in summary["models"]:
         assert {"margin/mean_margin", "margin/low_margin_rate"} <= set(entry["metrics"])
-    assert metrics.lower_is_better("margin/low_margin_rate") and not metrics.lower_is_better("margin/mean_margin")
+    declared = Declarations.of_summary(summary)
+    assert declared.lower_is_better("margin/low_margin_rate") and not declared.lower_is_better("margin/mean_margin")
 
     analysis = analyse(summary, RunDir(run.path).records())
     curve = analysis.curves["margin/low_margin_rate"]["magnitude"]
@@ -108,16 +110,14 @@ def test_key_grammar_formats_and_parses_one_way():
 
 
 def test_directions_come_from_the_declarations():
-    import robusteval.analysis  # noqa: F401  (registers every evaluator and derived metric)
-
     lower = ["calibration/ece", "clean/loss", "clean/error", "ood/svhn/fpr95_energy", "corruption/mce",
              "corruption/fog/relative_ce", "agreement/kl", "agreement/dense_correct_pruned_wrong"]
     higher = ["clean/accuracy", "ood/svhn/auroc_msp", "ood/mean_auroc_msp", "agreement/top1", "noise/auc/accuracy",
               "adversarial/min_norm/linf/median"]
-    assert all(metrics.lower_is_better(k) for k in lower)
-    assert not any(metrics.lower_is_better(k) for k in higher)
+    assert all(BUILTIN.lower_is_better(k) for k in lower)
+    assert not any(BUILTIN.lower_is_better(k) for k in higher)
     with pytest.raises(ValueError, match="both higher- and lower-is-better"):
-        metrics.declare([Metric("ece", True)])
+        BUILTIN.extended([Metric("ece", True)])
 
 
 def test_an_evaluator_returning_an_undeclared_metric_is_a_bug_caught_at_once():

@@ -9,9 +9,11 @@ import torch
 
 from robusteval.analysis.class_impact import class_metrics, disparate_impact
 from robusteval.analysis.forgetting import Member, analyse_forgetting, find_pies, pie_mask, pruned_population
-from robusteval.data.samples import Samples, read_samples, thumbnails, write_samples
+from robusteval.analysis.exemplars import thumbnails
+from robusteval.samples import Samples, read_samples, write_samples
 from robusteval.errors import RobustEvalError
-from robusteval.metrics import class_key, class_point, lower_is_better
+from robusteval.declarations import BUILTIN
+from robusteval.metrics import class_key, class_point
 from robusteval.results import decode_ints, encode_bits, encode_ints
 
 CLASSES = tuple(f"c{i}" for i in range(10))
@@ -26,9 +28,9 @@ def test_class_keys_round_trip_any_class_name(name):
 
 
 def test_new_metrics_are_declared_with_their_directions():
-    assert not lower_is_better("clean/worst_class_accuracy")
-    assert lower_is_better("clean/max_class_drop")
-    assert not lower_is_better(class_key("clean", "cat"))
+    assert not BUILTIN.lower_is_better("clean/worst_class_accuracy")
+    assert BUILTIN.lower_is_better("clean/max_class_drop")
+    assert not BUILTIN.lower_is_better(class_key("clean", "cat"))
 
 
 def test_packed_predictions_round_trip_and_bad_payloads_are_refused():
@@ -171,7 +173,7 @@ def test_report_shows_heatmap_pies_gallery_and_strips_with_class_names_escaped(t
 
     from fixtures.runs import CLASSES as NAMES
     from fixtures.runs import CORRUPTIONS, SEVERITIES, write_synthetic_run
-    from robusteval.data.samples import GALLERY_SIZE
+    from robusteval.samples import GALLERY_SIZE
     from robusteval.report import write_report
 
     report = write_report(write_synthetic_run(tmp_path / "run"))

@@ -135,7 +135,8 @@ def test_markdown_and_annotations_list_failures():
 EVIL_MODEL = "evil\n::error title=pwned::owned\r\x1b[31m\x00`|%,:"
 EVIL_METRIC = "clean/accuracy\n::set-output name=x::y\x07"
 EVIL = {"dense": "dense", "models": [{"id": "dense", "metrics": {"clean/accuracy": 0.9, EVIL_METRIC: 0.9}},
-                                     {"id": EVIL_MODEL, "metrics": {"clean/accuracy": 0.5, EVIL_METRIC: 0.5}}]}
+                                     {"id": EVIL_MODEL, "metrics": {"clean/accuracy": 0.5, EVIL_METRIC: 0.5}}],
+        "declarations": {name: {"higher_is_better": True} for name in ("accuracy", EVIL_METRIC.rsplit("/", 1)[-1])}}
 
 
 def _evil_result():

@@ -10,7 +10,7 @@ from robusteval.errors import RobustEvalError
 from robusteval.evaluators.base import Outputs
 from robusteval.evaluators.calibration import CalibrationEvaluator
 from robusteval.gate import evaluate_gate, parse_rules
-from robusteval.metrics import has_direction, lower_is_better
+from robusteval.declarations import BUILTIN
 
 
 def _summary(dense_gap: float, pruned_gap: float) -> dict:
@@ -24,8 +24,8 @@ def _summary(dense_gap: float, pruned_gap: float) -> dict:
 
 def test_declarations() -> None:
     for key in ("calibration/confidence_gap", "calibration/confidence", "calibration/temperature"):
-        assert not has_direction(key) and not lower_is_better(key)
-    assert has_direction("calibration/abs_confidence_gap") and lower_is_better("calibration/abs_confidence_gap")
+        assert not BUILTIN.has_direction(key) and not BUILTIN.lower_is_better(key)
+    assert BUILTIN.has_direction("calibration/abs_confidence_gap") and BUILTIN.lower_is_better("calibration/abs_confidence_gap")
 
 
 def test_more_over_confidence_is_a_drop_never_an_improvement() -> None:

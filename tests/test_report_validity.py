@@ -10,6 +10,7 @@ from fixtures.runs import write_synthetic_run
 from robusteval.config import CONFIG_DIR
 from robusteval.report import write_report
 from robusteval.report.html import attack_strength_note
+from robusteval.report.sections import ATTACK_BUDGET
 from robusteval.results import RunDir
 
 
@@ -26,6 +27,13 @@ def test_attack_strength_note_derives_from_the_settings() -> None:
     assert attack_strength_note({}) == ""
     stronger = attack_strength_note({"config": {"evaluate": {"adversarial": {"pgd_steps": 100, "sample_size": 50}}}})
     assert "PGD" not in stronger and "50 attacked images" in stronger
+
+
+def test_the_reports_attack_defaults_are_the_settings_defaults() -> None:
+    from robusteval.evaluators.adversarial import AdversarialSettings
+
+    defaults = vars(AdversarialSettings())
+    assert {key: default for key, (_, default) in ATTACK_BUDGET.items()} == {key: defaults[key] for key in ATTACK_BUDGET}
 
 
 def test_report_states_the_attack_budget_and_the_baseline(tmp_path: Path) -> None:

@@ -2,9 +2,9 @@
 
 ``derive`` computes every derived metric (stored in ``summary.json``); ``drops`` turns a summary
 into an :class:`Analysis`; ``potential`` holds potentials and bootstrap intervals; ``verdict``
-says it in words. Importing the package registers every evaluator's metric declarations.
+says it in words. Metric directions come from the run (:mod:`robusteval.declarations`); nothing here
+imports torch.
 """
-import robusteval.evaluators  # noqa: F401  (the metric declarations live beside the evaluators)
 from robusteval.analysis.class_impact import class_metrics, disparate_impact
 from robusteval.analysis.derive import corruption_summary, derive, noise_summary
 from robusteval.analysis.drops import (
@@ -29,12 +29,12 @@ from robusteval.analysis.potential import (
     prune_potential,
 )
 from robusteval.analysis.verdict import format_amount, format_drop, format_verdict_table, pct, verdict_lines
-from robusteval.metrics import FAMILIES, drop, lower_is_better
+from robusteval.metrics import FAMILIES
 from robusteval.records import CONTROL_ID, SCRATCH_SUFFIX
 
 __all__ = ["BASELINES", "CONTROL_ID", "DEFAULT_TOLERANCE", "FAMILIES", "SCRATCH_SUFFIX", "Analysis", "Curve",
            "Evidence", "Forgetting", "ModelInfo", "Point", "analyse", "analyse_forgetting", "analyse_run",
            "baseline_id", "bootstrap_difference_ci", "bootstrap_mean_ci", "check_tolerances", "class_metrics", "corruption_summary", "derive",
-           "disparate_impact", "drop", "find_pies", "format_amount", "format_drop", "format_verdict_table",
-           "lower_is_better", "mean_halfwidth", "noise_summary", "pct", "potential_interval", "prune_potential",
+           "disparate_impact", "find_pies", "format_amount", "format_drop", "format_verdict_table",
+           "mean_halfwidth", "noise_summary", "pct", "potential_interval", "prune_potential",
            "tolerance_for", "verdict_lines", "write_summary"]

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from robusteval.analysis.model import Analysis, ModelInfo
-from robusteval.metrics import FAMILIES, lower_is_better
+from robusteval.metrics import FAMILIES
 
 GIVEN = "given"
 
@@ -40,7 +40,7 @@ def _drop_phrase(analysis: Analysis, family: str, model: ModelInfo) -> str | Non
     point = curve.point_at(model.ratio) if curve is not None else None
     if point is None or not math.isfinite(point.drop):
         return None
-    if lower_is_better(curve.metric):
+    if curve.lower_is_better:
         text = f"{FAMILIES[family]} {point.drop:+.3g}"
     else:
         text = f"{FAMILIES[family]} {100 * point.drop:.1f} points {'lower' if point.drop >= 0 else 'higher'}"

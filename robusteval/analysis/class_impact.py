@@ -31,12 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from robusteval.data.samples import Samples
-from robusteval.metrics import Metric, class_key, corruption_of, declare
+from robusteval.metrics import class_key, corruption_of
 from robusteval.results import decode_bits
-
-declare([Metric("worst_class_accuracy", True, label="worst per-class accuracy"),
-         Metric("max_class_drop", False, label="largest per-class accuracy drop vs the baseline")])
+from robusteval.samples import Samples
 
 
 def class_recall(correct: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,8 @@ import numpy as np
 from robusteval.analysis.drops import per_sample_correctness
 from robusteval.analysis.model import _nan_to_none
 from robusteval.analysis.potential import bootstrap_difference_ci, bootstrap_mean_ci
+from robusteval.declarations import Declarations, drop
 from robusteval.errors import RobustEvalError
-from robusteval.metrics import drop
 from robusteval.registry import unknown_name_message
 from robusteval.results import RunDir, incomplete_message
 
@@ -62,6 +63,11 @@ class RunSide:
     def config(self) -> Mapping[str, Any]:
         return self.manifest.get("config") or self.summary.get("config") or {}
 
+    @cached_property
+    def declarations(self) -> Declarations:
+        """The run's metric declarations (directions), as its summary carries them."""
+        return Declarations.of_summary(self.summary)
+
 
 @dataclass(frozen=True)
 class Delta:
@@ -72,6 +78,7 @@ class Delta:
     metric: str
     base: float
     new: float
+    lower_is_better: bool  # the metric's declared direction in both runs
     ci: tuple[float, float] | None = None
     paired: bool | None = None
 
@@ -81,8 +88,8 @@ class Delta:
 
     @property
     def drop(self) -> float:
-        """How much worse the new model is, direction-aware (:func:`robusteval.metrics.drop`)."""
-        return drop(self.metric, self.base, self.new)
+        """How much worse the new model is, direction-aware (the runs' declarations)."""
+        return drop(self.base, self.new, lower_is_better=self.lower_is_better)
 
     @property
     def verdict(self) -> str:
@@ -149,12 +156,21 @@ def compare_runs(base: str | Path, new: str | Path, *, pairs: Sequence[tuple[str
             bits = sides[0].correctness.get(key, {}).get(b), sides[1].correctness.get(key, {}).get(n)
             ci, paired = _interval(bits, not reasons, options)
             ragged += [key] if paired is False and not reasons else []
-            deltas.append(Delta(b, n, key, before[key], after[key], ci, paired))
+            deltas.append(Delta(b, n, key, before[key], after[key], _lower_is_better(key, *sides), ci, paired))
     if ragged:
         warnings.append(f"{len(ragged)} metric(s) have per-sample results of different lengths in the two runs "
                         f"(e.g. {ragged[0]!r}): their intervals are unpaired")
     changes = config_changes(sides[0].config(), sides[1].config())
     return Comparison(sides[0], sides[1], matched, deltas, not reasons, warnings, changes, setup_rows(*sides))
+
+
+def _lower_is_better(key: str, base: RunSide, new: RunSide) -> bool:
+    """The direction of ``key``; two runs that declare it differently cannot be compared on it."""
+    lower = new.declarations.lower_is_better(key)
+    if base.declarations.lower_is_better(key) != lower:
+        raise RobustEvalError(f"metric {key!r} is declared {'lower' if lower else 'higher'}-is-better in the new run "
+                              f"{new.path} but not in the base run {base.path}: the runs cannot be compared on it")
+    return lower
 
 
 def match_models(base: RunSide, new: RunSide, pairs: Sequence[tuple[str, str]] | None) -> list[tuple[str, str]]:

@@ -1,6 +1,7 @@
 """Derived metrics: every number computed from other metrics, in one place (no model is run here).
 
-:func:`derive` adds them to each model's metrics before ``summary.json`` is written, so the
+:func:`derive` adds them to each model's metrics before ``summary.json`` is written (their directions
+are the ``derived`` row of :data:`robusteval.declarations.METRICS`), so the
 report and the gate read the same numbers. Per-condition accuracies come from the accuracy
 evaluator (``corruption/<name>/<severity>/accuracy``, ``noise/<ε>/accuracy``). Corruption
 summaries follow Hendrycks & Dietterich, "Benchmarking Neural Network Robustness to Common
@@ -17,21 +18,11 @@ from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
-from robusteval.data.corruptions import BENCHMARK_CORRUPTIONS
 from robusteval.errors import RobustEvalError
-from robusteval.metrics import Metric, corruption_point, declare, noise_point, ood_point
+from robusteval.metrics import BENCHMARK_CORRUPTIONS, corruption_point, noise_point, ood_point
 from robusteval.registry import unknown_name_message
 
 Metrics = Mapping[str, Mapping[str, float]]  # model id → key → value
-
-declare([Metric("mean_accuracy", True, label="mean accuracy"), Metric("ce", False, "ratio", "corruption error"),
-         Metric("relative_ce", False, "ratio", "relative corruption error"),
-         Metric("mce", False, "ratio", "mean corruption error"),
-         Metric("relative_mce", False, "ratio", "relative mean corruption error"),
-         Metric("mce_all", False, "ratio", "mean corruption error, every corruption run"),
-         Metric("relative_mce_all", False, "ratio", "relative mean corruption error, every corruption run"),
-         Metric("mce_corruptions", True, "count", "corruptions in the mCE"),
-         Metric("mean_auroc_*", True, label="mean OOD detection AUROC")])
 
 
 def _errors(metrics: Mapping[str, float], model: str) -> dict[str, dict[int, float]]:

@@ -3,7 +3,7 @@
 Everything here reads ``summary.json`` (and, for confidence intervals and the report's evidence,
 ``records.jsonl``); nothing loads a model.
 
-Definitions (all direction-aware through :func:`robusteval.metrics.lower_is_better`):
+Definitions (all direction-aware through the run's metric declarations, :mod:`robusteval.declarations`):
 
 * **drop** of a metric = how much worse the pruned model is than the dense one, in the metric's
   own unit: ``dense - value`` when higher is better, ``value - dense`` when lower is better.
@@ -35,12 +35,12 @@ from robusteval.analysis.forgetting import Member, analyse_forgetting
 from robusteval.analysis.model import Analysis, Evidence, ModelInfo
 from robusteval.analysis import potential
 from robusteval.analysis.potential import Curve, Point, potential_interval, prune_potential
-from robusteval.data.samples import Samples, read_samples
+from robusteval.declarations import METRICS, Declarations
 from robusteval.errors import RobustEvalError
-from robusteval.metrics import (FAMILIES, attack_point, corruption_point, drop, has_direction, key_matches, noise_point,
-                                reference_value)
+from robusteval.metrics import FAMILIES, attack_point, corruption_point, key_matches, noise_point, reference_value
 from robusteval.records import CONTROL_ID
 from robusteval.results import RunDir, decode_bits, incomplete_message
+from robusteval.samples import Samples, read_samples
 
 DEFAULT_TOLERANCE = 0.005
 BASELINES = ("auto", "dense", CONTROL_ID)
@@ -77,6 +77,7 @@ def analyse(summary: Mapping[str, Any], records: Iterable[Mapping[str, Any]] = (
     """Analyse a run's ``summary`` (and its ``records`` for bootstrap CIs of accuracy drops; with the run's
     ``samples``, also what pruning forgets: :mod:`robusteval.analysis.forgetting`)."""
     check_tolerances(tolerance, tolerances)
+    declarations = Declarations.of_summary(summary).extended(METRICS["derived"])  # _values adds family means
     records = list(records)
     untouched = summary.get("dense")
     dense_id = summary.get("baseline") or untouched  # the reference of every drop
@@ -92,7 +93,7 @@ def analyse(summary: Mapping[str, Any], records: Iterable[Mapping[str, Any]] = (
     pruned = [m for m in models if m.id not in references]
     stats = _Bootstrap(per_sample_correctness(records), dense_id, confidence, n_resamples, seed)
     curves: dict[str, dict[str, Curve]] = {}
-    for key in sorted({k for m in pruned for k in values[m.id] if has_direction(k)}):
+    for key in sorted({k for m in pruned for k in values[m.id] if declarations.has_direction(k)}):
         ref = reference_value(key, values[dense_id])
         if ref is not None:
             tol = tolerance_for(key, default=tolerance, tolerances=tolerances)
@@ -100,7 +101,8 @@ def analyse(summary: Mapping[str, Any], records: Iterable[Mapping[str, Any]] = (
                 members = sorted((m for m in pruned if m.method == method and key in values[m.id]),
                                  key=lambda m: m.ratio)
                 if members:
-                    curves.setdefault(key, {})[method] = _curve(key, method, ref, tol, members, values, stats)
+                    curves.setdefault(key, {})[method] = _curve(key, method, ref, tol, members, values, stats,
+                                                                declarations)
     families = {f: k for f, k in headline_metrics(values[dense_id]).items() if k in curves}
     forgetting = None if samples is None else analyse_forgetting(
         records, samples, [Member(m.id, m.method, m.ratio) for m in models], dense_id, references, seed=seed)
@@ -130,13 +132,13 @@ class _Bootstrap:
 
 
 def _curve(key: str, method: str, ref: float, tol: float, members: Sequence[ModelInfo],
-           values: Mapping[str, Mapping[str, float]], stats: _Bootstrap) -> Curve:
+           values: Mapping[str, Mapping[str, float]], stats: _Bootstrap, declarations: Declarations) -> Curve:
     points = []
     for m in members:
-        d = drop(key, ref, values[m.id][key])
+        d = declarations.drop(key, ref, values[m.id][key])
         points.append(Point(m.id, m.ratio, values[m.id][key], d, bool(d <= tol + 1e-12), stats.drop_ci(key, m.id)))
     pot, first = prune_potential((p.ratio, p.within_tolerance) for p in points)
-    return Curve(key, method, ref, tol, tuple(points), pot, first, potential_interval(points, tol),
+    return Curve(key, method, ref, tol, tuple(points), pot, first, declarations.lower_is_better(key), potential_interval(points, tol),
                  stats.dense_halfwidth(key))
 
 

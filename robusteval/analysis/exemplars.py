@@ -10,14 +10,16 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from robusteval.analysis.forgetting import Member, find_pies, gallery, predictions, pruned_population
 from robusteval.conditions import Condition
+from robusteval.errors import RobustEvalError
 from robusteval.data.arrays import LabeledArrays
-from robusteval.data.samples import Samples, thumbnails, write_samples
 from robusteval.metrics import corruption_of
 from robusteval.records import CONTROL_ID, DENSE_ID
 from robusteval.results import RunDir
+from robusteval.samples import THUMBNAIL_PX, Samples, write_samples
 
 
 def members_of(entries: Sequence[dict]) -> list[Member]:
@@ -54,3 +56,17 @@ def _strips(conditions: Sequence[Condition]) -> tuple[dict[str, np.ndarray], tup
     strips = {name: thumbnails(torch.cat([per[s].inputs(0, 1, 0) for s in severities]))
               for name, per in by_name.items() if sorted(per) == severities}
     return strips, tuple(severities)
+
+
+def thumbnails(images: torch.Tensor, px: int = THUMBNAIL_PX) -> np.ndarray:
+    """Float NCHW images in [0, 1] as uint8 NHWC RGB no larger than ``px`` a side (area averaging)."""
+    x = images.detach().to("cpu", torch.float32)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    elif x.shape[1] != 3:
+        raise RobustEvalError(f"thumbnails need 1 or 3 channels, got images of shape {tuple(x.shape)}")
+    scale = px / max(x.shape[2], x.shape[3])
+    if scale < 1:
+        size = (max(1, round(x.shape[2] * scale)), max(1, round(x.shape[3] * scale)))
+        x = F.interpolate(x, size=size, mode="area")
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()

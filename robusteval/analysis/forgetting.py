@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 
 from robusteval.analysis.class_impact import ModelImpact, correctness, disparate_impact
-from robusteval.data.samples import GALLERY_SIZE, Samples
 from robusteval.records import CONTROL_ID, DENSE_ID, SCRATCH_SUFFIX
 from robusteval.results import decode_ints
+from robusteval.samples import GALLERY_SIZE, Samples
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ from typing import Any
 
 from robusteval.analysis.forgetting import Forgetting
 from robusteval.analysis.potential import Curve
-from robusteval.metrics import lower_is_better
 from robusteval.records import CONTROL_ID
 
 
@@ -97,7 +96,7 @@ class Analysis:
         metrics = {}
         for key, by_method in self.curves.items():
             first = next(iter(by_method.values()))
-            metrics[key] = {"lower_is_better": lower_is_better(key), "tolerance": first.tolerance,
+            metrics[key] = {"lower_is_better": first.lower_is_better, "tolerance": first.tolerance,
                             "dense": first.dense, "methods": {m: _curve_json(c) for m, c in by_method.items()}}
         return _nan_to_none({
             "dense": self.dense, "baseline": self.dense, "untouched_dense": self.untouched,

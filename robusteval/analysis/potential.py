@@ -17,8 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from robusteval.metrics import lower_is_better
-
 
 def prune_potential(points: Iterable[tuple[float, bool]]) -> tuple[float, float | None]:
     """(prune potential, first ratio out of tolerance) from ``(ratio, within_tolerance)`` pairs."""
@@ -95,12 +93,9 @@ class Curve:
     points: tuple[Point, ...]
     prune_potential: float
     first_out: float | None
+    lower_is_better: bool  # the metric's declared direction (True: error-like)
     interval: tuple[float, float] | None = None  # prune potential's 95% range (potential_interval)
     dense_halfwidth: float | None = None  # half-width of the reference value's 95% bootstrap CI
-
-    @property
-    def lower_is_better(self) -> bool:
-        return lower_is_better(self.metric)
 
     def point_at(self, ratio: float) -> Point | None:
         return next((p for p in self.points if p.ratio == ratio), None)

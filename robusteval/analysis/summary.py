@@ -1,4 +1,5 @@
-"""``summary.json``: every model's metrics from its records plus every derived metric, and the run's plan."""
+"""``summary.json``: every model's metrics from its records plus every derived metric, their declarations
+(direction, unit, label) and the run's plan."""
 from __future__ import annotations
 
 from typing import Any
@@ -6,16 +7,18 @@ from typing import Any
 from robusteval.analysis.class_impact import class_metrics
 from robusteval.analysis.derive import derive
 from robusteval.analysis.drops import baseline_id
-from robusteval.data.samples import read_samples
+from robusteval.declarations import BUILTIN, Declarations, summary_keys
 from robusteval.records import DENSE_ID
 from robusteval.results import RunDir, build_summary, missing_results
+from robusteval.samples import read_samples
 
 
 def write_summary(run: RunDir, *, digest: str, baseline: str, seconds: float | None,
-                  plan: tuple[list[str], list[str]]) -> dict[str, Any]:
+                  plan: tuple[list[str], list[str]], declarations: Declarations = BUILTIN) -> dict[str, Any]:
     """Write and return summary.json. ``plan`` (model ids, condition keys) is what the run set out to
     compute, so a missing result shows; ``baseline`` is the ``analysis.baseline`` choice; ``seconds``
-    (None: not timed) is appended to the manifest's durations."""
+    (None: not timed) is appended to the manifest's durations; ``declarations`` covers every metric the
+    run holds (the built-in ones unless the run's evaluators declare more) and the summary keeps theirs."""
     records = run.records()
     missing = missing_results(*plan, {(r["model"], r["condition"]) for r in records})
     summary = build_summary(DENSE_ID, run.models(), records,
@@ -33,6 +36,7 @@ def write_summary(run: RunDir, *, digest: str, baseline: str, seconds: float | N
     for entry in summary["models"]:
         entry["metrics"] = derived[entry["id"]]
         entry["warnings"] = list(entry.get("warnings", [])) + warnings.get(entry["id"], [])
+    summary["declarations"] = declarations.resolved(summary_keys(summary)).to_json()
     manifest = run.read_manifest() or {}
     if seconds is not None:
         manifest.setdefault("durations", []).append(round(seconds, 1))

@@ -7,7 +7,7 @@ from robusteval.analysis.candidate import GIVEN, candidate_lines
 from robusteval.analysis.forgetting import impact_lines
 from robusteval.analysis.model import Analysis
 from robusteval.analysis.potential import Curve
-from robusteval.metrics import FAMILIES, lower_is_better
+from robusteval.metrics import FAMILIES
 
 
 def pct(ratio: float) -> str:
@@ -15,16 +15,16 @@ def pct(ratio: float) -> str:
     return f"{100 * ratio:.4g}%"
 
 
-def format_drop(key: str, d: float) -> str:
+def format_drop(key: str, d: float, *, lower_is_better: bool) -> str:
     """A drop in words: accuracy-like metrics in points, error-like metrics as an increase."""
-    return f"{key.rsplit('/', 1)[-1]} {d:+.3g}" if lower_is_better(key) else f"{100 * d:.1f} points lower"
+    return f"{key.rsplit('/', 1)[-1]} {d:+.3g}" if lower_is_better else f"{100 * d:.1f} points lower"
 
 
 def _point_note(curve: Curve, ratio: float) -> str:
     point = curve.point_at(ratio)
     if point is None or not math.isfinite(point.drop):
         return " (value missing or NaN)"
-    note = format_drop(curve.metric, point.drop)
+    note = format_drop(curve.metric, point.drop, lower_is_better=curve.lower_is_better)
     if point.ci is not None:
         lo, hi = (100 * c for c in point.ci)
         note += f"; 95% CI of the drop {lo:.1f} to {hi:.1f}" + (", within noise" if point.within_noise else "")
@@ -77,16 +77,17 @@ def _resolution_lines(analysis: Analysis) -> list[str]:
     for family, key in analysis.families.items():
         curve = next(iter(analysis.curves[key].values()))
         if curve.dense_halfwidth is not None and curve.dense_halfwidth > curve.tolerance:
-            lines.append(f"The test set is too small to resolve δ = {format_amount(key, curve.tolerance)} on "
-                         f"{FAMILIES[family]}: the baseline's own 95% interval is ±"
-                         f"{format_amount(key, curve.dense_halfwidth)}, so drops below that are noise; "
+            tol, half = (format_amount(a, lower_is_better=curve.lower_is_better)
+                         for a in (curve.tolerance, curve.dense_halfwidth))
+            lines.append(f"The test set is too small to resolve δ = {tol} on {FAMILIES[family]}: the baseline's own "
+                         f"95% interval is ±{half}, so drops below that are noise; "
                          "read the potentials' ranges, or evaluate on more images.")
     return lines
 
 
-def format_amount(key: str, amount: float) -> str:
+def format_amount(amount: float, *, lower_is_better: bool) -> str:
     """An amount in the metric's unit: accuracy-like metrics in points, others as numbers."""
-    return f"{amount:.3g}" if lower_is_better(key) else f"{100 * amount:.2g} points"
+    return f"{amount:.3g}" if lower_is_better else f"{100 * amount:.2g} points"
 
 
 def format_verdict_table(analysis: Analysis) -> str:

@@ -10,7 +10,7 @@ import torch
 
 from robusteval.errors import RobustEvalError
 from robusteval.evaluators.base import LOGIT_EVALUATORS, LogitEvaluator, Outputs, Use
-from robusteval.metrics import Metric
+from robusteval.declarations import METRICS
 
 
 def checked_logits(logits: torch.Tensor, *, what: str = "logits") -> torch.Tensor:
@@ -53,8 +53,7 @@ class AccuracyEvaluator(LogitEvaluator):
     """
 
     name = "accuracy"
-    declares = (Metric("accuracy", True, label="top-1 accuracy"), Metric("top5", True, label="top-5 accuracy"),
-                Metric("loss", False, "nats", "cross-entropy"), Metric("error", False, label="top-1 error"))
+    declares = METRICS["accuracy"]
 
     def metrics(self, outputs: Outputs) -> dict[str, float]:
         z, y = labelled(outputs.logits, outputs.labels)

@@ -38,7 +38,7 @@ from robusteval.evaluators.attacks import (
     random_noise,
     zero_gradient_count,
 )
-from robusteval.metrics import Metric
+from robusteval.declarations import METRICS
 from robusteval.registry import unknown_name_message
 
 __all__ = ["AdversarialEvaluator", "AdversarialSettings", "AttackInputs", "craft_transfer", "evaluate_adversarial",
@@ -360,9 +360,7 @@ class AdversarialEvaluator(Evaluator[AttackInputs]):
     """:func:`evaluate_adversarial` behind the evaluator contract (names relative to ``adversarial/``)."""
 
     name = "adversarial"
-    declares = (Metric("clean_accuracy", True, label="clean accuracy of the attacked sample"),
-                Metric("accuracy", True, label="robust accuracy"),
-                Metric("median", True, "perturbation norm", "median minimal adversarial perturbation"))
+    declares = METRICS["adversarial"]
 
     def __init__(self, settings: AdversarialSettings) -> None:
         self.settings = settings

@@ -11,7 +11,7 @@ import torch
 from robusteval.errors import RobustEvalError
 from robusteval.evaluators.accuracy import checked_logits
 from robusteval.evaluators.base import LOGIT_EVALUATORS, LogitEvaluator, Outputs, Use
-from robusteval.metrics import Metric
+from robusteval.declarations import METRICS
 
 
 class AgreementEvaluator(LogitEvaluator):
@@ -22,14 +22,7 @@ class AgreementEvaluator(LogitEvaluator):
     """
 
     name = "agreement"
-    declares = (Metric("top1", True, label="top-1 agreement with dense"),
-                Metric("kl", False, "nats", "KL(dense || pruned)"),
-                Metric("l2", False, "", "L2 distance of the softmax vectors"),
-                Metric("linf", False, "", "L∞ distance of the softmax vectors"),
-                Metric("dense_correct_pruned_wrong", False, label="samples dense gets right and pruned wrong"),
-                Metric("dense_wrong_pruned_correct", True, label="samples dense gets wrong and pruned right"),
-                Metric("dense_correct_pruned_wrong_count", False, "samples"),
-                Metric("dense_wrong_pruned_correct_count", True, "samples"))
+    declares = METRICS["agreement"]
 
     def metrics(self, outputs: Outputs) -> dict[str, float]:
         if outputs.dense is None:

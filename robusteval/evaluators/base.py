@@ -2,7 +2,8 @@
 
 ``Evaluator.__call__`` is the one entry point (a template method in the spirit of foolbox's final
 ``__call__`` around ``run``): it runs the evaluator and checks that each metric it returns is one it
-declared (``declares``, registered in :mod:`robusteval.metrics` when the class is defined). Metric
+declared (``declares``: built-in evaluators name their row of :data:`robusteval.declarations.METRICS`;
+a direction that contradicts a built-in declaration is an error when the class is defined). Metric
 names are relative to the evaluator; the engine alone turns results into records and keys
 (``ece`` on the clean condition becomes ``calibration/ece``). Evaluators never load models, make
 inputs or write records.
@@ -20,8 +21,7 @@ from typing import Any, ClassVar, Generic, TypeVar, final
 
 import torch
 
-from robusteval import metrics as contract
-from robusteval.metrics import Metric
+from robusteval.declarations import BUILTIN, Declarations, Metric
 from robusteval.registry import Registry
 
 In = TypeVar("In")
@@ -61,7 +61,7 @@ class Evaluator(ABC, Generic[In]):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        contract.declare(cls.declares)
+        BUILTIN.extended(cls.declares)  # a contradiction is a ValueError here, not in a finished run
 
     @final
     def __call__(self, inputs: In) -> Result:
@@ -76,6 +76,17 @@ class Evaluator(ABC, Generic[In]):
     @abstractmethod
     def run(self, inputs: In) -> Result:
         """The metrics of one model on one whole condition."""
+
+
+def evaluator_declarations() -> Declarations:
+    """The built-in declarations and those of every evaluator class defined (a user's own included): what
+    the summary writer stores for the metrics a run holds."""
+    classes, pending = [], list(Evaluator.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        classes.append(cls)
+        pending += cls.__subclasses__()
+    return BUILTIN.extended(m for cls in classes for m in cls.declares)
 
 
 class LogitEvaluator(Evaluator[Outputs]):

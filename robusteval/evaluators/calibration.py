@@ -15,7 +15,7 @@ from scipy.optimize import minimize_scalar
 from robusteval import validate
 from robusteval.evaluators.accuracy import labelled
 from robusteval.evaluators.base import LOGIT_EVALUATORS, LogitEvaluator, Outputs, Use
-from robusteval.metrics import Metric
+from robusteval.declarations import METRICS
 
 BRIER_CONVENTION = (
     "Brier score: squared distance between the softmax vector and the one-hot label, "
@@ -141,13 +141,7 @@ class CalibrationEvaluator(LogitEvaluator):
     """
 
     name = "calibration"
-    declares = (Metric("ece", False, label="expected calibration error"), Metric("aece", False, label="adaptive ECE"),
-                Metric("mce", False, label="maximum calibration error"), Metric("classwise_ece", False),
-                Metric("nll", False, "nats", "negative log-likelihood"), Metric("brier", False, "", "Brier score"),
-                Metric("confidence", None, label="mean confidence"),
-                Metric("confidence_gap", None, label="confidence − accuracy"),
-                Metric("abs_confidence_gap", False, label="|confidence − accuracy|"), Metric("temperature", None, ""),
-                Metric("ece_after_ts", False), Metric("nll_after_ts", False, "nats"))
+    declares = METRICS["calibration"]
 
     def __init__(self, settings: CalibrationSettings | None = None) -> None:
         super().__init__()

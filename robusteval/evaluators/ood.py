@@ -17,7 +17,7 @@ from robusteval import validate
 from robusteval.errors import RobustEvalError
 from robusteval.evaluators.accuracy import checked_logits
 from robusteval.evaluators.base import LOGIT_EVALUATORS, LogitEvaluator, Outputs, Use
-from robusteval.metrics import Metric
+from robusteval.declarations import METRICS
 from robusteval.registry import Registry
 
 OOD_CONVENTION = (
@@ -104,8 +104,7 @@ class OODEvaluator(LogitEvaluator):
     """
 
     name = "ood"
-    declares = (Metric("auroc_*", True, label="OOD detection AUROC"), Metric("aupr_in_*", True),
-                Metric("aupr_out_*", True), Metric("fpr95_*", False, label="FPR at 95% TPR"))
+    declares = METRICS["ood"]
 
     def __init__(self, settings: OODSettings | None = None) -> None:
         super().__init__()

@@ -19,7 +19,6 @@ import matplotlib
 
 from robusteval.analysis import DEFAULT_TOLERANCE, Analysis, analyse
 from robusteval.analysis.compare import flatten
-from robusteval.data.samples import read_samples
 from robusteval.files import write_text_atomic
 from robusteval.report.forgetting import forgetting_section
 from robusteval.report.gallery import strips_html
@@ -38,6 +37,7 @@ from robusteval.report.sections import (
     precision_note,
 )
 from robusteval.results import RunDir
+from robusteval.samples import read_samples
 
 SECTIONS = {
     "verdict": "Verdict", "curves": "Metrics vs prune ratio", "corruption": "Corruptions",

@@ -15,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from robusteval.analysis import Analysis
-from robusteval.metrics import corruption_point, lower_is_better
+from robusteval.metrics import corruption_point
 
 DENSE_STYLE = {"color": "black", "linestyle": "--", "linewidth": 1.2}
 _WIDTH = 10.0  # inches; at 100 dpi a figure fits a laptop screen
@@ -67,7 +67,7 @@ def metric_curves(analysis: Analysis, keys: Sequence[str]) -> Figure:
         by_method = analysis.curves[key]
         first = next(iter(by_method.values()))
         dense, tol = first.dense, first.tolerance
-        band = (dense, dense + tol) if lower_is_better(key) else (dense - tol, dense)
+        band = (dense, dense + tol) if first.lower_is_better else (dense - tol, dense)
         ax.axhspan(*band, color="0.85", label=f"tolerance δ={tol:g}")
         ax.axhline(dense, **DENSE_STYLE, label="dense")
         for method, curve in by_method.items():

@@ -69,19 +69,18 @@ def _verdict(analysis: Analysis) -> str:
             + _table(header, rows) + f'<ul class="verdict">{lines}</ul>')
 
 
-_ATTACK_BUDGET = (("pgd_steps", "PGD {} steps"), ("autoattack_iters", "AutoAttack {} APGD iterations"),
-                  ("apgd_targets", "{} APGD-T target classes"), ("min_norm_steps", "minimum-norm attacks {} steps"),
-                  ("sample_size", "{} attacked images"))
+ATTACK_BUDGET = {"pgd_steps": ("PGD {} steps", 40), "autoattack_iters": ("AutoAttack {} APGD iterations", 100),
+                 "apgd_targets": ("{} APGD-T target classes", 9), "min_norm_steps": ("minimum-norm attacks {} steps", 100),
+                 "sample_size": ("{} attacked images", 500)}
+"""Attack setting → (wording, default): the defaults of ``AdversarialSettings`` as plain numbers, so that the
+report imports no attack code (tests/test_report_validity.py checks that they agree)."""
 
 
 def attack_strength_note(manifest: Mapping[str, Any]) -> str:
     """A warning when the run's attack settings are weaker than the defaults, derived from the config."""
-    from robusteval.evaluators.adversarial import AdversarialSettings
-
     settings = ((manifest.get("config") or {}).get("evaluate") or {}).get("adversarial") or {}
-    defaults = vars(AdversarialSettings())
-    weaker = [f"{label.format(settings[key])} (default {defaults[key]})" for key, label in _ATTACK_BUDGET
-              if isinstance(settings.get(key), (int, float)) and settings[key] < defaults[key]]
+    weaker = [f"{label.format(settings[key])} (default {default})" for key, (label, default) in ATTACK_BUDGET.items()
+              if isinstance(settings.get(key), (int, float)) and settings[key] < default]
     if not weaker:
         return ""
     return (f'<p class="note warn">Attacks weaker than the defaults: {_e(", ".join(weaker))}. Weaker attacks '

@@ -51,6 +51,7 @@ from robusteval.data.corruptions import blur, digital, noise, spatter, weather  
 from robusteval.data.corruptions.params import parameter_set, severity_parameters
 from robusteval.data.corruptions.registry import CORRUPTIONS, Corruption
 from robusteval.errors import RobustEvalError, expected
+from robusteval.metrics import BENCHMARK_CORRUPTIONS
 
 __all__ = [
     "BENCHMARK_CORRUPTIONS",
@@ -75,12 +76,6 @@ MIN_SIDE = 16
 DEFAULT_NOISE_EPS: tuple[float, ...] = tuple(round(0.05 * i, 10) for i in range(15))
 """ε ∈ linspace(0, 0.7, 15), the grid of Liebenwein et al. (2021), in their units (the normalised input)."""
 
-
-BENCHMARK_CORRUPTIONS: tuple[str, ...] = (
-    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-    "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
-)
-"""The 15 corruptions of CIFAR-10-C / ImageNet-C, in the paper's order; ``corruption/mce`` averages these only."""
 
 EXTRA_CORRUPTIONS: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
 """The 4 held-out validation corruptions."""
