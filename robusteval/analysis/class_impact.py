@@ -1,7 +1,7 @@
 """Who pays for the pruning, per class: per-class accuracies and disparate impact.
 
 Computed from the records' per-sample correctness and the labels the run keeps
-(:mod:`robusteval.data.samples`); nothing loads a model.
+(:mod:`robusteval.samples`); nothing loads a model.
 
 * ``clean/class/<class>/accuracy``: the share of the clean samples of that class a model gets
   right (its recall); ``corruption/<name>/class/<class>/accuracy``: its mean over the severities.

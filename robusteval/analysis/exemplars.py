@@ -1,6 +1,6 @@
 """Keep what the report's per-class figures and pictures need in the run, when evaluation ends.
 
-:func:`save_samples` writes ``samples.npz`` (:mod:`robusteval.data.samples`): labels of the clean and
+:func:`save_samples` writes ``samples.npz`` (:mod:`robusteval.samples`): labels of the clean and
 corruption conditions, thumbnails of the gallery's forgotten inputs (chosen from the records'
 predictions, :mod:`robusteval.analysis.forgetting`) and one image per corruption and severity.
 """

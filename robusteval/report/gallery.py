@@ -2,7 +2,7 @@
 
 Thumbnails come from the run's ``samples.npz`` (uint8, at most 64 px a side), are embedded as PNG
 data URIs, and every caption (class names come from user data) is HTML-escaped. The page holds at
-most :data:`robusteval.data.samples.GALLERY_SIZE` gallery images plus one image per corruption and
+most :data:`robusteval.samples.GALLERY_SIZE` gallery images plus one image per corruption and
 severity: with 64-px thumbnails at most 12.3 KB of raw pixels each, the pictures add at most
 (32 + 5 x corruptions) x 16.5 KB of base64 (about 2.1 MB for the 19 corruptions; 32-px CIFAR
 thumbnails take about 3 KB each).
