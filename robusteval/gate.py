@@ -189,7 +189,8 @@ def evaluate_gate(summary: Mapping[str, Any], rules: Sequence[Rule], *, referenc
     chosen = list(models) if models else [m for m in entries if m not in baselines | {reference}] or [reference]
     declarations = Declarations.of_summary(summary)
     for rule in rules:
-        if rule.budget in _DROPS and (spec := declarations.find(rule.metric)) and spec.higher_is_better is None:
+        spec = declarations.find(rule.metric)  # None: the run lacks the metric, so its checks fail as missing
+        if rule.budget in _DROPS and spec is not None and spec.higher_is_better is None:
             raise RobustEvalError(f"gate rule {rule.metric}: {rule.budget} needs a metric with a better direction, and "
                                   f"{rule.metric.rsplit('/', 1)[-1]} has none (neither higher nor lower is better); "
                                   "bound it with min, max or max_increase")
@@ -197,7 +198,8 @@ def evaluate_gate(summary: Mapping[str, Any], rules: Sequence[Rule], *, referenc
     if chosen == [reference] and relative:
         raise RobustEvalError(f"the run has only the model {reference!r}, so budget {relative[0]!r} has no reference "
                               "to compare with; gate a single model with min/max budgets")
-    checks = tuple(_check(r, m, entries[m], entries[reference], reference, declarations) for m in chosen for r in rules)
+    checks = tuple(_check(r, m, entries[m], entries[reference], reference, declarations)
+                   for m in chosen for r in rules)
     models_by_id = {m["id"]: m for m in summary.get("models", [])}
     sizes = {m: text for m in chosen if m != reference and (text := size_phrase(models_by_id[m]))}
     return GateResult(reference, checks, sizes)

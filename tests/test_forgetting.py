@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from robusteval.analysis.class_impact import class_metrics, disparate_impact
-from robusteval.analysis.forgetting import Member, analyse_forgetting, find_pies, pie_mask, pruned_population
 from robusteval.analysis.exemplars import thumbnails
-from robusteval.samples import Samples, read_samples, write_samples
-from robusteval.errors import RobustEvalError
+from robusteval.analysis.forgetting import Member, analyse_forgetting, find_pies, pie_mask, pruned_population
 from robusteval.declarations import BUILTIN
+from robusteval.errors import RobustEvalError
 from robusteval.metrics import class_key, class_point
 from robusteval.results import decode_ints, encode_bits, encode_ints
+from robusteval.samples import Samples, read_samples, write_samples
 
 CLASSES = tuple(f"c{i}" for i in range(10))
 

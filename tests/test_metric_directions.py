@@ -25,7 +25,8 @@ def _summary(dense_gap: float, pruned_gap: float) -> dict:
 def test_declarations() -> None:
     for key in ("calibration/confidence_gap", "calibration/confidence", "calibration/temperature"):
         assert not BUILTIN.has_direction(key) and not BUILTIN.lower_is_better(key)
-    assert BUILTIN.has_direction("calibration/abs_confidence_gap") and BUILTIN.lower_is_better("calibration/abs_confidence_gap")
+    gap = "calibration/abs_confidence_gap"
+    assert BUILTIN.has_direction(gap) and BUILTIN.lower_is_better(gap)
 
 
 def test_more_over_confidence_is_a_drop_never_an_improvement() -> None:

@@ -33,7 +33,7 @@ def test_the_reports_attack_defaults_are_the_settings_defaults() -> None:
     from robusteval.evaluators.adversarial import AdversarialSettings
 
     defaults = vars(AdversarialSettings())
-    assert {key: default for key, (_, default) in ATTACK_BUDGET.items()} == {key: defaults[key] for key in ATTACK_BUDGET}
+    assert {key: default for key, (_, default) in ATTACK_BUDGET.items()} == {k: defaults[k] for k in ATTACK_BUDGET}
 
 
 def test_report_states_the_attack_budget_and_the_baseline(tmp_path: Path) -> None:

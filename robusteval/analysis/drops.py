@@ -138,8 +138,8 @@ def _curve(key: str, method: str, ref: float, tol: float, members: Sequence[Mode
         d = declarations.drop(key, ref, values[m.id][key])
         points.append(Point(m.id, m.ratio, values[m.id][key], d, bool(d <= tol + 1e-12), stats.drop_ci(key, m.id)))
     pot, first = prune_potential((p.ratio, p.within_tolerance) for p in points)
-    return Curve(key, method, ref, tol, tuple(points), pot, first, declarations.lower_is_better(key), potential_interval(points, tol),
-                 stats.dense_halfwidth(key))
+    return Curve(key, method, ref, tol, tuple(points), pot, first, declarations.lower_is_better(key),
+                 potential_interval(points, tol), stats.dense_halfwidth(key))
 
 
 def baseline_id(choice: str, model_ids: Sequence[str], dense: str) -> str:

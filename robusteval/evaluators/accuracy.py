@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from robusteval.declarations import METRICS
 from robusteval.errors import RobustEvalError
 from robusteval.evaluators.base import LOGIT_EVALUATORS, LogitEvaluator, Outputs, Use
-from robusteval.declarations import METRICS
 
 
 def checked_logits(logits: torch.Tensor, *, what: str = "logits") -> torch.Tensor:

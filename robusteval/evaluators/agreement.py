@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import torch
 
+from robusteval.declarations import METRICS
 from robusteval.errors import RobustEvalError
 from robusteval.evaluators.accuracy import checked_logits
 from robusteval.evaluators.base import LOGIT_EVALUATORS, LogitEvaluator, Outputs, Use
-from robusteval.declarations import METRICS
 
 
 class AgreementEvaluator(LogitEvaluator):

@@ -13,9 +13,9 @@ import torch
 from scipy.optimize import minimize_scalar
 
 from robusteval import validate
+from robusteval.declarations import METRICS
 from robusteval.evaluators.accuracy import labelled
 from robusteval.evaluators.base import LOGIT_EVALUATORS, LogitEvaluator, Outputs, Use
-from robusteval.declarations import METRICS
 
 BRIER_CONVENTION = (
     "Brier score: squared distance between the softmax vector and the one-hot label, "

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 
 from robusteval import validate
+from robusteval.declarations import METRICS
 from robusteval.errors import RobustEvalError
 from robusteval.evaluators.accuracy import checked_logits
 from robusteval.evaluators.base import LOGIT_EVALUATORS, LogitEvaluator, Outputs, Use
-from robusteval.declarations import METRICS
 from robusteval.registry import Registry
 
 OOD_CONVENTION = (

@@ -70,8 +70,8 @@ def _verdict(analysis: Analysis) -> str:
 
 
 ATTACK_BUDGET = {"pgd_steps": ("PGD {} steps", 40), "autoattack_iters": ("AutoAttack {} APGD iterations", 100),
-                 "apgd_targets": ("{} APGD-T target classes", 9), "min_norm_steps": ("minimum-norm attacks {} steps", 100),
-                 "sample_size": ("{} attacked images", 500)}
+                 "apgd_targets": ("{} APGD-T target classes", 9),
+                 "min_norm_steps": ("minimum-norm attacks {} steps", 100), "sample_size": ("{} attacked images", 500)}
 """Attack setting → (wording, default): the defaults of ``AdversarialSettings`` as plain numbers, so that the
 report imports no attack code (tests/test_report_validity.py checks that they agree)."""
 
