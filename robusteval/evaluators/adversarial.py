@@ -59,6 +59,7 @@ class AdversarialSettings:
     linf_eps: tuple[float, ...] = (0.25 / 255, 0.5 / 255, 1 / 255, 2 / 255, 4 / 255, 8 / 255)
     l2_eps: tuple[float, ...] = (0.03, 0.06, 0.125, 0.25, 0.5)
     attacks: tuple[str, ...] = ("fgsm", "linf_pgd", "l2_pgd")
+    """Fixed-ε attack kinds by name (:data:`attack_kinds.ATTACKS`); ``transfer`` names them too."""
     autoattack: str | None = "fast"
     """AutoAttack preset; ``off`` or null (None) turns it off."""
     autoattack_eps: tuple[float, ...] = (0.5 / 255, 1 / 255, 2 / 255, 8 / 255)

@@ -175,7 +175,7 @@ def _against_noise(ev: Evidence) -> Check:
     for attack, curve in ev.curves.items():
         norm = ev.norms[attack]
         sub = at_least_as_strong(
-            "attack_vs_noise", (attack, curve), (f"random {norm} noise", ev.noise[norm]), slack=ev.slack,
+            "attack_vs_noise", (attack, curve), (f"random {norm} noise", ev.noise.get(norm, {})), slack=ev.slack,
             hint="random noise of the same norm beats the attack, so its gradients are not informative")
         check.failures += sub.failures
         if sub.evidence:
