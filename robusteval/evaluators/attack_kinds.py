@@ -116,6 +116,10 @@ class Attack(ABC):
         if "name" in vars(cls):
             ATTACKS.add(cls.name, cls)
 
+    def __init__(self, *, steps: int, seed: int, batch_size: int) -> None:
+        """``steps`` (iterations, where the attack has them), ``seed`` of its random draws, images per batch."""
+        self.steps, self.seed, self.batch_size = steps, seed, batch_size
+
     @classmethod
     @abstractmethod
     def configured(cls, settings: AttackSettings) -> Attack:
@@ -141,9 +145,6 @@ class FixedEpsilonAttack(Attack):
 
     kind = FIXED_EPS
     _distance: ClassVar[dict[str, fb.distances.Distance]] = {LINF: fb.distances.linf, L2: fb.distances.l2}
-
-    def __init__(self, *, steps: int, seed: int, batch_size: int) -> None:
-        self.steps, self.seed, self.batch_size = steps, seed, batch_size
 
     @classmethod
     def configured(cls, settings: AttackSettings) -> FixedEpsilonAttack:
@@ -206,9 +207,6 @@ class MinimumNormAttack(Attack):
     """The smallest perturbation that fools the model, per image; ``min_norm/<norm>/median`` over the sample."""
 
     kind = MIN_NORM
-
-    def __init__(self, *, steps: int, seed: int, batch_size: int) -> None:
-        self.steps, self.seed, self.batch_size = steps, seed, batch_size
 
     @classmethod
     def configured(cls, settings: AttackSettings) -> MinimumNormAttack:
@@ -305,17 +303,18 @@ class AutoAttack(EnsembleAttack):
     name, norm = "autoattack", LINF
     stage_curves = ("apgd-ce",)
 
-    def __init__(self, *, preset: str, iters: int, targets: int, seed: int, batch_size: int) -> None:
-        self.preset, self.iters, self.targets, self.seed, self.batch_size = preset, iters, targets, seed, batch_size
+    def __init__(self, *, preset: str, targets: int, steps: int, seed: int, batch_size: int) -> None:
+        super().__init__(steps=steps, seed=seed, batch_size=batch_size)
+        self.preset, self.targets = preset, targets
 
     @classmethod
     def configured(cls, settings: AttackSettings) -> AutoAttack:
-        return cls(preset=settings.autoattack, iters=settings.autoattack_iters, targets=settings.apgd_targets,
+        return cls(preset=settings.autoattack, targets=settings.apgd_targets, steps=settings.autoattack_iters,
                    seed=settings.seed, batch_size=settings.batch_size)
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epsilon: float,
             classes: int) -> tuple[dict[str, torch.Tensor], list[str]]:
-        aa = build_autoattack(model, eps=epsilon, preset=self.preset, n_classes=classes, iters=self.iters,
+        aa = build_autoattack(model, eps=epsilon, preset=self.preset, n_classes=classes, iters=self.steps,
                               targets=self.targets, seed=self.seed, device=x.device)
         return autoattack_cascade(aa, x, y, batch_size=self.batch_size)
 
