@@ -83,7 +83,8 @@ class Sample:
 @dataclass
 class Outcome:
     """What attacks found: curves (name → ε → accuracy) and each curve's norm, metrics relative to
-    ``adversarial/``, JSON-able details and warnings. :meth:`add` merges another outcome in order."""
+    ``adversarial/``, JSON-able detail sections (dicts, merged section by section) and warnings.
+    :meth:`add` merges another outcome in order."""
 
     curves: dict[str, Curve] = field(default_factory=dict)
     norms: dict[str, str] = field(default_factory=dict)
