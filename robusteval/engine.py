@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from robusteval.device import autocast, free_cached_memory, is_out_of_memory, mo
 from robusteval.errors import RobustEvalError, warn
 from robusteval.escaping import visible
 from robusteval.evaluators.accuracy import per_sample_correct
-from robusteval.evaluators.adversarial import AdversarialEvaluator, AttackInputs, craft_transfer
+from robusteval.evaluators.adversarial import AdversarialEvaluator, AttackInputs, craft_transfer, plan
 from robusteval.evaluators.base import Evaluator, Outputs, Result, evaluators_for
 from robusteval.files import write_atomic
 from robusteval.metrics import metric_key
@@ -79,8 +78,8 @@ class Executor(Protocol):
         """Compute every shard of each job, yielding once per job, in order, when its shards are saved."""
 
     def attack(self, models: list[ModelEntry], x: torch.Tensor, y: torch.Tensor, adversarial: AdversarialSettings,
-               progress: bool) -> Iterator[tuple[Result, float]]:
-        """The adversarial result and seconds of each model, in order."""
+               bar: tqdm) -> Iterator[tuple[Result, float]]:
+        """The adversarial result and seconds of each model, in order; ``bar`` counts attacks done."""
 
 
 class LocalExecutor:
@@ -92,18 +91,18 @@ class LocalExecutor:
             yield
 
     def attack(self, models: list[ModelEntry], x: torch.Tensor, y: torch.Tensor, adversarial: AdversarialSettings,
-               progress: bool) -> Iterator[tuple[Result, float]]:
+               bar: tqdm) -> Iterator[tuple[Result, float]]:
         for m in models:
-            if progress:
-                print(f"adversarial: attacking {visible(m.id)} on {len(y)} images", file=sys.stderr, flush=True)
-            yield attack_model(m.module, x, y, adversarial)
+            bar.set_postfix_str(visible(m.id), refresh=False)
+            yield attack_model(m.module, x, y, adversarial, attacked=lambda _: bar.update())
 
 
-def attack_model(module: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                 adversarial: AdversarialSettings) -> tuple[Result, float]:
-    """One model's adversarial result on the sample, and the seconds it took."""
+def attack_model(module: nn.Module, x: torch.Tensor, y: torch.Tensor, adversarial: AdversarialSettings,
+                 attacked: Callable[[str], None] | None = None) -> tuple[Result, float]:
+    """One model's adversarial result on the sample, and the seconds it took (``attacked``: see
+    :class:`AdversarialEvaluator`)."""
     start = time.perf_counter()
-    result = AdversarialEvaluator(adversarial)(AttackInputs(module, x, y))
+    result = AdversarialEvaluator(adversarial, attacked)(AttackInputs(module, x, y))
     return result, time.perf_counter() - start
 
 
@@ -286,24 +285,26 @@ def transfer_conditions(run: RunDir, dense: nn.Module, x: torch.Tensor, y: torch
 
 def run_attacks(models: Sequence[ModelEntry], x: torch.Tensor, y: torch.Tensor, run: RunDir,
                 adversarial: AdversarialSettings, settings: EngineSettings, executor: Executor | None = None) -> None:
-    """The attack stage: every model without an ``adversarial`` record is attacked on the same sample.
-
-    A model without gradients (onnxruntime) gets a record with no metrics and the reason as a warning.
+    """The attack stage: every model without an ``adversarial`` record is attacked on the same sample,
+    with a progress bar over (model, attack) pairs. A model without gradients (onnxruntime) gets a
+    record with no metrics and the reason as a warning.
     """
     where = ("adversarial", "adversarial")
     provenance = dict(settings.provenance) | {"seed": adversarial.seed}
     done = run.done()
     todo = [m for m in models if (m.id, "adversarial") not in done]
     attacked = [m for m in todo if has_gradients(m.module)]
-    results = (executor or LocalExecutor()).attack(attacked, x, y, adversarial, settings.progress)
     evaluator = AdversarialEvaluator(adversarial)
-    for m in todo:
-        if not has_gradients(m.module):
-            skipped = [(evaluator, Result({}, warnings=[WHITE_BOX_SKIPPED]))]
-            _write(run, _as_record(m.id, where, 0, skipped, provenance=provenance, seconds=0.0))
-            continue
-        result, seconds = next(results)
-        _write(run, _as_record(m.id, where, len(y), [(evaluator, result)], provenance=provenance, seconds=seconds))
+    with tqdm(total=len(attacked) * len(plan(adversarial)), unit="attack", desc="adversarial: attacking",
+              disable=not settings.progress, smoothing=0.05) as bar:
+        results = (executor or LocalExecutor()).attack(attacked, x, y, adversarial, bar)
+        for m in todo:
+            if not has_gradients(m.module):
+                skipped = [(evaluator, Result({}, warnings=[WHITE_BOX_SKIPPED]))]
+                _write(run, _as_record(m.id, where, 0, skipped, provenance=provenance, seconds=0.0))
+                continue
+            result, seconds = next(results)
+            _write(run, _as_record(m.id, where, len(y), [(evaluator, result)], provenance=provenance, seconds=seconds))
 
 
 def _shard_dir(run: RunDir, condition: Condition) -> Path:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from robusteval.device import exact_fp32, model_device
 from robusteval.engine import EngineSettings, Job, ModelEntry, attack_model, compute_shards, shard_plan
 from robusteval.errors import RobustEvalError, describe
 from robusteval.escaping import visible
-from robusteval.evaluators.adversarial import AdversarialSettings
+from robusteval.evaluators.adversarial import AdversarialSettings, plan
 from robusteval.evaluators.base import Result
 from robusteval.pruning import PruneSettings, load_member
 from robusteval.pruning.family import build_group, family_groups, member_id
@@ -199,12 +198,14 @@ class RayExecutor:
                                   f"{describe(exc).splitlines()[0]}") from None
 
     def attack(self, models: list[ModelEntry], x: torch.Tensor, y: torch.Tensor, adversarial: AdversarialSettings,
-               progress: bool) -> Iterator[tuple[Result, float]]:
+               bar: tqdm) -> Iterator[tuple[Result, float]]:
+        """Every model attacked by a task; ``bar`` advances by a model's attacks when its task is done."""
         refs = [self._attack.remote(self._ship(m), x, y, adversarial, self._worker) for m in models]
         for m, ref in zip(models, refs):
-            if progress:
-                print(f"adversarial: {visible(m.id)} on a Ray worker, {len(y)} images", file=sys.stderr, flush=True)
-            yield self._get(ref, f"attacking {m.id}")
+            bar.set_postfix_str(f"{visible(m.id)} (Ray)", refresh=False)
+            result = self._get(ref, f"attacking {m.id}")
+            bar.update(len(plan(adversarial)))
+            yield result
 
     def build_family(self, dense: nn.Module, *, settings: PruneSettings, example_input: torch.Tensor,
                      train_data: LabeledArrays | None, out_dir: Path, progress: bool) -> None:

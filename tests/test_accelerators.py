@@ -18,7 +18,7 @@ from robusteval import device as device_module
 from robusteval.conditions import Condition
 from robusteval.data.arrays import LabeledArrays
 from robusteval.engine import EngineSettings, ModelEntry, _prefetch, run_conditions
-from robusteval.evaluators import adversarial
+from robusteval.evaluators import attack_kinds
 from robusteval.evaluators.adversarial import AdversarialSettings
 from robusteval.evaluators.settings import EvaluateSettings
 from robusteval.pruning import coreset, stats
@@ -79,11 +79,12 @@ def test_coreset_importance_of_mps_weights_equals_the_cpu_importance(monkeypatch
 
 
 def test_minimal_norms_from_an_mps_attack_are_summarised_on_cpu(monkeypatch):
-    monkeypatch.setattr(adversarial, "min_norm_attack", lambda *a, **k: on_mps(torch.tensor([0.25, 0.5])))
+    monkeypatch.setattr(attack_kinds.LinfFMN, "__call__", lambda *a, **k: on_mps(torch.tensor([0.25, 0.5])))
     correct = torch.tensor([True, False, True])
     settings = AdversarialSettings(batch_size=2)
-    median, summary = adversarial._min_norm(nn.Identity(), torch.zeros(2, 3), torch.zeros(2), correct, "linf",
-                                            settings)
+    outcome = attack_kinds.LinfFMN.configured(settings).outcome(
+        nn.Identity(), attack_kinds.Sample(torch.zeros(3, 3), torch.zeros(3), correct, 2))
+    median, summary = outcome.metrics["min_norm/linf/median"], outcome.details["min_norm"]["linf"]
     assert median == 0.25 and summary
 
 

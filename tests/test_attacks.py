@@ -9,6 +9,7 @@ from torch import nn
 
 from robusteval.compat import autoattack_module
 from robusteval.evaluators import attacks
+from robusteval.evaluators.attack_kinds import ATTACKS, minimum_norm
 from test_adversarial_models import synthetic, tiny_net
 
 SEED = 3
@@ -34,8 +35,7 @@ def _direct_foolbox(model: nn.Module, attack: fb.attacks.Attack, x: torch.Tensor
 def test_fixed_eps_attack_equals_foolbox_exactly(setup, name: str, reference: fb.attacks.Attack) -> None:
     model, x, y = setup
     eps = [0.01, 0.05] if name != "l2_pgd" else [0.2, 1.0]
-    success, advs = attacks.fixed_eps_attack(model, x, y, attack=name, eps=eps, steps=5, seed=SEED, batch_size=64,
-                                             keep_adversarials=True)
+    success, advs = ATTACKS.get(name)(steps=5, seed=SEED, batch_size=64)(model, x, y, epsilons=eps, keep=True)
     _, clipped, expected = _direct_foolbox(model, reference, x, y, eps)
     assert torch.equal(success, expected)
     for got, want in zip(advs, clipped):
@@ -49,8 +49,8 @@ def test_pgd_config_is_madry_step_rule() -> None:
 
 def test_deterministic_attack_does_not_depend_on_batching(setup) -> None:
     model, x, y = setup
-    whole, _ = attacks.fixed_eps_attack(model, x, y, attack="fgsm", eps=[0.05], steps=1, seed=0, batch_size=64)
-    parts, _ = attacks.fixed_eps_attack(model, x, y, attack="fgsm", eps=[0.05], steps=1, seed=0, batch_size=5)
+    whole, _ = ATTACKS.get("fgsm")(steps=1, seed=0, batch_size=64)(model, x, y, epsilons=[0.05])
+    parts, _ = ATTACKS.get("fgsm")(steps=1, seed=0, batch_size=5)(model, x, y, epsilons=[0.05])
     assert torch.equal(whole, parts)
 
 
@@ -71,7 +71,7 @@ def test_min_norm_matches_closed_form_distance_to_a_hyperplane() -> None:
     w = linear.weight.detach().flatten()
     model = _TwoClass(linear)
     for norm, dual in (("l2", w.norm(p=2)), ("linf", w.norm(p=1))):
-        got = attacks.min_norm_attack(model, x, y, norm=norm, steps=100, seed=0, batch_size=16)
+        got = minimum_norm(norm)(steps=100, seed=0, batch_size=16)(model, x, y)
         torch.testing.assert_close(got, score / dual, rtol=0.01, atol=1e-5)
 
 
@@ -87,7 +87,7 @@ class _TwoClass(nn.Module):
 
 def test_linf_min_norm_equals_foolbox_fmn(setup) -> None:
     model, x, y = setup
-    got = attacks.min_norm_attack(model, x, y, norm="linf", steps=20, seed=SEED, batch_size=64)
+    got = minimum_norm("linf")(steps=20, seed=SEED, batch_size=64)(model, x, y)
     _, adv, _ = _direct_foolbox(model, fb.attacks.LInfFMNAttack(steps=20), x, y, None)  # type: ignore[arg-type]
     fooled = model(adv).argmax(1) != y
     want = torch.where(fooled, (adv - x).flatten(1).abs().amax(dim=1), torch.tensor(float("inf")))

@@ -3,18 +3,19 @@
 The headline number is AutoAttack (APGD-CE + APGD-T by default; Croce & Hein 2020,
 arXiv:2003.01690); foolbox FGSM / PGD give cheaper curves over more ε, FMN an ε-free median
 minimal perturbation. A sample counts as robust only if it is classified correctly clean and
-the attack does not fool it. Sanity checks (:mod:`adversarial_checks`) turn signs of a weak
-or masked attack into warnings with evidence. Transfer examples are crafted here on the
-dense model; the engine feeds them to every model as a shared condition.
+the attack does not fool it. Attacks are kinds (:mod:`attack_kinds`): the settings name them,
+:func:`plan` lists them with their ε, and each kind's base runs the ε loop and yields its curves.
+Declared sanity checks (:mod:`adversarial_checks`) that find their inputs turn signs of a weak or
+masked attack into warnings with evidence. Transfer examples are crafted here on the dense
+model; the engine feeds them to every model as a shared condition.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -22,27 +23,25 @@ from robusteval import validate
 from robusteval.device import model_device
 from robusteval.errors import RobustEvalError, expected
 from robusteval.evaluators import adversarial_checks as checks
-from robusteval.evaluators.base import DEFAULT_BATCH_SIZE, Evaluator, Result
-from robusteval.evaluators.attacks import (
-    AUTOATTACK_PRESETS,
-    FIXED_EPS_ATTACKS,
-    L2,
-    LINF,
-    NORMS,
-    attack_mode,
-    autoattack_cascade,
-    build_autoattack,
-    fixed_eps_attack,
-    format_eps,
-    min_norm_attack,
-    random_noise,
-    zero_gradient_count,
+from robusteval.evaluators.attack_kinds import (
+    ATTACKS,
+    FIXED_EPS,
+    Attack,
+    AutoAttack,
+    Curve,
+    Outcome,
+    Sample,
+    keyed,
+    minimum_norm,
+    names_of,
 )
 from robusteval.declarations import METRICS
+from robusteval.evaluators.attacks import AUTOATTACK_PRESETS, L2, LINF, NORMS, attack_mode, format_eps, random_noise
+from robusteval.evaluators.base import DEFAULT_BATCH_SIZE, Evaluator, Result
 from robusteval.registry import unknown_name_message
 
 __all__ = ["AdversarialEvaluator", "AdversarialSettings", "AttackInputs", "craft_transfer", "evaluate_adversarial",
-           "format_eps", "select_sample"]
+           "format_eps", "plan", "select_sample"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +59,7 @@ class AdversarialSettings:
     linf_eps: tuple[float, ...] = (0.25 / 255, 0.5 / 255, 1 / 255, 2 / 255, 4 / 255, 8 / 255)
     l2_eps: tuple[float, ...] = (0.03, 0.06, 0.125, 0.25, 0.5)
     attacks: tuple[str, ...] = ("fgsm", "linf_pgd", "l2_pgd")
+    """Fixed-ε attack kinds by name (:data:`attack_kinds.ATTACKS`); ``transfer`` names them too."""
     autoattack: str | None = "fast"
     """AutoAttack preset; ``off`` or null (None) turns it off."""
     autoattack_eps: tuple[float, ...] = (0.5 / 255, 1 / 255, 2 / 255, 8 / 255)
@@ -78,8 +78,9 @@ class AdversarialSettings:
     def __post_init__(self) -> None:
         for name in ("linf_eps", "l2_eps", "autoattack_eps"):
             object.__setattr__(self, name, _eps_list(name, getattr(self, name), linf=name != "l2_eps"))
-        for name, kind, known in (("attacks", "attack", FIXED_EPS_ATTACKS.names()),
-                                  ("transfer", "attack", FIXED_EPS_ATTACKS.names()), ("min_norm", "norm", NORMS)):
+        fixed = names_of(FIXED_EPS)
+        for name, kind, known in (("attacks", "attack", fixed), ("transfer", "attack", fixed),
+                                  ("min_norm", "norm", NORMS)):
             values = tuple(getattr(self, name))
             for value in values:
                 if value not in known:
@@ -167,63 +168,38 @@ def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor
         return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
+def plan(settings: AdversarialSettings) -> list[tuple[Attack, tuple[float, ...]]]:
+    """The attacks ``settings`` ask for, in the order they run, each with its ε (none for minimum-norm kinds)."""
+    fixed = [(ATTACKS.get(name), settings.eps_for(ATTACKS.get(name).norm)) for name in settings.attacks]
+    on = settings.autoattack != "off" and settings.autoattack_eps
+    ensemble = [(AutoAttack, settings.autoattack_eps)] if on else []
+    smallest = [(minimum_norm(norm), ()) for norm in settings.min_norm]
+    return [(kind.configured(settings), eps) for kind, eps in [*fixed, *ensemble, *smallest]]
+
+
 @torch.inference_mode(False)
-def evaluate_adversarial(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, settings: AdversarialSettings
-) -> Result:
-    """Attack ``model`` on all of ``x`` (choose the sample with :func:`select_sample`) and check the results.
-
-    ``min_norm/<norm>/median`` is the median over all samples of the smallest perturbation FMN
-    finds (0 where the clean prediction is already wrong, inf where none is found): the ε at
-    which robust accuracy falls to 50%, with no ε to choose.
-    """
-    x, y = _on_device(model, *validate_inputs(x, y))
+def evaluate_adversarial(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, settings: AdversarialSettings,
+                         attacked: Callable[[str], None] | None = None) -> Result:
+    """Attack ``model`` on all of ``x`` (choose the sample with :func:`select_sample`) with every attack of
+    :func:`plan` (``attacked`` is told each one's name when it is done), then run the declared checks."""
     settings = _sized(settings)
-    n, bs, seed = len(x), settings.batch_size, settings.seed
-    logits = _clean_logits(model, x, y, bs)
-    correct = logits.argmax(dim=1) == y
-    idx = correct.nonzero().flatten()
-    xc, yc = x[idx], y[idx]
-
-    def accuracy(fooled_on_correct: torch.Tensor) -> float:
-        """Robust accuracy over all n samples from 'fooled' flags over the correct ones."""
-        return float((~fooled_on_correct).sum()) / n
-
-    curves: dict[str, dict[float, float]] = {}
-    for attack in settings.attacks:
-        eps = settings.eps_for(FIXED_EPS_ATTACKS.get(attack).norm)
-        success, _ = fixed_eps_attack(model, xc, yc, attack=attack, eps=eps, steps=settings.pgd_steps, seed=seed,
-                                      batch_size=bs)
-        curves[attack] = {e: accuracy(s) for e, s in zip(eps, success)}
-
-    warnings: list[str] = []
-    details: dict[str, Any] = {"n": n, "clean_correct": len(idx), "autoattack_preset": settings.autoattack}
-    if settings.autoattack != "off" and settings.autoattack_eps:
-        stages, aa_warnings = _autoattack(model, x, y, n_classes=logits.shape[1], settings=settings)
-        warnings += [f"autoattack: {w}" for w in aa_warnings]
-        for stage, curve in stages.items():
-            details.setdefault("autoattack_stages", {})[stage] = _keyed(curve)
-        curves["apgd_ce"] = stages["apgd-ce"]
-        curves["autoattack"] = stages[list(stages)[-1]]
-
-    noise_eps = {norm: sorted({e for a, c in curves.items() if _norm_of(a) == norm for e in c}) for norm in NORMS}
-    noise = {
-        norm: {e: accuracy(_fooled(model, random_noise(xc, norm=norm, eps=e, seed=seed), yc, bs)) for e in eps}
-        for norm, eps in noise_eps.items() if eps
-    }
-    metrics: dict[str, float] = {"clean_accuracy": len(idx) / n}
-    for attack, curve in curves.items():
-        metrics.update({f"{attack}/{format_eps(e)}/accuracy": a for e, a in curve.items()})
-    for norm in settings.min_norm:
-        median, details.setdefault("min_norm", {})[norm] = _min_norm(model, xc, yc, correct, norm, settings)
-        metrics[f"min_norm/{norm}/median"] = median
-
-    results = _run_checks(model, xc, yc, n=n, curves=curves, noise=noise, settings=settings)
-    for check in results:
-        warnings += check.failures
-    details.update(curves={a: _keyed(c) for a, c in curves.items()}, noise={k: _keyed(c) for k, c in noise.items()},
-                   checks={c.name: c.as_detail() for c in results})
-    return Result(metrics=metrics, warnings=warnings, details=details)
+    sample = _sample(model, x, y, settings.batch_size)  # type: ignore[arg-type]
+    found = Outcome()
+    for attack, epsilons in plan(settings):
+        found.add(attack.outcome(model, sample, epsilons))
+        if attacked is not None:
+            attacked(attack.name)
+    noise = _noise(model, sample, found, settings)
+    slack = max(settings.check_slack, 1.0 / sample.n)
+    verdicts = checks.run_checks(checks.Evidence(model, sample, found.curves, found.norms, noise, settings, slack))
+    metrics = {"clean_accuracy": int(sample.correct.sum()) / sample.n}
+    for name, curve in found.curves.items():
+        metrics.update({f"{name}/{format_eps(e)}/accuracy": a for e, a in curve.items()})
+    details = {"n": sample.n, "clean_correct": int(sample.correct.sum()), "autoattack_preset": settings.autoattack,
+               **found.details, "curves": {a: keyed(c) for a, c in found.curves.items()},
+               "noise": {k: keyed(c) for k, c in noise.items()}, "checks": {c.name: c.as_detail() for c in verdicts}}
+    return Result(metrics=metrics | found.metrics, warnings=found.warnings + [w for c in verdicts for w in c.failures],
+                  details=details)
 
 
 def _sized(settings: AdversarialSettings) -> AdversarialSettings:
@@ -231,8 +207,9 @@ def _sized(settings: AdversarialSettings) -> AdversarialSettings:
     return settings if settings.batch_size is not None else dataclasses.replace(settings, batch_size=DEFAULT_BATCH_SIZE)
 
 
-def _clean_logits(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """The model's logits on the clean sample, checked against the labels."""
+def _sample(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> Sample:
+    """The validated sample on the model's device, with the model's clean predictions checked against the labels."""
+    x, y = _on_device(model, *validate_inputs(x, y))
     logits = _predict(model, x, batch_size)
     if logits.ndim != 2:
         raise RobustEvalError("adversarial: " + expected("outputs of shape (images, classes)", tuple(logits.shape)))
@@ -241,36 +218,7 @@ def _clean_logits(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size
             f"adversarial labels: expected class indices below the model's {logits.shape[1]} outputs,"
             f" got {int(y.max())}"
         )
-    return logits
-
-
-def _min_norm(model: nn.Module, xc: torch.Tensor, yc: torch.Tensor, correct: torch.Tensor, norm: str,
-              settings: AdversarialSettings) -> tuple[float, dict[str, Any]]:
-    """Median minimal perturbation over all samples (0 where already wrong) and its summary."""
-    norms = torch.zeros(len(correct), dtype=torch.float64)
-    norms[correct.nonzero().flatten().cpu()] = min_norm_attack(
-        model, xc, yc, norm=norm, steps=settings.min_norm_steps, seed=settings.seed,
-        batch_size=settings.batch_size).cpu().double()  # MPS has no float64: CPU first
-    return float(np.median(norms.numpy())), _norm_summary(norms, correct.cpu())
-
-
-def _autoattack(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, n_classes: int, settings: AdversarialSettings
-) -> tuple[dict[str, dict[float, float]], list[str]]:
-    """AutoAttack stage curves ``{stage: {eps: cumulative robust accuracy}}`` and its warnings."""
-    stages: dict[str, dict[float, float]] = {}
-    messages: list[str] = []
-    for eps in settings.autoattack_eps:
-        aa = build_autoattack(model, eps=eps, preset=settings.autoattack, n_classes=n_classes,
-                              iters=settings.autoattack_iters, targets=settings.apgd_targets, seed=settings.seed,
-                              device=x.device)
-        flags, logged = autoattack_cascade(aa, x, y, batch_size=settings.batch_size)
-        for stage, robust in flags.items():
-            stages.setdefault(stage, {})[eps] = float(robust.float().mean())
-        messages += [m for m in logged if m not in messages]
-    if n_classes < 4 and settings.autoattack != "off":
-        messages.append(f"APGD-T skipped: its targeted DLR loss needs at least 4 classes, the model has {n_classes}")
-    return stages, messages
+    return Sample(x, y, logits.argmax(dim=1) == y, logits.shape[1])
 
 
 def _fooled(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -279,56 +227,13 @@ def _fooled(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int)
     return _predict(model, x, batch_size).argmax(dim=1) != y
 
 
-def _run_checks(
-    model: nn.Module, xc: torch.Tensor, yc: torch.Tensor, *, n: int, curves: dict[str, dict[float, float]],
-    noise: dict[str, dict[float, float]], settings: AdversarialSettings,
-) -> list[checks.Check]:
-    """Every sanity check that the configured attacks allow."""
-    slack = max(settings.check_slack, 1.0 / n)
-    found = [checks.non_increasing(curves, slack=slack)]
-    if settings.large_eps is not None:
-        success, _ = fixed_eps_attack(model, xc, yc, attack="linf_pgd", eps=[settings.large_eps],
-                                      steps=settings.pgd_steps, seed=settings.seed, batch_size=settings.batch_size)
-        found.append(checks.near_zero(float((~success[0]).sum()) / n, attack="linf_pgd", eps=settings.large_eps,
-                                      slack=slack))
-    if "linf_pgd" in curves and "fgsm" in curves:
-        found.append(checks.at_least_as_strong(
-            "pgd_vs_fgsm", ("linf_pgd", curves["linf_pgd"]), ("fgsm", curves["fgsm"]), slack=slack,
-            hint="an iterative attack that loses to one step is stuck, e.g. in a masked or flat loss region"))
-    noise_check = checks.Check("attack_vs_noise")
-    for attack, curve in curves.items():
-        norm = _norm_of(attack)
-        sub = checks.at_least_as_strong(
-            "attack_vs_noise", (attack, curve), (f"random {norm} noise", noise[norm]), slack=slack,
-            hint="random noise of the same norm beats the attack, so its gradients are not informative")
-        noise_check.failures += sub.failures
-        if sub.evidence:
-            noise_check.evidence[attack] = sub.evidence
-    found.append(noise_check)
-    if "autoattack" in curves and "linf_pgd" in curves:
-        found.append(checks.at_least_as_strong(
-            "autoattack_vs_pgd", ("autoattack", curves["autoattack"]), ("linf_pgd", curves["linf_pgd"]),
-            slack=slack, hint="AutoAttack should dominate foolbox PGD; its result is unreliable for this model"))
-    found.append(checks.zero_gradients(zero_gradient_count(model, xc, yc, batch_size=settings.batch_size), len(xc)))
-    return found
-
-
-def _norm_of(attack: str) -> str:
-    """The norm of a curve's attack (AutoAttack runs in L∞ here)."""
-    return FIXED_EPS_ATTACKS.get(attack).norm if attack in FIXED_EPS_ATTACKS else LINF
-
-
-def _keyed(curve: dict[float, float]) -> dict[str, float]:
-    return {format_eps(e): a for e, a in sorted(curve.items())}
-
-
-def _norm_summary(norms: torch.Tensor, correct: torch.Tensor) -> dict[str, Any]:
-    """Quantiles of the minimal perturbation over the correctly classified samples, and FMN's failures."""
-    attacked = norms[correct].numpy()
-    found = attacked[np.isfinite(attacked)]
-    levels = (0.1, 0.25, 0.5, 0.75, 0.9) if len(found) else ()
-    quantiles = {f"q{round(q * 100)}": float(np.quantile(found, q)) for q in levels}
-    return {"attacked": int(len(attacked)), "not_found": int(len(attacked) - len(found)), **quantiles}
+def _noise(model: nn.Module, sample: Sample, found: Outcome, settings: AdversarialSettings) -> dict[str, Curve]:
+    """Robust accuracy under random noise of each attacked norm, at every ε an attack of that norm used."""
+    xc, yc = sample.attacked
+    eps = {norm: sorted({e for a, c in found.curves.items() if found.norms[a] == norm for e in c}) for norm in NORMS}
+    return {norm: {e: sample.accuracy(_fooled(model, random_noise(xc, norm=norm, eps=e, seed=settings.seed), yc,
+                                              settings.batch_size))  # type: ignore[arg-type]
+                   for e in values} for norm, values in eps.items() if values}
 
 
 @torch.inference_mode(False)
@@ -339,11 +244,11 @@ def craft_transfer(
     x, y = _on_device(dense, *validate_inputs(x, y))
     settings = _sized(settings)
     out: dict[str, torch.Tensor] = {}
-    for attack in settings.transfer:
-        eps = settings.eps_for(FIXED_EPS_ATTACKS.get(attack).norm)
-        _, advs = fixed_eps_attack(dense, x, y, attack=attack, eps=eps, steps=settings.pgd_steps, seed=settings.seed,
-                                   batch_size=settings.batch_size, keep_adversarials=True)
-        out.update({f"{attack}/{format_eps(e)}": a.cpu() for e, a in zip(eps, advs or [])})
+    for name in settings.transfer:  # fixed-ε kinds only (validated)
+        attack = ATTACKS.get(name).configured(settings)
+        eps = settings.eps_for(attack.norm)
+        _, advs = attack(dense, x, y, epsilons=eps, keep=True)  # type: ignore[operator]
+        out.update({f"{name}/{format_eps(e)}": a.cpu() for e, a in zip(eps, advs or [])})
     return out
 
 
@@ -357,13 +262,14 @@ class AttackInputs:
 
 
 class AdversarialEvaluator(Evaluator[AttackInputs]):
-    """:func:`evaluate_adversarial` behind the evaluator contract (names relative to ``adversarial/``)."""
+    """:func:`evaluate_adversarial` behind the evaluator contract (names relative to ``adversarial/``);
+    ``attacked`` is told the name of each attack of :func:`plan` when it is done (progress)."""
 
     name = "adversarial"
     declares = METRICS["adversarial"]
 
-    def __init__(self, settings: AdversarialSettings) -> None:
-        self.settings = settings
+    def __init__(self, settings: AdversarialSettings, attacked: Callable[[str], None] | None = None) -> None:
+        self.settings, self.attacked = settings, attacked
 
     def run(self, inputs: AttackInputs) -> Result:
-        return evaluate_adversarial(inputs.model, inputs.x, inputs.y, settings=self.settings)
+        return evaluate_adversarial(inputs.model, inputs.x, inputs.y, settings=self.settings, attacked=self.attacked)

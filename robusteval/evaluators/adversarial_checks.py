@@ -2,18 +2,26 @@
 
 A weak or fooled attack reports robustness that is not there (gradient masking: Athalye et
 al. 2018, arXiv:1802.00420; checklist: Carlini et al. 2019, arXiv:1902.06705). Each check
-takes accuracy curves ``{eps: robust accuracy}`` and returns a :class:`Check` whose failures
+reads accuracy curves ``{eps: robust accuracy}`` and returns a :class:`Check` whose failures
 become warnings in the record, with the evidence kept beside them.
+
+Checks are declared (:func:`declare`): a name, the inputs they need (curves by attack name,
+``large_eps`` when that setting is on) and a function of the :class:`Evidence`. The evaluator
+runs, in declaration order, every check whose inputs exist (:func:`run_checks`); the others are
+skipped, so a check never names the attacks that happen to be configured.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+from torch import nn
+
+from robusteval.evaluators.attack_kinds import AttackSettings, Curve, LinfPGD, Sample
 from robusteval.evaluators.attacks import format_eps as _fmt
-
-Curve = Mapping[float, float]
+from robusteval.evaluators.attacks import zero_gradient_count
 
 
 @dataclass
@@ -80,3 +88,106 @@ def zero_gradients(count: int, total: int) -> Check:
             " gradient-based attacks cannot move them, so their robustness is not measured"
         )
     return check
+
+
+class CheckSettings(AttackSettings, Protocol):
+    """The settings checks read besides the attacks' own: the huge ε of the near-zero check (None: off)."""
+
+    large_eps: float | None
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What checks read: the attacked model and sample, every curve and its norm, the random-noise
+    curves per norm, the settings, and the accuracy margin (``slack``) before a check fails."""
+
+    model: nn.Module
+    sample: Sample
+    curves: Mapping[str, Curve]
+    norms: Mapping[str, str]
+    noise: Mapping[str, Curve]
+    settings: CheckSettings
+    slack: float
+
+    def has(self, name: str) -> bool:
+        """Whether input ``name`` exists: a curve of that name, or ``large_eps`` when it is set."""
+        return name in self.curves or (name == "large_eps" and self.settings.large_eps is not None)
+
+
+@dataclass(frozen=True)
+class SanityCheck:
+    """A declared check: its name, the inputs it needs (see :meth:`Evidence.has`), its function."""
+
+    name: str
+    needs: tuple[str, ...]
+    check: Callable[[Evidence], Check]
+
+
+CHECKS: list[SanityCheck] = []
+"""Every declared check, in the order their results (and warnings) appear."""
+
+
+def declare(name: str, needs: tuple[str, ...] = ()) -> Callable[[Callable[[Evidence], Check]], SanityCheck]:
+    """Decorator declaring a check function under ``name``, run when every input of ``needs`` exists."""
+
+    def deco(check: Callable[[Evidence], Check]) -> SanityCheck:
+        if any(c.name == name for c in CHECKS):
+            raise ValueError(f"check {name!r} is declared twice")
+        CHECKS.append(SanityCheck(name, needs, check))
+        return CHECKS[-1]
+
+    return deco
+
+
+def run_checks(evidence: Evidence) -> list[Check]:
+    """The result of every declared check whose inputs exist, named as declared."""
+    return [dataclasses.replace(c.check(evidence), name=c.name) for c in CHECKS
+            if all(evidence.has(need) for need in c.needs)]
+
+
+def _stronger(name: str, strong: str, weak: str, hint: str) -> SanityCheck:
+    """Declare that attack ``strong`` must leave no more robust accuracy than ``weak`` at any shared ε."""
+    return declare(name, (strong, weak))(lambda ev: at_least_as_strong(
+        name, (strong, ev.curves[strong]), (weak, ev.curves[weak]), slack=ev.slack, hint=hint))
+
+
+@declare("non_increasing_in_eps")
+def _monotone(ev: Evidence) -> Check:
+    return non_increasing(ev.curves, slack=ev.slack)
+
+
+@declare("near_zero_at_large_eps", ("large_eps",))
+def _large_eps(ev: Evidence) -> Check:
+    """A cheap L∞ PGD at ``large_eps`` on the correctly classified images."""
+    eps = float(ev.settings.large_eps)  # type: ignore[arg-type]
+    success, _ = LinfPGD.configured(ev.settings)(ev.model, *ev.sample.attacked, epsilons=(eps,))
+    return near_zero(ev.sample.accuracy(success[0]), attack=LinfPGD.name, eps=eps, slack=ev.slack)
+
+
+_stronger("pgd_vs_fgsm", "linf_pgd", "fgsm",
+          "an iterative attack that loses to one step is stuck, e.g. in a masked or flat loss region")
+
+
+@declare("attack_vs_noise")
+def _against_noise(ev: Evidence) -> Check:
+    """Every curve against random noise of its norm at the same ε."""
+    check = Check("attack_vs_noise")
+    for attack, curve in ev.curves.items():
+        norm = ev.norms[attack]
+        sub = at_least_as_strong(
+            "attack_vs_noise", (attack, curve), (f"random {norm} noise", ev.noise.get(norm, {})), slack=ev.slack,
+            hint="random noise of the same norm beats the attack, so its gradients are not informative")
+        check.failures += sub.failures
+        if sub.evidence:
+            check.evidence[attack] = sub.evidence
+    return check
+
+
+_stronger("autoattack_vs_pgd", "autoattack", "linf_pgd",
+          "AutoAttack should dominate foolbox PGD; its result is unreliable for this model")
+
+
+@declare("zero_gradients")
+def _gradients(ev: Evidence) -> Check:
+    xc, yc = ev.sample.attacked
+    return zero_gradients(zero_gradient_count(ev.model, xc, yc, batch_size=ev.settings.batch_size), len(xc))

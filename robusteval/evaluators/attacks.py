@@ -1,9 +1,10 @@
 """Thin wrappers over foolbox 3 and AutoAttack: one place that handles their pitfalls.
 
-Every wrapper runs the library's own attack with the given configuration (nothing is
-re-implemented or weakened, except that foolbox 3.3.4's broken L2 FMN projection is fixed in
-:class:`L2FMN`); it only handles what both libraries leave to the caller: grad
-mode (attacks must run outside ``no_grad``/``inference_mode``), eval mode, frozen weights
+The attack kinds (:mod:`robusteval.evaluators.attack_kinds`) run through these. Every attack is
+the library's own with the given configuration (nothing is re-implemented or weakened, except
+that foolbox 3.3.4's broken L2 FMN projection is fixed in :class:`L2FMN`); this handles what both
+libraries leave to the caller: grad mode (attacks must run outside ``no_grad``/``inference_mode``),
+eval mode, frozen weights
 (foolbox backpropagates into parameter ``.grad``), batching, seeding of the global RNG the
 libraries draw random starts from (restored afterwards), and AutoAttack's log warnings.
 AutoAttack is reached only through :func:`robusteval.compat.autoattack_module`.
@@ -12,9 +13,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import eagerpy as ep
 import foolbox as fb
@@ -22,7 +22,6 @@ import torch
 from torch import nn
 
 from robusteval.compat import autoattack_module
-from robusteval.registry import Registry
 
 LINF, L2 = "linf", "l2"
 NORMS = (LINF, L2)
@@ -41,31 +40,12 @@ def format_eps(eps: float) -> str:
     return text or "0"
 
 
-@dataclass(frozen=True)
-class FixedEpsAttack:
-    """A foolbox fixed-ε attack: its norm and a factory taking the number of steps."""
-
-    norm: str
-    build: Callable[[int], fb.attacks.FixedEpsilonAttack]
-
-
 def pgd_config(steps: int) -> dict[str, float | int]:
     """PGD with a step of 2.5·ε/steps (Madry et al. 2018), so fewer steps still travel 2.5·ε.
 
     foolbox's own default (ε/30 per step) travels only 1.3·ε in 40 steps and 0.33·ε in 10.
     """
     return {"steps": steps, "rel_stepsize": 2.5 / steps}
-
-
-def _pgd(cls: type) -> Callable[[int], fb.attacks.FixedEpsilonAttack]:
-    return lambda steps: cls(**pgd_config(steps))
-
-
-FIXED_EPS_ATTACKS: Registry[FixedEpsAttack] = Registry("attack")
-# FGSM: Goodfellow et al. 2015, arXiv:1412.6572. PGD: Madry et al. 2018, arXiv:1706.06083.
-FIXED_EPS_ATTACKS.add("fgsm", FixedEpsAttack(LINF, lambda steps: fb.attacks.FGSM()))
-FIXED_EPS_ATTACKS.add("linf_pgd", FixedEpsAttack(LINF, _pgd(fb.attacks.LinfPGD)))
-FIXED_EPS_ATTACKS.add("l2_pgd", FixedEpsAttack(L2, _pgd(fb.attacks.L2PGD)))
 
 
 class L2FMN(fb.attacks.L2FMNAttack):
@@ -81,10 +61,6 @@ class L2FMN(fb.attacks.L2FMNAttack):
         norms = ep.maximum(delta.flatten(start=1).norms.l2(axis=-1), 1e-12)
         factor = ep.minimum(1, epsilon / norms).reshape((-1,) + (1,) * (x.ndim - 1))
         return x0 + delta * factor
-
-
-# Fast Minimum-Norm attack: Pintor et al. 2021, arXiv:2102.12827.
-MIN_NORM_ATTACKS: dict[str, type] = {LINF: fb.attacks.LInfFMNAttack, L2: L2FMN}
 
 
 @contextmanager
@@ -113,53 +89,10 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
-def _batches(n: int, batch_size: int) -> Iterator[slice]:
+def batches(n: int, batch_size: int) -> Iterator[slice]:
+    """Slices of ``batch_size`` images (the last one shorter) over ``n``."""
     for start in range(0, n, batch_size):
         yield slice(start, min(start + batch_size, n))
-
-
-def fixed_eps_attack(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    attack: str,
-    eps: Sequence[float],
-    steps: int,
-    seed: int,
-    batch_size: int,
-    keep_adversarials: bool = False,
-) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
-    """Run a foolbox fixed-ε attack; returns success (len(eps), N) and, if asked, the clipped adversarials per ε."""
-    runner = FIXED_EPS_ATTACKS.get(attack).build(steps)
-    successes, advs = [], [[] for _ in eps]
-    with attack_mode(model), seeded(seed, x.device):
-        fmodel = fb.PyTorchModel(model, bounds=(0.0, 1.0), device=x.device)
-        for part in _batches(len(x), batch_size):
-            _, clipped, success = runner(fmodel, x[part], y[part], epsilons=list(eps))
-            successes.append(success.detach())
-            if keep_adversarials:
-                for k, xk in enumerate(clipped):
-                    advs[k].append(xk.detach())
-    success = torch.cat(successes, dim=1) if successes else torch.zeros(len(eps), 0, dtype=torch.bool)
-    return success, ([torch.cat(a) for a in advs] if keep_adversarials else None)
-
-
-def min_norm_attack(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, steps: int, seed: int, batch_size: int
-) -> torch.Tensor:
-    """Per-sample norm of the smallest adversarial perturbation FMN finds (inf where it finds none)."""
-    runner = MIN_NORM_ATTACKS[norm](steps=steps)
-    p = float("inf") if norm == LINF else 2.0
-    out = []
-    with attack_mode(model), seeded(seed, x.device):
-        fmodel = fb.PyTorchModel(model, bounds=(0.0, 1.0), device=x.device)
-        for part in _batches(len(x), batch_size):
-            _, adv, _ = runner(fmodel, x[part], y[part], epsilons=None)
-            fooled = model(adv).argmax(dim=1) != y[part]
-            dist = (adv - x[part]).flatten(1).norm(p=p, dim=1)
-            out.append(torch.where(fooled, dist, torch.full_like(dist, float("inf"))).detach())
-    return torch.cat(out) if out else torch.zeros(0)
 
 
 def random_noise(x: torch.Tensor, *, norm: str, eps: float, seed: int) -> torch.Tensor:
@@ -177,7 +110,7 @@ def zero_gradient_count(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, b
     """Samples whose cross-entropy input gradient is exactly zero (masked or saturated gradients)."""
     count = 0
     with attack_mode(model):
-        for part in _batches(len(x), batch_size):
+        for part in batches(len(x), batch_size):
             xb = x[part].clone().requires_grad_(True)
             loss = nn.functional.cross_entropy(model(xb), y[part], reduction="sum")
             (grad,) = torch.autograd.grad(loss, [xb])
