@@ -10,7 +10,7 @@ import torch
 
 from robusteval.errors import RobustEvalError
 from robusteval.evaluators.accuracy import checked_logits
-from robusteval.evaluators.base import LOGIT_EVALUATORS, LogitEvaluator, Outputs, Use
+from robusteval.evaluators.base import DENSE_LOGITS, LOGIT_EVALUATORS, LogitEvaluator, Outputs, Use
 from robusteval.metrics import Metric
 
 
@@ -22,6 +22,7 @@ class AgreementEvaluator(LogitEvaluator):
     """
 
     name = "agreement"
+    needs = frozenset({DENSE_LOGITS})
     declares = (Metric("top1", True, label="top-1 agreement with dense"),
                 Metric("kl", False, "nats", "KL(dense || pruned)"),
                 Metric("l2", False, "", "L2 distance of the softmax vectors"),

@@ -16,7 +16,7 @@ import torch
 from robusteval import validate
 from robusteval.errors import RobustEvalError
 from robusteval.evaluators.accuracy import checked_logits
-from robusteval.evaluators.base import LOGIT_EVALUATORS, LogitEvaluator, Outputs, Use
+from robusteval.evaluators.base import CLEAN_LOGITS, LOGIT_EVALUATORS, LogitEvaluator, Outputs, Use
 from robusteval.metrics import Metric
 from robusteval.registry import Registry
 
@@ -104,6 +104,7 @@ class OODEvaluator(LogitEvaluator):
     """
 
     name = "ood"
+    needs = frozenset({CLEAN_LOGITS})
     declares = (Metric("auroc_*", True, label="OOD detection AUROC"), Metric("aupr_in_*", True),
                 Metric("aupr_out_*", True), Metric("fpr95_*", False, label="FPR at 95% TPR"))
 
