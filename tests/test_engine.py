@@ -1,6 +1,8 @@
 """The engine: one input batch per condition shared by every model, records, resumability."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -109,6 +111,22 @@ def test_crash_loses_at_most_the_shard_in_flight(tmp_path):
     assert resumed.calls == [4, 5]  # shards 0 and 1 were kept; only shard 2 is recomputed
     strip = lambda recs: sorted((r["model"], r["metrics"], r["correct"]) for r in recs)  # noqa: E731
     assert strip(run.records()) == strip(reference.records())
+
+
+@pytest.mark.parametrize("agreement", [True, False])
+@pytest.mark.parametrize("key, family", [("noise/0.1", "noise"), ("shift/x", "shift"),
+                                         ("adversarial/transfer/fgsm", "transfer")])
+def test_dense_logits_are_computed_exactly_when_an_evaluator_needs_them(tmp_path, key, family, agreement):
+    """Dense already recorded, a pruned model not: dense runs again only for an evaluator that reads its logits
+    (agreement, registered for clean, corruption, noise and shift; not transfer, which the engine's old
+    ``family != "ood"`` rule ran dense for anyway)."""
+    run = RunDir(tmp_path)
+    evaluate = dataclasses.replace(CONFIG.evaluate, agreement=agreement)
+    run_conditions([ModelEntry("dense", Recorder(0))], [Condition(key, family, _data())], run, evaluate, SETTINGS)
+    models = _family()
+    run_conditions(models, [Condition(key, family, _data())], run, evaluate, SETTINGS)
+    agreed = any(k.startswith("agreement/") for r in run.records() if r["model"] == "a@0.5" for k in r["metrics"])
+    assert bool(models[0].module.seen) == agreed == (agreement and family != "transfer")
 
 
 def test_nan_logits_are_a_clear_error(tmp_path):
