@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,3 +153,18 @@ def test_nan_logits_are_a_clear_error(tmp_path):
 ])
 def test_metric_keys(evaluator, key, family, expected):
     assert metric_key(evaluator, key, family, "accuracy") == expected
+
+
+def test_the_executor_settings_import_without_torch_or_ray():
+    code = "import sys, robusteval.engine.executor; print(sorted({'torch', 'ray'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
+
+
+def test_only_the_engine_store_names_the_engines_files_in_the_run_directory():
+    package = Path(__file__).resolve().parents[1] / "robusteval"
+    joined = re.compile(r"""/ f?["'](shards|logits|models|transfer\.pt)["']""")
+    found = [str(p.relative_to(package)) for p in package.rglob("*.py")
+             if p != package / "engine" / "store.py" and joined.search(p.read_text())]
+    assert found == []
