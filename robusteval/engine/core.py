@@ -148,7 +148,8 @@ def shard_count(condition: Condition, settings: EngineSettings) -> int:
 def shard_plan(condition: Condition, forward: list[ModelEntry], run: RunDir,
                settings: EngineSettings) -> list[tuple[int, int, list[ModelEntry]]]:
     """(shard index, its number of images, the models of ``forward`` that have not saved it) per shard."""
-    return [(k, shard[-1][1] - shard[0][0], [m for m in forward if not store.shard_path(run, condition, m.id, k).is_file()])
+    return [(k, shard[-1][1] - shard[0][0],
+             [m for m in forward if not store.shard_path(run, condition, m.id, k).is_file()])
             for k, shard in enumerate(_batches(len(condition), settings))]
 
 
