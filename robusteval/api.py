@@ -27,6 +27,8 @@ from robusteval.data.arrays import LabeledArrays, match_sources
 from robusteval.data.sources import load_source
 from robusteval.device import check_autocast, model_device, resolve_device
 from robusteval.engine import EngineSettings, ModelEntry, run_attacks, run_conditions, transfer_conditions
+from robusteval.engine import Executor, LocalExecutor
+from robusteval.engine.ray import check_available, ray_executor
 from robusteval.errors import RobustEvalError, describe, warn
 from robusteval.evaluators.adversarial import AdversarialSettings, select_sample
 from robusteval.evaluators.base import evaluator_declarations
@@ -35,8 +37,7 @@ from robusteval.models.pruned_state import folded_copy, has_prune_hooks
 from robusteval.models.size import is_opaque, opaque_size
 from robusteval.models.sources import resolve_model
 from robusteval.models.wrap import check_model, has_gradients, with_logits, with_normalization
-from robusteval.pruning import FamilyMember, PruneSettings, build_family, model_info
-from robusteval.ray_engine import RayExecutor, check_available, ray_executor
+from robusteval.pruning import FamilyMember, PruneSettings, model_info
 from robusteval.records import DENSE_ID
 from robusteval.results import RunDir
 
@@ -92,9 +93,9 @@ def _audit(run: RunDir, model: str | Path | nn.Module, config: AuditConfig,
 
 
 def _evaluate(run: RunDir, config: AuditConfig, given: tuple[nn.Module, tuple[str, nn.Module] | None],
-              clean: LabeledArrays, conditions: list, executor: RayExecutor | None, progress: bool, started: float,
+              clean: LabeledArrays, conditions: list, executor: Executor, progress: bool, started: float,
               device: torch.device) -> Run:
-    """prune → evaluate → attack → summary on ``executor`` (None: in this process)."""
+    """prune → evaluate → attack → summary on ``executor``."""
     adv, data = config.evaluate.adversarial, config.data
     dense, candidate = given
     members = list(_family(dense, candidate, config, clean, run, progress, executor))
@@ -182,10 +183,10 @@ def _setup(config: AuditConfig) -> torch.device:
 
 
 @contextmanager
-def _executor(config: AuditConfig, run: RunDir, device: torch.device) -> Iterator[RayExecutor | None]:
-    """Where the work runs: this process (None) or Ray workers."""
+def _executor(config: AuditConfig, run: RunDir, device: torch.device) -> Iterator[Executor]:
+    """Where the work runs: this process or Ray workers."""
     if config.engine.kind == "local":
-        yield None
+        yield LocalExecutor()
         return
     with ray_executor(config.engine, run, device) as executor:
         yield executor
@@ -237,7 +238,7 @@ def _candidate_id(model: str | Path | nn.Module) -> str:
 
 
 def _family(dense: nn.Module, candidate: tuple[str, nn.Module] | None, config: AuditConfig,
-            clean: LabeledArrays, run: RunDir, progress: bool, executor: RayExecutor | None) -> Iterator[FamilyMember]:
+            clean: LabeledArrays, run: RunDir, progress: bool, executor: Executor) -> Iterator[FamilyMember]:
     """The dense member, then the pruned members (built here or by ``executor``'s workers, or reloaded
     from the run directory), each registered in the run directory as it comes."""
     for member in _members(dense, candidate, config, clean, run, progress, executor):
@@ -246,7 +247,7 @@ def _family(dense: nn.Module, candidate: tuple[str, nn.Module] | None, config: A
 
 
 def _members(dense: nn.Module, candidate: tuple[str, nn.Module] | None, config: AuditConfig,
-             clean: LabeledArrays, run: RunDir, progress: bool, executor: RayExecutor | None
+             clean: LabeledArrays, run: RunDir, progress: bool, executor: Executor
              ) -> Iterator[FamilyMember]:
     example = clean.images(slice(0, 2))
     if candidate is not None:
@@ -268,11 +269,8 @@ def _members(dense: nn.Module, candidate: tuple[str, nn.Module] | None, config: 
                               "classes); train on data labelled in the model's own classes")
     if train is not None and (message := match_sources(train, clean, f"training data {spec!r}", "the evaluation data")):
         warn(message)
-    if executor is not None:
-        executor.build_family(dense, settings=config.pruning, example_input=example, train_data=train,
-                              out_dir=run.path / "models", progress=progress)
-    yield from build_family(dense, settings=config.pruning, example_input=example, train_data=train,
-                            out_dir=run.path / "models", progress=progress)
+    yield from executor.build_family(dense, settings=config.pruning, example_input=example, train_data=train,
+                                     run=run, progress=progress)
 
 
 def _plain_member(model: nn.Module, model_id: str, method: str, example: torch.Tensor, *,

@@ -268,10 +268,12 @@ def _cmd_evaluate(args: argparse.Namespace, command: list[str]) -> int:
 
 def _cmd_prune(args: argparse.Namespace, command: list[str]) -> int:
     from robusteval.api import prune
+    from robusteval.engine.store import models_dir
+    from robusteval.results import RunDir
 
     config = _config(args, None)
     run = prune(args.model, config=config, out=args.out, progress=not args.quiet, command=command)
-    print(f"family of {len(run.summary['models'])} models saved in {visible(run.path / 'models')}")
+    print(f"family of {len(run.summary['models'])} models saved in {visible(models_dir(RunDir(run.path)))}")
     print(f"summary: {visible(run.path / 'summary.json')}")
     return 0
 

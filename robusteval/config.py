@@ -19,13 +19,13 @@ from robusteval import validate
 from robusteval.analysis import BASELINES, DEFAULT_TOLERANCE, check_tolerances
 from robusteval.data.sources import SPLIT_SOURCES, parse_spec
 from robusteval.device import check_device_spec, check_precision
+from robusteval.engine.executor import EngineConfig
 from robusteval.errors import RobustEvalError
 from robusteval.evaluators.base import DEFAULT_BATCH_SIZE
 from robusteval.evaluators.settings import CorruptionSettings, EvaluateSettings, NoiseSettings, OODConfig
 from robusteval.files import read_yaml_file
 from robusteval.presets import preset_dir, resolve
 from robusteval.pruning.settings import PruneSettings
-from robusteval.ray_engine import EngineConfig
 from robusteval.registry import unknown_name_message
 
 __all__ = ["CONFIG_DIR", "AnalysisSettings", "AuditConfig", "CorruptionSettings", "DataSettings", "EvaluateSettings",
@@ -103,7 +103,7 @@ class AuditConfig:
     """A whole run. ``pruning: null`` evaluates the given model alone. An unset (None)
     ``evaluate.adversarial.batch_size`` becomes ``data.batch_size`` here, once. ``device`` stays as
     written (``auto``); the manifest and every record say the device it resolved to. ``engine`` says
-    where the work runs (:mod:`robusteval.ray_engine`)."""
+    where the work runs (:mod:`robusteval.engine.executor`)."""
 
     data: DataSettings = field(default_factory=DataSettings)
     model: ModelSettings = field(default_factory=ModelSettings)

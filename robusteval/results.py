@@ -1,14 +1,21 @@
 """The run directory: append-only records, a manifest, per-model info and summary.json.
 
-Layout of a run directory::
+Layout of a run directory (this module names the first group)::
 
     manifest.json        config, seeds, versions, sha256 of model and data (rewritten atomically)
     models.jsonl         one line per model of the family: id, method, target_ratio, sizes, ...
     records.jsonl        one line per (model, condition): metrics and per-sample correctness
-    shards/              partial logits of the condition in flight (deleted when its record lands)
     summary.json         the contract: schema_version, dense id, models with their metrics, the metrics'
                          declarations (direction, unit, label; schema 1 lacked them: filled on reading)
     run.lock             held (flock) by the process writing the run: pid, host, start time
+    -- the engine's (robusteval.engine.store) --
+    shards/              partial logits of the condition in flight (deleted when its record lands)
+    logits/              each model's clean logits (<id>.clean.npy), the in-distribution side of OOD
+    transfer.pt          transfer examples crafted on dense, reused on resume
+    models/              the saved family: <id>.pt2 (torch.export) with its <id>.json card
+    -- the analysis' and the report's --
+    samples.npz          labels and thumbnails for per-class figures (robusteval.samples)
+    report.html          the report; analysis.json and summary.csv beside it (robusteval.report.html)
 
 Lines are appended with a single ``write`` and fsync. A line cut short by a crash is ignored on
 reading and cut off when the run is opened for writing again, so a killed run loses at most the
@@ -135,10 +142,6 @@ class RunDir:
     @property
     def models_path(self) -> Path:
         return self.path / "models.jsonl"
-
-    @property
-    def shard_dir(self) -> Path:
-        return self.path / "shards"
 
     def locked(self) -> AbstractContextManager[None]:
         """Hold the directory's lock (see :func:`_locked`)."""

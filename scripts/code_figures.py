@@ -25,7 +25,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("inputs", frozenset({"models", "data"})),
     ("pruning", frozenset({"pruning"})),
     ("evaluation", frozenset({"evaluators", "conditions"})),
-    ("engine", frozenset({"engine", "ray_engine"})),
+    ("engine", frozenset({"engine"})),
     ("analysis", frozenset({"analysis", "potential"})),
     ("outputs", frozenset({"report", "gate"})),
     ("entry", frozenset({"config", "api", "cli", "cli_compare", "__init__", "__main__"})),

@@ -17,7 +17,7 @@ from torch import nn
 from robusteval import device as device_module
 from robusteval.conditions import Condition
 from robusteval.data.arrays import LabeledArrays
-from robusteval.engine import EngineSettings, ModelEntry, _prefetch, run_conditions
+from robusteval.engine.core import EngineSettings, ModelEntry, _prefetch, run_conditions
 from robusteval.evaluators import attack_kinds
 from robusteval.evaluators.adversarial import AdversarialSettings
 from robusteval.evaluators.settings import EvaluateSettings

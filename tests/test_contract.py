@@ -135,7 +135,7 @@ def test_an_evaluator_returning_an_undeclared_metric_is_a_bug_caught_at_once():
 
 def test_records_have_one_shape():
     """Condition records and the attack stage's records come from one writer with the same keys."""
-    from robusteval.engine import _as_record
+    from robusteval.engine.core import _as_record
 
     class Stub:
         name = "adversarial"

@@ -1,6 +1,12 @@
 """The engine: one input batch per condition shared by every model, records, resumability."""
 from __future__ import annotations
 
+import dataclasses
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -111,6 +117,22 @@ def test_crash_loses_at_most_the_shard_in_flight(tmp_path):
     assert strip(run.records()) == strip(reference.records())
 
 
+@pytest.mark.parametrize("agreement", [True, False])
+@pytest.mark.parametrize("key, family", [("noise/0.1", "noise"), ("shift/x", "shift"),
+                                         ("adversarial/transfer/fgsm", "transfer")])
+def test_dense_logits_are_computed_exactly_when_an_evaluator_needs_them(tmp_path, key, family, agreement):
+    """Dense already recorded, a pruned model not: dense runs again only for an evaluator that reads its logits
+    (agreement, registered for clean, corruption, noise and shift; not transfer, which the engine's old
+    ``family != "ood"`` rule ran dense for anyway)."""
+    run = RunDir(tmp_path)
+    evaluate = dataclasses.replace(CONFIG.evaluate, agreement=agreement)
+    run_conditions([ModelEntry("dense", Recorder(0))], [Condition(key, family, _data())], run, evaluate, SETTINGS)
+    models = _family()
+    run_conditions(models, [Condition(key, family, _data())], run, evaluate, SETTINGS)
+    agreed = any(k.startswith("agreement/") for r in run.records() if r["model"] == "a@0.5" for k in r["metrics"])
+    assert bool(models[0].module.seen) == agreed == (agreement and family != "transfer")
+
+
 def test_nan_logits_are_a_clear_error(tmp_path):
     class NaNModel(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -131,3 +153,18 @@ def test_nan_logits_are_a_clear_error(tmp_path):
 ])
 def test_metric_keys(evaluator, key, family, expected):
     assert metric_key(evaluator, key, family, "accuracy") == expected
+
+
+def test_the_executor_settings_import_without_torch_or_ray():
+    code = "import sys, robusteval.engine.executor; print(sorted({'torch', 'ray'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
+
+
+def test_only_the_engine_store_names_the_engines_files_in_the_run_directory():
+    package = Path(__file__).resolve().parents[1] / "robusteval"
+    joined = re.compile(r"""/ f?["'](shards|logits|models|transfer\.pt)["']""")
+    found = [str(p.relative_to(package)) for p in package.rglob("*.py")
+             if p != package / "engine" / "store.py" and joined.search(p.read_text())]
+    assert found == []

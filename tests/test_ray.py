@@ -18,10 +18,11 @@ from torch import nn
 from robusteval.api import audit
 from robusteval.cli import main
 from robusteval.config import config_from_dict
+from robusteval.engine.executor import EngineConfig
+from robusteval.engine.ray import RayExecutor, Worker, check_device
 from robusteval.errors import RobustEvalError
 from robusteval.models.bundled import BUNDLED_ARCH, BUNDLED_MODEL
 from robusteval.models.loading import load_model
-from robusteval.ray_engine import EngineConfig, RayExecutor, Worker, check_device
 from robusteval.results import RunDir
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'robusteval[ray]')")

@@ -11,7 +11,7 @@ import torch
 from robusteval.declarations import METRICS
 from robusteval.errors import RobustEvalError
 from robusteval.evaluators.accuracy import checked_logits
-from robusteval.evaluators.base import LOGIT_EVALUATORS, LogitEvaluator, Outputs, Use
+from robusteval.evaluators.base import DENSE_LOGITS, LOGIT_EVALUATORS, LogitEvaluator, Outputs, Use
 
 
 class AgreementEvaluator(LogitEvaluator):
@@ -22,6 +22,7 @@ class AgreementEvaluator(LogitEvaluator):
     """
 
     name = "agreement"
+    needs = frozenset({DENSE_LOGITS})
     declares = METRICS["agreement"]
 
     def metrics(self, outputs: Outputs) -> dict[str, float]:

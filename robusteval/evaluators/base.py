@@ -27,6 +27,10 @@ from robusteval.registry import Registry
 In = TypeVar("In")
 DEFAULT_BATCH_SIZE = 250
 """Images per forward pass unless the run sets ``data.batch_size``."""
+DENSE_LOGITS = "dense_logits"
+"""A need (:attr:`LogitEvaluator.needs`): the dense model's logits on the same inputs (``Outputs.dense``)."""
+CLEAN_LOGITS = "clean_logits"
+"""A need: this model's logits on the clean data (``Outputs.clean``)."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,11 @@ def evaluator_declarations() -> Declarations:
 
 
 class LogitEvaluator(Evaluator[Outputs]):
-    """An evaluator of logits; ``update``/``compute`` accumulate batches for callers that stream."""
+    """An evaluator of logits; ``update``/``compute`` accumulate batches for callers that stream.
+    ``needs``: the logits it reads besides the model's own (:data:`DENSE_LOGITS`, :data:`CLEAN_LOGITS`),
+    which the engine computes and passes only when an evaluator switched on for the condition needs them."""
+
+    needs: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self) -> None:
         self._parts: list[Outputs] = []

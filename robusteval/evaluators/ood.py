@@ -17,7 +17,7 @@ from robusteval import validate
 from robusteval.declarations import METRICS
 from robusteval.errors import RobustEvalError
 from robusteval.evaluators.accuracy import checked_logits
-from robusteval.evaluators.base import LOGIT_EVALUATORS, LogitEvaluator, Outputs, Use
+from robusteval.evaluators.base import CLEAN_LOGITS, LOGIT_EVALUATORS, LogitEvaluator, Outputs, Use
 from robusteval.registry import Registry
 
 OOD_CONVENTION = (
@@ -104,6 +104,7 @@ class OODEvaluator(LogitEvaluator):
     """
 
     name = "ood"
+    needs = frozenset({CLEAN_LOGITS})
     declares = METRICS["ood"]
 
     def __init__(self, settings: OODSettings | None = None) -> None:

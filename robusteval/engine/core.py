@@ -5,7 +5,9 @@ are saved atomically under ``shards/``; when every shard of a condition is done,
 evaluators run, one record per (model, condition) is appended, and the shards are deleted.
 A run killed at any moment loses at most the shard in flight; a rerun skips what is done.
 The attack stage (:func:`run_attacks`) gives each model the same sample to attack. The engine
-is the only writer of records (:func:`_write`): evaluators return results, never records.
+is the only writer of records (:func:`_write`): evaluators return results, never records. Which
+logits an evaluator reads besides the model's own (``needs``) decides what is computed and loaded;
+where the work runs is an :class:`~robusteval.engine.executor.Executor`; file names: :mod:`.store`.
 """
 from __future__ import annotations
 
@@ -15,30 +17,33 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from robusteval.conditions import Condition, transfer_condition
 from robusteval.device import autocast, free_cached_memory, is_out_of_memory, model_device, pinned, to_device
+from robusteval.engine import store
 from robusteval.errors import RobustEvalError, warn
 from robusteval.escaping import visible
 from robusteval.evaluators.accuracy import per_sample_correct
 from robusteval.evaluators.adversarial import AdversarialEvaluator, AttackInputs, craft_transfer, plan
-from robusteval.evaluators.base import Evaluator, Outputs, Result, evaluators_for
+from robusteval.evaluators.base import CLEAN_LOGITS, DENSE_LOGITS, Evaluator, Outputs, Result, evaluators_for
 from robusteval.files import write_atomic
 from robusteval.metrics import metric_key
 from robusteval.models.wrap import has_gradients, run_batch
+from robusteval.pruning import build_family
 from robusteval.records import DENSE_ID, Record
 from robusteval.results import RunDir, encode_bits, encode_ints
 
 if TYPE_CHECKING:
+    from robusteval.data.arrays import LabeledArrays
+    from robusteval.engine.executor import Executor
     from robusteval.evaluators.adversarial import AdversarialSettings
     from robusteval.evaluators.settings import EvaluateSettings
+    from robusteval.pruning import FamilyMember, PruneSettings
 
 WHITE_BOX_SKIPPED = ("white-box attacks skipped: the model runs in onnxruntime, which gives no gradients; its "
                      "adversarial numbers are the transfer attacks crafted on the torch reference (--reference)")
@@ -70,20 +75,13 @@ Job = tuple[Condition, list[ModelEntry]]
 """One condition and the models to run on it."""
 
 
-class Executor(Protocol):
-    """Where shards are computed and models attacked: in this process (the default) or on workers
-    (:mod:`robusteval.ray_engine`). Both write the same shard files; the engine records."""
-
-    def compute(self, jobs: list[Job], run: RunDir, settings: EngineSettings, bar: tqdm) -> Iterator[None]:
-        """Compute every shard of each job, yielding once per job, in order, when its shards are saved."""
-
-    def attack(self, models: list[ModelEntry], x: torch.Tensor, y: torch.Tensor, adversarial: AdversarialSettings,
-               bar: tqdm) -> Iterator[tuple[Result, float]]:
-        """The adversarial result and seconds of each model, in order; ``bar`` counts attacks done."""
-
-
 class LocalExecutor:
-    """Everything in this process, one job after the other."""
+    """The :class:`~robusteval.engine.executor.Executor` of this process (the default): one job after the other."""
+
+    def build_family(self, dense: nn.Module, *, settings: PruneSettings, example_input: torch.Tensor,
+                     train_data: LabeledArrays | None, run: RunDir, progress: bool) -> Iterator[FamilyMember]:
+        yield from build_family(dense, settings=settings, example_input=example_input, train_data=train_data,
+                                out_dir=store.models_dir(run), progress=progress)
 
     def compute(self, jobs: list[Job], run: RunDir, settings: EngineSettings, bar: tqdm) -> Iterator[None]:
         for condition, forward in jobs:
@@ -106,8 +104,12 @@ def attack_model(module: nn.Module, x: torch.Tensor, y: torch.Tensor, adversaria
     return result, time.perf_counter() - start
 
 
+IN_PROCESS = LocalExecutor()
+"""The default executor (it holds no state)."""
+
+
 def run_conditions(models: Sequence[ModelEntry], conditions: Sequence[Condition], run: RunDir,
-                   evaluate: EvaluateSettings, settings: EngineSettings, executor: Executor | None = None) -> None:
+                   evaluate: EvaluateSettings, settings: EngineSettings, executor: Executor = IN_PROCESS) -> None:
     """Evaluate every model on every condition with the evaluators ``evaluate`` switches on, skipping
     (model, condition) pairs already recorded. Conditions are recorded in order, whoever computes them."""
     by_id = {m.id: m for m in models}
@@ -119,18 +121,23 @@ def run_conditions(models: Sequence[ModelEntry], conditions: Sequence[Condition]
     jobs = [(c, _forward_set(c, todo, by_id, evaluate)) for c, todo in plan]
     total = sum(len(c) * len(forward) for c, forward in jobs)
     with tqdm(total=total, unit="img", disable=not settings.progress, desc="evaluating", smoothing=0.05) as bar:
-        for (condition, todo), _ in zip(plan, (executor or LocalExecutor()).compute(jobs, run, settings, bar)):
+        for (condition, todo), _ in zip(plan, executor.compute(jobs, run, settings, bar)):
             _record(condition, todo, run, evaluate, settings)
-            shutil.rmtree(_shard_dir(run, condition), ignore_errors=True)
+            shutil.rmtree(store.shard_dir(run, condition), ignore_errors=True)
 
 
 def _forward_set(condition: Condition, todo: list[ModelEntry], by_id: dict[str, ModelEntry],
                  evaluate: EvaluateSettings) -> list[ModelEntry]:
-    """Models to run: those without a record, plus dense when pruned ones need its logits."""
-    needs_dense = evaluate.agreement and condition.family != "ood" and any(m.id != DENSE_ID for m in todo)
+    """Models to run: those without a record, plus dense when an evaluator of a pruned one needs its logits."""
+    needs_dense = _needed(condition, evaluate, DENSE_LOGITS) and any(m.id != DENSE_ID for m in todo)
     if needs_dense and all(m.id != DENSE_ID for m in todo):
         return [by_id[DENSE_ID], *todo]
     return list(todo)
+
+
+def _needed(condition: Condition, evaluate: EvaluateSettings, what: str) -> bool:
+    """Whether an evaluator switched on for ``condition`` reads ``what`` (its ``needs``)."""
+    return any(what in e.needs for e in evaluators_for(condition.family, evaluate))
 
 
 def shard_count(condition: Condition, settings: EngineSettings) -> int:
@@ -140,7 +147,8 @@ def shard_count(condition: Condition, settings: EngineSettings) -> int:
 def shard_plan(condition: Condition, forward: list[ModelEntry], run: RunDir,
                settings: EngineSettings) -> list[tuple[int, int, list[ModelEntry]]]:
     """(shard index, its number of images, the models of ``forward`` that have not saved it) per shard."""
-    return [(k, shard[-1][1] - shard[0][0], [m for m in forward if not _shard_path(run, condition, m.id, k).is_file()])
+    return [(k, shard[-1][1] - shard[0][0],
+             [m for m in forward if not store.shard_path(run, condition, m.id, k).is_file()])
             for k, shard in enumerate(_batches(len(condition), settings))]
 
 
@@ -182,7 +190,7 @@ def compute_shards(condition: Condition, forward: list[ModelEntry], run: RunDir,
         bar.update((stop - start) * len(pending))
         if index == shards[k][-1][2]:  # last batch of the shard: persist it
             for m in pending:
-                _save_shard(_shard_path(run, condition, m.id, k), torch.cat(partial.pop(m.id)))
+                store.save_logits(store.shard_path(run, condition, m.id, k), torch.cat(partial.pop(m.id)))
 
 
 def _forward(m: ModelEntry, x: torch.Tensor, condition: Condition, halved: set[str]) -> torch.Tensor:
@@ -233,19 +241,21 @@ def _record(condition: Condition, todo: list[ModelEntry], run: RunDir, evaluate:
             settings: EngineSettings) -> None:
     labels = condition.labels(0, len(condition))
     n_shards = shard_count(condition, settings)
-    dense = _load_logits(run, condition, DENSE_ID, n_shards) if _has_shards(run, condition, DENSE_ID) else None
+    wants_dense = _needed(condition, evaluate, DENSE_LOGITS) and store.has_shards(run, condition, DENSE_ID)
+    dense = store.load_logits(run, condition, DENSE_ID, n_shards) if wants_dense else None
+    wants_clean = _needed(condition, evaluate, CLEAN_LOGITS)
     for m in todo:
         start = time.perf_counter()
-        logits = _load_logits(run, condition, m.id, n_shards)
+        logits = store.load_logits(run, condition, m.id, n_shards)
         if not torch.isfinite(logits).all():
             raise RobustEvalError(f"model {m.id} produced NaN or infinite logits on condition {condition.key}")
-        clean = _clean_logits(run, m.id) if condition.family == "ood" else None
+        clean = store.clean_logits(run, m.id) if wants_clean else None
         outputs = Outputs(logits, labels, None if m.id == DENSE_ID else dense, clean)
         evaluated = [(e, e(outputs)) for e in evaluators_for(condition.family, evaluate)]
         correct = encode_bits(per_sample_correct(logits, labels)) if condition.labelled else None
         predicted = None
         if condition.key == "clean":
-            _save_shard(_clean_path(run, m.id), logits)
+            store.save_logits(store.clean_path(run, m.id), logits)
             predicted = encode_ints(logits.argmax(dim=1).numpy())
         record = _as_record(m.id, (condition.key, condition.family), len(labels), evaluated, condition=condition,
                             correct=correct, provenance=dict(settings.provenance), seconds=time.perf_counter() - start)
@@ -273,7 +283,7 @@ def _write(run: RunDir, record: Record) -> None:
 def transfer_conditions(run: RunDir, dense: nn.Module, x: torch.Tensor, y: torch.Tensor,
                         classes: tuple[str, ...], settings: AdversarialSettings) -> list[Condition]:
     """Transfer examples crafted once on dense (cached in the run directory for reruns), fed to every model."""
-    path = run.path / "transfer.pt"
+    path = store.transfer_path(run)
     if path.is_file():
         crafted = torch.load(path, weights_only=True)
     else:
@@ -284,7 +294,7 @@ def transfer_conditions(run: RunDir, dense: nn.Module, x: torch.Tensor, y: torch
 
 
 def run_attacks(models: Sequence[ModelEntry], x: torch.Tensor, y: torch.Tensor, run: RunDir,
-                adversarial: AdversarialSettings, settings: EngineSettings, executor: Executor | None = None) -> None:
+                adversarial: AdversarialSettings, settings: EngineSettings, executor: Executor = IN_PROCESS) -> None:
     """The attack stage: every model without an ``adversarial`` record is attacked on the same sample,
     with a progress bar over (model, attack) pairs. A model without gradients (onnxruntime) gets a
     record with no metrics and the reason as a warning.
@@ -297,7 +307,7 @@ def run_attacks(models: Sequence[ModelEntry], x: torch.Tensor, y: torch.Tensor, 
     evaluator = AdversarialEvaluator(adversarial)
     with tqdm(total=len(attacked) * len(plan(adversarial)), unit="attack", desc="adversarial: attacking",
               disable=not settings.progress, smoothing=0.05) as bar:
-        results = (executor or LocalExecutor()).attack(attacked, x, y, adversarial, bar)
+        results = executor.attack(attacked, x, y, adversarial, bar)
         for m in todo:
             if not has_gradients(m.module):
                 skipped = [(evaluator, Result({}, warnings=[WHITE_BOX_SKIPPED]))]
@@ -306,37 +316,3 @@ def run_attacks(models: Sequence[ModelEntry], x: torch.Tensor, y: torch.Tensor, 
             result, seconds = next(results)
             _write(run, _as_record(m.id, where, len(y), [(evaluator, result)], provenance=provenance, seconds=seconds))
 
-
-def _shard_dir(run: RunDir, condition: Condition) -> Path:
-    return run.shard_dir / condition.key.replace("/", "__")
-
-
-def _shard_path(run: RunDir, condition: Condition, model_id: str, k: int) -> Path:
-    return _shard_dir(run, condition) / f"{_safe(model_id)}.{k:05d}.npy"
-
-
-def _has_shards(run: RunDir, condition: Condition, model_id: str) -> bool:
-    return _shard_path(run, condition, model_id, 0).is_file()
-
-
-def _clean_path(run: RunDir, model_id: str) -> Path:
-    return run.path / "logits" / f"{_safe(model_id)}.clean.npy"
-
-
-def _clean_logits(run: RunDir, model_id: str) -> torch.Tensor:
-    path = _clean_path(run, model_id)
-    if not path.is_file():
-        raise RobustEvalError(f"clean logits of {model_id} are missing in {path.parent}; OOD needs the clean condition")
-    return torch.from_numpy(np.load(path))
-
-
-def _load_logits(run: RunDir, condition: Condition, model_id: str, n_shards: int) -> torch.Tensor:
-    return torch.cat([torch.from_numpy(np.load(_shard_path(run, condition, model_id, k))) for k in range(n_shards)])
-
-
-def _save_shard(path: Path, logits: torch.Tensor) -> None:
-    write_atomic(path, lambda f: np.save(f, logits.numpy()))
-
-
-def _safe(model_id: str) -> str:
-    return model_id.replace("/", "_").replace("@", "_at_")

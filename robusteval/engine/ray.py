@@ -3,7 +3,8 @@
 The driver plans exactly as the local engine and stays the only writer of records; a task
 computes one shard of one condition on every model that still needs it (each input batch is
 made once per task) and saves the same atomic shard files, builds one group of the family
-(:func:`robusteval.pruning.family.build_group`) into the run directory, or attacks one model.
+(:func:`robusteval.pruning.family.build_group`) into the run directory (which the driver then
+reloads), or attacks one model.
 The run directory must be on a filesystem every node sees at the same path.
 
 A model travels once: a saved family member as its archive in the run directory, any other
@@ -32,40 +33,23 @@ from tqdm import tqdm
 from robusteval.conditions import Condition
 from robusteval.data.arrays import LabeledArrays
 from robusteval.device import exact_fp32, model_device
-from robusteval.engine import EngineSettings, Job, ModelEntry, attack_model, compute_shards, shard_plan
+from robusteval.engine import store
+from robusteval.engine.core import EngineSettings, Job, ModelEntry, attack_model, compute_shards, shard_plan
+from robusteval.engine.executor import EngineConfig
 from robusteval.errors import RobustEvalError, describe
 from robusteval.escaping import visible
 from robusteval.evaluators.adversarial import AdversarialSettings, plan
 from robusteval.evaluators.base import Result
-from robusteval.pruning import PruneSettings, load_member
+from robusteval.pruning import FamilyMember, PruneSettings, build_family, load_member
 from robusteval.pruning.family import build_group, family_groups, member_id
 from robusteval.results import RunDir
 
-ENGINES = ("local", "ray")
 RETRIES = 3
 """Times Ray reruns a task whose worker died."""
 RAY_MISSING = "--engine ray needs Ray, which is not installed: pip install 'robusteval[ray]'"
 
 Shipped = tuple[str, Any]
 """How a model reaches workers: ("file", archive path) or ("object", [object ref])."""
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    """``kind``: ``local`` (this process) or ``ray``; ``address``: the Ray cluster to join (default:
-    ``RAY_ADDRESS``, else a local instance); resources per task, whose CPU share sets its torch threads."""
-
-    kind: str = "local"
-    address: str | None = None
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.kind not in ENGINES:
-            raise RobustEvalError(f"engine kind must be one of {', '.join(ENGINES)}, got {self.kind!r}")
-        if not self.cpus_per_worker > 0 or self.gpus_per_worker < 0:
-            raise RobustEvalError(f"engine: expected cpus_per_worker > 0 and gpus_per_worker >= 0, got "
-                                  f"{self.cpus_per_worker} and {self.gpus_per_worker}")
 
 
 def _ray() -> Any:
@@ -116,7 +100,7 @@ def ray_executor(config: EngineConfig, run: RunDir, device: torch.device) -> Ite
 
 
 class RayExecutor:
-    """The :class:`robusteval.engine.Executor` on Ray, plus :meth:`build_family` for the pruning stage."""
+    """The :class:`~robusteval.engine.executor.Executor` on Ray workers."""
 
     def __init__(self, config: EngineConfig, run: RunDir, ray: Any, device: torch.device) -> None:
         self.config, self.run, self.ray = config, run, ray
@@ -148,8 +132,8 @@ class RayExecutor:
         return self._objects[id(value)][1]
 
     def _ship(self, entry: ModelEntry) -> Shipped:
-        archive = self.run.path / "models" / f"{entry.id}.pt2"
-        if archive.is_file() and archive.with_suffix(".json").is_file():
+        archive = store.member_archive(self.run, entry.id)
+        if archive is not None:
             return "file", str(archive)
         return "object", [self._put(entry.module)]
 
@@ -208,15 +192,18 @@ class RayExecutor:
             yield result
 
     def build_family(self, dense: nn.Module, *, settings: PruneSettings, example_input: torch.Tensor,
-                     train_data: LabeledArrays | None, out_dir: Path, progress: bool) -> None:
-        """Build every pruned group of the family on workers into ``out_dir`` (dense stays here), for
-        :func:`robusteval.pruning.build_family` to reload."""
+                     train_data: LabeledArrays | None, run: RunDir, progress: bool) -> Iterator[FamilyMember]:
+        """Build every pruned group of the family on workers into the run directory (dense stays here),
+        then yield the family as :func:`robusteval.pruning.build_family` reloads it from there."""
+        out_dir = store.models_dir(run)
         groups = [g for g in family_groups(settings, train_data) if g[0][0] != "dense"]
         dense_ref, train_ref = self._put(dense), None if train_data is None else self._put(train_data)
         tasks = [(self._build.remote(dense_ref, g, settings, example_input.cpu(), train_ref, str(out_dir),
                                      self._worker), 1, member_id(*g[0])) for g in groups]
         with tqdm(total=len(tasks), desc="pruning (ray)", disable=not progress) as bar:
             self._wait(tasks, bar)
+        yield from build_family(dense, settings=settings, example_input=example_input, train_data=train_data,
+                                out_dir=out_dir, progress=progress)
 
 
 def _on_cpu(module: nn.Module) -> nn.Module:
