@@ -26,9 +26,9 @@ def plain_member(model: nn.Module, model_id: str, role: str, example: torch.Tens
         info = model_info(model, example.to(model_device(model)), dense=dense, measure_latency=latency is not False,
                           latency_budget_s=None if isinstance(latency, bool) else latency)
         if is_opaque(model):
-            info.update(opaque_size(model, example.to(model_device(model))))
+            info = info | opaque_size(model, example.to(model_device(model)))
             if dense is not None:
-                info.update(reductions(info, dense, example))
+                info = info | reductions(info, dense, example)
     except RobustEvalError:
         raise
     except Exception as exc:  # the model's own code failed on a batch size the probe did not try
