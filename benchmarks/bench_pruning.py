@@ -55,8 +55,8 @@ def bench_family(data: LabeledArrays) -> None:
     print(f"family ResNet-20 {len(FAMILY_METHODS)} methods x {len(FAMILY_RATIOS)} ratios ({len(members)} models, "
           f"no fine-tuning, BN re-calibration for l1_filter, no latency): {t:.1f} s (target < 180 s) "
           f"ratio {t / 180:.2f}")
-    slowest = sorted(members[1:], key=lambda m: -m.info["prune_seconds"])[:3]
-    print("  slowest members: " + ", ".join(f"{m.id} {m.info['prune_seconds']:.1f} s" for m in slowest))
+    slowest = sorted(members[1:], key=lambda m: -m.card.prune_seconds)[:3]
+    print("  slowest members: " + ", ".join(f"{m.id} {m.card.prune_seconds:.1f} s" for m in slowest))
 
 
 def _latency(model: torch.nn.Module, x: torch.Tensor) -> float:

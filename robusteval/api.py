@@ -25,7 +25,7 @@ from robusteval.conditions import build_conditions, frost_source
 from robusteval.config import AuditConfig
 from robusteval.data.arrays import LabeledArrays, match_sources
 from robusteval.data.sources import load_source
-from robusteval.device import check_autocast, model_device, resolve_device
+from robusteval.device import check_autocast, resolve_device
 from robusteval.engine import EngineSettings, ModelEntry, run_attacks, run_conditions, transfer_conditions
 from robusteval.engine import Executor, LocalExecutor
 from robusteval.engine.ray import check_available, ray_executor
@@ -34,10 +34,11 @@ from robusteval.evaluators.adversarial import AdversarialSettings, select_sample
 from robusteval.evaluators.base import evaluator_declarations
 from robusteval.models.loading import file_sha256, load_model
 from robusteval.models.pruned_state import folded_copy, has_prune_hooks
-from robusteval.models.size import is_opaque, opaque_size
 from robusteval.models.sources import resolve_model
 from robusteval.models.wrap import check_model, has_gradients, with_logits, with_normalization
-from robusteval.pruning import FamilyMember, PruneSettings, model_info
+from robusteval.card import GIVEN
+from robusteval.pruning import FamilyMember, PruneSettings
+from robusteval.pruning.given import paired_reference, plain_member, register
 from robusteval.records import DENSE_ID
 from robusteval.results import RunDir
 
@@ -242,7 +243,7 @@ def _family(dense: nn.Module, candidate: tuple[str, nn.Module] | None, config: A
     """The dense member, then the pruned members (built here or by ``executor``'s workers, or reloaded
     from the run directory), each registered in the run directory as it comes."""
     for member in _members(dense, candidate, config, clean, run, progress, executor):
-        _register(run, member)
+        register(run, member)
         yield member
 
 
@@ -252,12 +253,12 @@ def _members(dense: nn.Module, candidate: tuple[str, nn.Module] | None, config: 
     example = clean.images(slice(0, 2))
     if candidate is not None:
         budget = (config.pruning or PruneSettings()).latency_budget_s
-        given = _plain_member(candidate[1], candidate[0], "given", example, latency=budget, dense=dense)
-        yield _paired_reference(_plain_member(dense, DENSE_ID, "dense", example, latency=False), given)
+        given = plain_member(candidate[1], candidate[0], GIVEN, example, latency=budget, dense=dense)
+        yield paired_reference(plain_member(dense, DENSE_ID, "dense", example, latency=False), given)
         yield given
         return
     if config.pruning is None:  # evaluate only: no latency timing, the quickest sanity check
-        yield _plain_member(dense, DENSE_ID, "dense", example, latency=False)
+        yield plain_member(dense, DENSE_ID, "dense", example, latency=False)
         return
     if not has_gradients(dense):
         raise RobustEvalError("an ONNX model cannot be pruned (it has no torch layers); evaluate it, or audit it "
@@ -271,56 +272,6 @@ def _members(dense: nn.Module, candidate: tuple[str, nn.Module] | None, config: 
         warn(message)
     yield from executor.build_family(dense, settings=config.pruning, example_input=example, train_data=train,
                                      run=run, progress=progress)
-
-
-def _plain_member(model: nn.Module, model_id: str, method: str, example: torch.Tensor, *,
-                  latency: bool | float | None, dense: nn.Module | None = None) -> FamilyMember:
-    """A given (not pruned here) model with its costs; opaque models (TorchScript, export, ONNX) have no
-    layers to hook, so their size comes from their graph or a traced forward (:mod:`robusteval.models.size`).
-    ``latency``: False (not timed), or timed within that budget in seconds (None: no budget)."""
-    try:
-        info = model_info(model, example.to(model_device(model)), dense=dense, measure_latency=latency is not False,
-                          latency_budget_s=None if isinstance(latency, bool) else latency)
-        if is_opaque(model):
-            info.update(opaque_size(model, example.to(model_device(model))))
-            if dense is not None:
-                info.update(_reductions(info, dense, example))
-    except RobustEvalError:
-        raise
-    except Exception as exc:  # the model's own code failed on a batch size the probe did not try
-        what = "MACs on a batch of 1" + (", latency on batches of 1 and 128" if latency else "")
-        raise RobustEvalError(f"model {model_id!r} failed while its costs were measured ({what}): "
-                              f"{describe(exc)}") from exc
-    ratio = float(info["sparsity"] or 0.0)
-    info.update(method=method, target_ratio=ratio, structured=False, recovery={},
-                warnings=info.pop("latency_warnings", []))
-    return FamilyMember(model_id, method, ratio, model, info)
-
-
-def _paired_reference(reference: FamilyMember, given: FamilyMember) -> FamilyMember:
-    """The reference member with the latency timed in pairs with the given model (timed once, not twice)."""
-    info = given.info
-    reference.info.update(latency_ms=info["dense_latency_ms"], latency_iqr_ms=info["dense_latency_iqr_ms"],
-                          latency_runs=info["latency_runs"], latency_device=info["latency_device"],
-                          sparse_runtime=False)
-    return reference
-
-
-def _reductions(info: dict, dense: nn.Module, example: torch.Tensor) -> dict:
-    """``params_reduction`` and ``macs_reduction`` of an opaque model relative to ``dense`` (eager or opaque)."""
-    x = example.to(model_device(dense))
-    reference = opaque_size(dense, x) if is_opaque(dense) else model_info(dense, x, measure_latency=False)
-    params, macs = reference["params"], reference["macs"]
-    return {"params_reduction": 1.0 - info["params"] / params if params else None,
-            "macs_reduction": 1.0 - info["macs"] / macs if macs and info["macs"] is not None else None}
-
-
-def _register(run: RunDir, member: FamilyMember) -> None:
-    known = {m["id"] for m in run.models()}
-    if member.id not in known:
-        entry = {"id": member.id, "method": member.method, "target_ratio": member.target_ratio}
-        entry.update({k: v for k, v in member.info.items() if k not in entry})
-        run.add_model(entry)
 
 
 def _previous_manifest(run: RunDir) -> dict[str, Any] | None:

@@ -38,13 +38,13 @@ from typing import Any
 
 from robusteval.analysis.candidate import size_phrase
 from robusteval.analysis.compare import Comparison
+from robusteval.card import MemberCard, candidate_ids
 from robusteval.declarations import Declarations
 from robusteval.metrics import reference_value
 from robusteval.errors import GateFailed, RobustEvalError
 from robusteval.escaping import markdown_cell, markdown_code, workflow_data, workflow_property, xml_text
 from robusteval.files import read_yaml_file
 from robusteval.presets import resolve
-from robusteval.records import SCRATCH_SUFFIX
 from robusteval.registry import unknown_name_message
 from robusteval.files import write_atomic
 from robusteval.results import incomplete_message
@@ -177,16 +177,16 @@ def evaluate_gate(summary: Mapping[str, Any], rules: Sequence[Rule], *, referenc
     """
     if problem := incomplete_message(summary):
         raise RobustEvalError(f"cannot gate: {problem}")
-    entries = {m["id"]: {**(m.get("metrics") or {}), **_costs(m)} for m in summary.get("models", [])}
-    baselines = {summary.get("dense"), summary.get("baseline")} | {
-        m["id"] for m in summary.get("models", []) if str(m.get("method", "")).endswith(SCRATCH_SUFFIX)}
+    cards = {c.id: c for c in map(MemberCard.from_json, summary.get("models", []))}
+    entries = {m["id"]: {**(m.get("metrics") or {}), **_costs(cards[m["id"]])} for m in summary.get("models", [])}
     reference = reference or summary.get("baseline") or summary.get("dense")
     if reference not in entries:
         raise RobustEvalError(unknown_name_message("reference model", str(reference), entries))
     for model in models or ():
         if model not in entries:
             raise RobustEvalError(unknown_name_message("model", model, entries))
-    chosen = list(models) if models else [m for m in entries if m not in baselines | {reference}] or [reference]
+    declared = {reference, summary.get("dense"), summary.get("baseline")}
+    chosen = list(models) if models else [m for m in candidate_ids(cards.values()) if m not in declared] or [reference]
     declarations = Declarations.of_summary(summary)
     for rule in rules:
         spec = declarations.find(rule.metric)  # None: the run lacks the metric, so its checks fail as missing
@@ -200,16 +200,14 @@ def evaluate_gate(summary: Mapping[str, Any], rules: Sequence[Rule], *, referenc
                               "to compare with; gate a single model with min/max budgets")
     checks = tuple(_check(r, m, entries[m], entries[reference], reference, declarations)
                    for m in chosen for r in rules)
-    models_by_id = {m["id"]: m for m in summary.get("models", [])}
-    sizes = {m: text for m in chosen if m != reference and (text := size_phrase(models_by_id[m]))}
+    sizes = {m: text for m in chosen if m != reference and (text := size_phrase(cards[m].costs))}
     return GateResult(reference, checks, sizes)
 
 
-def _costs(entry: Mapping[str, Any]) -> dict[str, Any]:
-    """A model entry's size and stated speed-ups under the gate's ``size/`` and ``speedup/`` names."""
-    speedup = entry.get("speedup") or {}
-    return {**{name: entry.get(key) for name, key in _SIZE.items()},
-            **{f"speedup/{key}": value for key, value in speedup.items()}}
+def _costs(card: MemberCard) -> dict[str, Any]:
+    """A member's size and stated speed-ups under the gate's ``size/`` and ``speedup/`` names."""
+    return {**{name: getattr(card.costs, key) for name, key in _SIZE.items()},
+            **{f"speedup/{key}": value for key, value in (card.costs.speedup or {}).items()}}
 
 
 def evaluate_comparison_gate(comparison: Comparison, rules: Sequence[Rule]) -> GateResult:

@@ -5,7 +5,7 @@ into records (``Record.to_json`` is the line in ``records.jsonl``).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,3 +47,21 @@ class Record:
         if self.predicted is not None:
             out["predicted"] = self.predicted
         return out | dict(self.provenance) | {"seconds": round(self.seconds, 4)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Record:
+        """A line of ``records.jsonl``: the keys :meth:`to_json` writes; every other key is provenance.
+        Keys a hand-made record may lack read as empty (``model``/``family`` "", ``n`` 0, no metrics)."""
+        known = {"model", "condition", "family", "n", "metrics", "details", "warnings", "note", "meta", "correct",
+                 "predicted", "seconds"}
+        return cls(str(data.get("model") or ""), str(data.get("condition") or ""), str(data.get("family") or ""),
+                   int(data.get("n") or 0),
+                   dict(data.get("metrics") or {}), dict(data.get("details") or {}), tuple(data.get("warnings") or ()),
+                   str(data.get("note") or ""), dict(data.get("meta") or {}), data.get("correct"),
+                   {k: v for k, v in data.items() if k not in known}, float(data.get("seconds") or 0.0),
+                   data.get("predicted"))
+
+
+def as_records(items: Iterable[Record | Mapping[str, Any]]) -> list[Record]:
+    """Records from records or their JSON lines."""
+    return [r if isinstance(r, Record) else Record.from_json(r) for r in items]

@@ -3,8 +3,8 @@
 Layout of a run directory (this module names the first group)::
 
     manifest.json        config, seeds, versions, sha256 of model and data (rewritten atomically)
-    models.jsonl         one line per model of the family: id, method, target_ratio, sizes, ...
-    records.jsonl        one line per (model, condition): metrics and per-sample correctness
+    models.jsonl         one line per model of the family: its card (robusteval.card: id, role, method, costs, ...)
+    records.jsonl        one line per (model, condition): a Record (metrics and per-sample correctness)
     summary.json         the contract: schema_version, dense id, models with their metrics, the metrics'
                          declarations (direction, unit, label; schema 1 lacked them: filled on reading)
     run.lock             held (flock) by the process writing the run: pid, host, start time
@@ -37,9 +37,11 @@ from typing import Any
 
 import numpy as np
 
+from robusteval.card import MemberCard, as_cards
 from robusteval.declarations import BUILTIN, summary_keys
 from robusteval.errors import RobustEvalError
 from robusteval.files import write_json_atomic
+from robusteval.records import Record, as_records
 
 try:
     import fcntl
@@ -189,12 +191,12 @@ class RunDir:
             return False
         return manifest is not None and "config_digest" in manifest
 
-    def records(self) -> list[dict[str, Any]]:
+    def records(self) -> list[Record]:
         """All complete records; for a repeated (model, condition) the last one wins."""
         latest: dict[tuple[str, str], dict[str, Any]] = {}
         for rec in read_jsonl(self.records_path):
             latest[(rec["model"], rec["condition"])] = rec
-        return list(latest.values())
+        return as_records(latest.values())
 
     def done(self) -> set[tuple[str, str]]:
         """(model id, condition) pairs that already have a record."""
@@ -203,15 +205,16 @@ class RunDir:
     def add_record(self, record: dict[str, Any]) -> None:
         append_jsonl(self.records_path, record)
 
-    def models(self) -> list[dict[str, Any]]:
-        """Model entries in the order first written; a later line for the same id updates it."""
+    def models(self) -> list[MemberCard]:
+        """Member cards in the order first written; a later line for the same id updates it."""
         entries: dict[str, dict[str, Any]] = {}
         for item in read_jsonl(self.models_path):
             entries.setdefault(item["id"], {}).update(item)
-        return list(entries.values())
+        return as_cards(entries.values())
 
-    def add_model(self, entry: dict[str, Any]) -> None:
-        append_jsonl(self.models_path, entry)
+    def add_model(self, card: MemberCard | Mapping[str, Any]) -> None:
+        """Append a member's card (or a models.jsonl line)."""
+        append_jsonl(self.models_path, card.to_json() if isinstance(card, MemberCard) else dict(card))
 
     def read_manifest(self) -> dict[str, Any] | None:
         path = self.path / "manifest.json"
@@ -309,15 +312,15 @@ def incomplete_message(summary: Mapping[str, Any]) -> str | None:
             "directory to compute them")
 
 
-def build_summary(dense_id: str, models: Iterable[dict[str, Any]], records: Iterable[dict[str, Any]],
-                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """summary.json from model entries and records: every record's metrics merged per model."""
+def build_summary(dense_id: str, models: Iterable[MemberCard | Mapping[str, Any]],
+                  records: Iterable[Record | Mapping[str, Any]], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """summary.json from member cards and records: each model's card with every record's metrics merged."""
     metrics: dict[str, dict[str, float]] = {}
-    for rec in records:
-        metrics.setdefault(rec["model"], {}).update(rec["metrics"])
+    for rec in as_records(records):
+        metrics.setdefault(rec.model, {}).update(rec.metrics)
     entries = []
-    for m in models:
-        entry = dict(m)
-        entry["metrics"] = dict(sorted(metrics.get(m["id"], {}).items()))
+    for card in as_cards(models):
+        entry = card.to_json()
+        entry["metrics"] = dict(sorted(metrics.get(card.id, {}).items()))
         entries.append(entry)
     return {"schema_version": SCHEMA_VERSION, "dense": dense_id, **(extra or {}), "models": entries}

@@ -21,7 +21,7 @@ from pathlib import Path
 #: Layers, lowest first, by the first name below the package; a module may import its own layer or lower.
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("foundation", frozenset({"errors", "device", "registry", "escaping", "validate", "files", "yamlfile", "metrics",
-                              "records", "compat", "results", "presets", "declarations", "samples"})),
+                              "records", "card", "compat", "results", "presets", "declarations", "samples"})),
     ("inputs", frozenset({"models", "data"})),
     ("pruning", frozenset({"pruning"})),
     ("evaluation", frozenset({"evaluators", "conditions"})),

@@ -15,11 +15,12 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
+from robusteval.records import Record
 from robusteval.results import RunDir
 
 
-def _records(run: Path) -> dict[tuple[str, str], dict]:
-    return {(r["model"], r["condition"]): r for r in RunDir(run).records()}
+def _records(run: Path) -> dict[tuple[str, str], Record]:
+    return {(r.model, r.condition): r for r in RunDir(run).records()}
 
 
 def compare(a: Path, b: Path) -> dict:
@@ -29,14 +30,14 @@ def compare(a: Path, b: Path) -> dict:
                                                      "beyond_one_image": 0})
     for pair in sorted(ra.keys() & rb.keys()):
         x, y = ra[pair], rb[pair]
-        entry = families[x["family"]]
-        for key in sorted(x["metrics"].keys() & y["metrics"].keys()):
-            u, v = x["metrics"][key], y["metrics"][key]
+        entry = families[x.family]
+        for key in sorted(x.metrics.keys() & y.metrics.keys()):
+            u, v = x.metrics[key], y.metrics[key]
             diff = 0.0 if math.isnan(u) and math.isnan(v) else abs(u - v)
             entry["metrics"] += 1
             if not diff <= entry["max_abs_diff"]:  # NaN on one side only counts as the largest
                 entry["max_abs_diff"], entry["at"] = diff, f"{pair[0]} {key}"
-            if x["n"] and not diff <= 1 / x["n"] + 1e-9:
+            if x.n and not diff <= 1 / x.n + 1e-9:
                 entry["beyond_one_image"] += 1
     only = sorted(f"{m} {c}" for m, c in ra.keys() ^ rb.keys())
     return {"a": str(a), "b": str(b), "families": dict(families), "only_in_one": only}

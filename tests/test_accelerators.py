@@ -24,6 +24,7 @@ from robusteval.evaluators.settings import EvaluateSettings
 from robusteval.pruning import coreset, stats
 from robusteval.pruning.masks import masks_from_scores
 from robusteval.pruning.structured import ChannelGroup
+from robusteval.records import Record
 from robusteval.results import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,7 +128,7 @@ class RaisesAbove(nn.Module):
         return self.fc(x.flatten(1))
 
 
-def _records(model: nn.Module, out: Path) -> list[dict]:
+def _records(model: nn.Module, out: Path) -> list[Record]:
     rng = np.random.default_rng(0)
     data = LabeledArrays(rng.integers(0, 256, (40, 8, 8, 3), dtype=np.uint8), rng.integers(0, 4, 40),
                          ("a", "b", "c", "d"))
@@ -144,7 +145,7 @@ def test_mps_out_of_memory_is_retried_in_halves_and_empties_the_mps_cache(tmp_pa
     plain = _records(RaisesAbove(10**6, RuntimeError, ""), tmp_path / "plain")
     message = "MPS backend out of memory (MPS allocated: 17.5 GB, other allocations: 1.2 GB, max allowed: 18.1 GB)"
     model = RaisesAbove(10, RuntimeError, message)
-    assert [r["metrics"] for r in _records(model, tmp_path / "mps")] == [r["metrics"] for r in plain]
+    assert [r.metrics for r in _records(model, tmp_path / "mps")] == [r.metrics for r in plain]
     assert model.sizes[:3] == [20, 10, 10] and emptied
 
 

@@ -77,7 +77,7 @@ def _summary(baseline: str | None) -> dict:
 
 def test_drops_are_measured_against_the_chosen_baseline() -> None:
     control = analyse(_summary(CONTROL_ID), tolerance=0.005)
-    assert control.methods == ["m"] and control.untouched == "dense"
+    assert control.methods == ["m"] and control.dense == "dense"
     assert control.curves["clean/accuracy"]["m"].points[0].drop == pytest.approx(0.01)
     assert control.curves["clean/accuracy"]["m"].prune_potential == 0.0
     assert "against dense+ft" in control.baseline_note() and "against dense+ft" in control.to_json()["baseline_note"]

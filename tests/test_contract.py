@@ -82,9 +82,9 @@ def test_every_verdict_headline_can_be_gated(tmp_path):
     run_dir = write_synthetic_run(tmp_path / "run")
     run = RunDir(run_dir)
     (run_dir / "summary.json").unlink()
-    models = [m["id"] for m in run.models()]
+    models = [m.id for m in run.models()]
     summary = write_summary(run, digest="synthetic", baseline="auto", seconds=None,
-                            plan=(models, sorted({r["condition"] for r in run.records()})))
+                            plan=(models, sorted({r.condition for r in run.records()})))
     analysis = analyse(summary, run.records())
     assert set(analysis.families) == set(metrics.FAMILIES)  # noise and OOD headlines included
     rules = parse_rules({"rules": {key: {"max_drop": 1e6} for key in analysis.families.values()}})

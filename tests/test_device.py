@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +18,7 @@ from robusteval.engine import EngineSettings, ModelEntry, run_conditions
 from robusteval.errors import RobustEvalError
 from robusteval.models.archs import build_arch
 from robusteval.models.bundled import BUNDLED_ARCH, BUNDLED_MODEL
+from robusteval.records import Record
 from robusteval.report import write_report
 from robusteval.results import RunDir
 
@@ -101,7 +101,7 @@ def test_bf16_audit_is_close_to_fp32_and_says_so(tmp_path):
     manifest = json.loads((bf16.path / "manifest.json").read_text())
     resolved = str(resolve_device("auto"))  # cpu here, cuda on a GPU machine
     assert manifest["precision"] == "bf16" and manifest["device"] == resolved and manifest["config"]["device"] == "auto"
-    provenance = RunDir(bf16.path).records()[0]  # provenance is written into each record
+    provenance = RunDir(bf16.path).records()[0].provenance  # provenance is written into each record
     assert provenance["device"] == resolved and provenance["precision"] == "bf16"
     assert "forward passes in bf16 autocast; attacks and pruning scores in fp32" in write_report(bf16.path).read_text()
     assert "autocast" not in write_report(fp32.path).read_text()
@@ -138,7 +138,7 @@ def _data(n: int = 60) -> LabeledArrays:
                          ("a", "b", "c", "d"))
 
 
-def _records(model: nn.Module, out, evaluate: EvaluateSettings) -> list[dict]:
+def _records(model: nn.Module, out, evaluate: EvaluateSettings) -> list[Record]:
     settings = EngineSettings(batch_size=20, shard_size=40, progress=False)
     run_conditions([ModelEntry("dense", model)], [Condition("clean", "clean", _data())], RunDir(out), evaluate,
                    settings)
@@ -152,8 +152,8 @@ def test_out_of_memory_batches_are_retried_in_halves_with_the_same_results(tmp_p
     model = OutOfMemoryAbove(6)
     halved = _records(model, tmp_path / "halved", evaluate)
     err = capsys.readouterr().err.strip().splitlines()
-    assert [r["metrics"] for r in halved] == [r["metrics"] for r in plain]
-    assert [r["correct"] for r in halved] == [r["correct"] for r in plain]
+    assert [r.metrics for r in halved] == [r.metrics for r in plain]
+    assert [r.correct for r in halved] == [r.correct for r in plain]
     assert model.sizes[:7] == [20, 10, 5, 5, 10, 5, 5]  # 20 → 10 (too big) → 5 + 5, twice
     assert len(err) == 1 and "ran out of device memory on a batch of 20; retrying in halves" in err[0], err
 

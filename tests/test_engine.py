@@ -77,17 +77,17 @@ def test_records_hold_metrics_and_paired_correctness(tmp_path):
     models = _family()
     run = RunDir(tmp_path)
     run_conditions(models, [Condition("clean", "clean", data)], run, CONFIG.evaluate, SETTINGS)
-    records = {r["model"]: r for r in run.records()}
+    records = {r.model: r for r in run.records()}
     assert set(records) == {"dense", "a@0.5", "b@0.5"}
     x, y = data.images(slice(None)), data.labels(slice(None))
     for m in models:
         with torch.no_grad():
             expected = (m.module.fc(x.flatten(1)).argmax(1) == y).numpy()
         rec = records[m.id]
-        assert np.array_equal(decode_bits(rec["correct"], rec["n"]), expected)
-        assert rec["metrics"]["clean/accuracy"] == pytest.approx(expected.mean(), abs=1e-12)
-    assert "agreement/top1" in records["a@0.5"]["metrics"]
-    assert "agreement/top1" not in records["dense"]["metrics"]
+        assert np.array_equal(decode_bits(rec.correct, rec.n), expected)
+        assert rec.metrics["clean/accuracy"] == pytest.approx(expected.mean(), abs=1e-12)
+    assert "agreement/top1" in records["a@0.5"].metrics
+    assert "agreement/top1" not in records["dense"].metrics
     assert not (tmp_path / "shards" / "clean").exists()
 
 
@@ -113,7 +113,7 @@ def test_crash_loses_at_most_the_shard_in_flight(tmp_path):
     resumed = CountingTransform()
     run_conditions(_family(), [Condition("noise/0.1", "noise", _data(), resumed)], run, CONFIG.evaluate, SETTINGS)
     assert resumed.calls == [4, 5]  # shards 0 and 1 were kept; only shard 2 is recomputed
-    strip = lambda recs: sorted((r["model"], r["metrics"], r["correct"]) for r in recs)  # noqa: E731
+    strip = lambda recs: sorted((r.model, r.metrics, r.correct) for r in recs)  # noqa: E731
     assert strip(run.records()) == strip(reference.records())
 
 

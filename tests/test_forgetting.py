@@ -210,11 +210,11 @@ def test_an_audit_keeps_predictions_and_samples_and_the_gate_checks_worst_class_
     assert main(["audit", str(model), "--arch", "lenet_300_100", "--config", str(config), "--out", str(run),
                  "--quiet"]) == 0, capsys.readouterr().err
     samples = read_samples(run)
-    records = {(r["model"], r["condition"]): r for r in RunDir(run).records()}
+    records = {(r.model, r.condition): r for r in RunDir(run).records()}
     summary = json.loads((run / "summary.json").read_text())
     y = samples.labels["clean"]
     for entry in summary["models"]:
-        predicted = decode_ints(records[(entry["id"], "clean")]["predicted"], len(y))
+        predicted = decode_ints(records[(entry["id"], "clean")].predicted, len(y))
         per_class = [float((predicted[y == c] == c).mean()) for c in range(10) if (y == c).any()]
         got = [entry["metrics"][class_key("clean", name)] for c, name in enumerate(samples.classes) if (y == c).any()]
         assert got == pytest.approx(per_class)

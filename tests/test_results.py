@@ -104,7 +104,7 @@ def test_summary_of_a_run_with_a_missing_result_says_so_and_the_gate_refuses(who
                                                or '"condition":"clean"' not in line))
     config = AuditConfig()
     summary = write_summary(RunDir(out), digest=config.digest(), baseline=config.analysis.baseline, seconds=None,
-                            plan=([m["id"] for m in RunDir(out).models()], ["clean", "noise/0.1"]))
+                            plan=([m.id for m in RunDir(out).models()], ["clean", "noise/0.1"]))
     assert summary["complete"] is False
     assert summary["missing"] == [{"model": "magnitude@0.9", "condition": "clean"}]
     with pytest.raises(RobustEvalError, match="incomplete.*'magnitude@0.9' on condition 'clean'"):

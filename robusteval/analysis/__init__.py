@@ -17,7 +17,7 @@ from robusteval.analysis.drops import (
     tolerance_for,
 )
 from robusteval.analysis.forgetting import Forgetting, analyse_forgetting, find_pies
-from robusteval.analysis.model import Analysis, Evidence, ModelInfo
+from robusteval.analysis.model import Analysis, Evidence
 from robusteval.analysis.summary import write_summary
 from robusteval.analysis.potential import (
     Curve,
@@ -30,10 +30,10 @@ from robusteval.analysis.potential import (
 )
 from robusteval.analysis.verdict import format_amount, format_drop, format_verdict_table, pct, verdict_lines
 from robusteval.metrics import FAMILIES
-from robusteval.records import CONTROL_ID, SCRATCH_SUFFIX
+from robusteval.records import CONTROL_ID
 
-__all__ = ["BASELINES", "CONTROL_ID", "DEFAULT_TOLERANCE", "FAMILIES", "SCRATCH_SUFFIX", "Analysis", "Curve",
-           "Evidence", "Forgetting", "ModelInfo", "Point", "analyse", "analyse_forgetting", "analyse_run",
+__all__ = ["BASELINES", "CONTROL_ID", "DEFAULT_TOLERANCE", "FAMILIES", "Analysis", "Curve",
+           "Evidence", "Forgetting", "Point", "analyse", "analyse_forgetting", "analyse_run",
            "baseline_id", "bootstrap_difference_ci", "bootstrap_mean_ci", "check_tolerances", "class_metrics", "corruption_summary", "derive",
            "disparate_impact", "find_pies", "format_amount", "format_drop", "format_verdict_table",
            "mean_halfwidth", "noise_summary", "pct", "potential_interval", "prune_potential",

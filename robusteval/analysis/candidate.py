@@ -4,13 +4,10 @@ and what it costs, e.g. "deployed: 1.99x fewer parameters, 1.98x fewer MACs, mea
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
 
-from robusteval.analysis.model import Analysis, ModelInfo
+from robusteval.analysis.model import Analysis
+from robusteval.card import GIVEN, Costs, MemberCard
 from robusteval.metrics import FAMILIES
-
-GIVEN = "given"
 
 
 def times_fewer(reduction: float | None, noun: str) -> str | None:
@@ -23,19 +20,19 @@ def times_fewer(reduction: float | None, noun: str) -> str | None:
     return f"{factor:.3g}x fewer {noun}" if factor > 1 else f"{1 / factor:.3g}x more {noun}"
 
 
-def size_phrase(entry: Mapping[str, Any]) -> str:
-    """Size reduction and measured speed-up of a model entry (summary/models.jsonl), '' when none is known."""
-    parts = [p for p in (times_fewer(entry.get("params_reduction"), "parameters"),
-                         times_fewer(entry.get("macs_reduction"), "MACs")) if p]
-    measured, spread = entry.get("speedup_measured") or {}, entry.get("speedup_iqr") or {}
+def size_phrase(costs: Costs) -> str:
+    """Size reduction and measured speed-up of a member's costs, '' when none is known."""
+    parts = [p for p in (times_fewer(costs.params_reduction, "parameters"),
+                         times_fewer(costs.macs_reduction, "MACs")) if p]
+    measured, spread = costs.speedup_measured or {}, costs.speedup_iqr or {}
     for key, ratio in measured.items():
         low, high = spread.get(key, (ratio, ratio))
         parts.append(f"measured speed-up {ratio:.2f}x at {key.replace('_', ' ')} (IQR {low:.2f}–{high:.2f}x, "
-                     f"{entry.get('latency_device', 'cpu')})")
+                     f"{costs.latency_device or 'cpu'})")
     return ", ".join(parts)
 
 
-def _drop_phrase(analysis: Analysis, family: str, model: ModelInfo) -> str | None:
+def _drop_phrase(analysis: Analysis, family: str, model: MemberCard) -> str | None:
     curve = analysis.family_curve(family, model.method)
     point = curve.point_at(model.ratio) if curve is not None else None
     if point is None or not math.isfinite(point.drop):
@@ -53,10 +50,10 @@ def _drop_phrase(analysis: Analysis, family: str, model: ModelInfo) -> str | Non
 def candidate_lines(analysis: Analysis) -> list[str]:
     """One sentence per given (candidate) model: its size and speed beside its drops from the reference."""
     lines = []
-    for model in (m for m in analysis.models if m.method == GIVEN and not analysis.is_reference(m.id)):
+    for model in (m for m in analysis.models if m.role == GIVEN and not analysis.is_reference(m.id)):
         drops = [d for f in analysis.families if (d := _drop_phrase(analysis, f, model))]
         failing = [f for f in analysis.families if (c := analysis.family_curve(f, GIVEN)) and c.first_out is not None]
-        size = size_phrase(model.entry)
+        size = size_phrase(model.costs)
         parts = ([size] if size else []) + drops + ([] if failing else ["within tolerance on every measured family"])
-        lines.append(f"{model.id} against {analysis.dense}: {'; '.join(parts)}.")
+        lines.append(f"{model.id} against {analysis.baseline}: {'; '.join(parts)}.")
     return lines

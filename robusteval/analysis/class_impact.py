@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from robusteval.metrics import class_key, corruption_of
+from robusteval.records import Record, as_records
 from robusteval.results import decode_bits
 from robusteval.samples import Samples
 
@@ -44,17 +45,19 @@ def class_recall(correct: np.ndarray, labels: np.ndarray, num_classes: int) -> n
         return np.where(totals > 0, hits / np.maximum(totals, 1), np.nan)
 
 
-def correctness(records: Iterable[Mapping[str, Any]], labels: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+def correctness(records: Iterable[Record | Mapping[str, Any]],
+                labels: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
     """model → condition → per-sample correctness, for the conditions whose labels the run keeps."""
     out: dict[str, dict[str, np.ndarray]] = {}
-    for rec in records:
-        y = labels.get(rec.get("condition", ""))
-        if y is not None and rec.get("correct") and int(rec.get("n") or 0) == len(y):
-            out.setdefault(rec["model"], {})[rec["condition"]] = decode_bits(rec["correct"], len(y))
+    for rec in as_records(records):
+        y = labels.get(rec.condition)
+        if y is not None and rec.correct and rec.n == len(y):
+            out.setdefault(rec.model, {})[rec.condition] = decode_bits(rec.correct, len(y))
     return out
 
 
-def class_metrics(records: Iterable[Mapping[str, Any]], samples: Samples, baseline: str) -> dict[str, dict[str, float]]:
+def class_metrics(records: Iterable[Record | Mapping[str, Any]], samples: Samples,
+                  baseline: str) -> dict[str, dict[str, float]]:
     """model → the per-class metrics of the module docstring."""
     correct = correctness(records, samples.labels)
     k = len(samples.classes)

@@ -32,13 +32,14 @@ import numpy as np
 
 from robusteval.analysis.derive import family_means
 from robusteval.analysis.forgetting import Member, analyse_forgetting
-from robusteval.analysis.model import Analysis, Evidence, ModelInfo
+from robusteval.analysis.model import Analysis, Evidence
 from robusteval.analysis import potential
 from robusteval.analysis.potential import Curve, Point, potential_interval, prune_potential
 from robusteval.declarations import METRICS, Declarations
 from robusteval.errors import RobustEvalError
+from robusteval.card import MemberCard
 from robusteval.metrics import FAMILIES, attack_point, corruption_point, key_matches, noise_point, reference_value
-from robusteval.records import CONTROL_ID
+from robusteval.records import CONTROL_ID, Record, as_records
 from robusteval.results import RunDir, decode_bits, incomplete_message
 from robusteval.samples import Samples, read_samples
 
@@ -70,7 +71,7 @@ def check_tolerances(tolerance: float, tolerances: Mapping[str, float] | None) -
             raise RobustEvalError(f"{name}: expected a finite number >= 0, got {tol!r}")
 
 
-def analyse(summary: Mapping[str, Any], records: Iterable[Mapping[str, Any]] = (), *,
+def analyse(summary: Mapping[str, Any], records: Iterable[Record | Mapping[str, Any]] = (), *,
             tolerance: float = DEFAULT_TOLERANCE, tolerances: Mapping[str, float] | None = None,
             confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0,
             samples: Samples | None = None) -> Analysis:
@@ -78,23 +79,22 @@ def analyse(summary: Mapping[str, Any], records: Iterable[Mapping[str, Any]] = (
     ``samples``, also what pruning forgets: :mod:`robusteval.analysis.forgetting`)."""
     check_tolerances(tolerance, tolerances)
     declarations = Declarations.of_summary(summary).extended(METRICS["derived"])  # _values adds family means
-    records = list(records)
-    untouched = summary.get("dense")
-    dense_id = summary.get("baseline") or untouched  # the reference of every drop
+    records = as_records(records)
+    dense = summary.get("dense")
+    baseline = summary.get("baseline") or dense  # the reference of every drop
     entries = summary.get("models") or []
-    for which, mid in (("dense model", untouched), ("baseline", dense_id)):
+    for which, mid in (("dense model", dense), ("baseline", baseline)):
         if not any(m.get("id") == mid for m in entries):
             raise RobustEvalError(f"summary: expected the {which} {mid!r} among its models, "
                                   f"got {[m.get('id') for m in entries]}")
-    models = [ModelInfo(m["id"], m.get("method") or m["id"], _ratio(m), {k: v for k, v in m.items() if k != "metrics"})
-              for m in entries]
+    models = [MemberCard.from_json(m) for m in entries]
     values = {m["id"]: _values(m.get("metrics") or {}) for m in entries}
-    references = tuple(m.id for m in models if m.id in (untouched, dense_id) or m.method == CONTROL_ID)
+    references = tuple(m.id for m in models if m.is_reference or m.id in (dense, baseline))
     pruned = [m for m in models if m.id not in references]
-    stats = _Bootstrap(per_sample_correctness(records), dense_id, confidence, n_resamples, seed)
+    stats = _Bootstrap(per_sample_correctness(records), baseline, confidence, n_resamples, seed)
     curves: dict[str, dict[str, Curve]] = {}
     for key in sorted({k for m in pruned for k in values[m.id] if declarations.has_direction(k)}):
-        ref = reference_value(key, values[dense_id])
+        ref = reference_value(key, values[baseline])
         if ref is not None:
             tol = tolerance_for(key, default=tolerance, tolerances=tolerances)
             for method in dict.fromkeys(m.method for m in pruned):
@@ -103,11 +103,11 @@ def analyse(summary: Mapping[str, Any], records: Iterable[Mapping[str, Any]] = (
                 if members:
                     curves.setdefault(key, {})[method] = _curve(key, method, ref, tol, members, values, stats,
                                                                 declarations)
-    families = {f: k for f, k in headline_metrics(values[dense_id]).items() if k in curves}
+    families = {f: k for f, k in headline_metrics(values[baseline]).items() if k in curves}
     forgetting = None if samples is None else analyse_forgetting(
-        records, samples, [Member(m.id, m.method, m.ratio) for m in models], dense_id, references, seed=seed)
-    return Analysis(dense_id, float(tolerance), dict(tolerances or {}), models, values, curves, families,
-                    _excess_error(values, values[dense_id], pruned), untouched, references,
+        records, samples, [Member.of(m) for m in models], baseline, references, seed=seed)
+    return Analysis(baseline, float(tolerance), dict(tolerances or {}), models, values, curves, families,
+                    _excess_error(values, values[baseline], pruned), dense, references,
                     Evidence.from_records(records), incomplete_message(summary), summary.get("config"), forgetting)
 
 
@@ -131,7 +131,7 @@ class _Bootstrap:
         return None if reference is None else potential.mean_halfwidth(reference.astype(float), **self.options)
 
 
-def _curve(key: str, method: str, ref: float, tol: float, members: Sequence[ModelInfo],
+def _curve(key: str, method: str, ref: float, tol: float, members: Sequence[MemberCard],
            values: Mapping[str, Mapping[str, float]], stats: _Bootstrap, declarations: Declarations) -> Curve:
     points = []
     for m in members:
@@ -160,11 +160,6 @@ def analyse_run(run_dir: str | Path, *, tolerance: float = DEFAULT_TOLERANCE,
                    samples=read_samples(run.path))
 
 
-def _ratio(entry: Mapping[str, Any]) -> float:
-    ratio = entry.get("target_ratio")
-    return float(entry.get("sparsity") or 0.0) if ratio is None else float(ratio)
-
-
 def _values(metrics: Mapping[str, float | None]) -> dict[str, float]:
     """A model's metrics as floats (null → NaN), with the family means a summary of an older run lacks."""
     out = {k: float(v) if v is not None else math.nan for k, v in metrics.items()}
@@ -185,7 +180,7 @@ def headline_metrics(dense: Mapping[str, float]) -> dict[str, str]:
 
 
 def _excess_error(values: Mapping[str, Mapping[str, float]], dense: Mapping[str, float],
-                  pruned: Sequence[ModelInfo]) -> dict[str, dict[str, float]]:
+                  pruned: Sequence[MemberCard]) -> dict[str, dict[str, float]]:
     if "clean/accuracy" not in dense:
         return {}
     out: dict[str, dict[str, float]] = {}
@@ -199,19 +194,19 @@ def _excess_error(values: Mapping[str, Mapping[str, float]], dense: Mapping[str,
     return out
 
 
-def per_sample_correctness(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, np.ndarray]]:
+def per_sample_correctness(records: Iterable[Record | Mapping[str, Any]]) -> dict[str, dict[str, np.ndarray]]:
     """accuracy metric key → model → per-sample correctness, from records that carry it."""
     out: dict[str, dict[str, np.ndarray]] = {}
-    for rec in records:
-        if not rec.get("correct") or not rec.get("n"):
+    for rec in as_records(records):
+        if not rec.correct or not rec.n:
             continue
-        keys = [k for k in rec.get("metrics", {}) if k.endswith("/accuracy")]
-        key = f"{rec['condition']}/accuracy"
+        keys = [k for k in rec.metrics if k.endswith("/accuracy")]
+        key = f"{rec.condition}/accuracy"
         if key not in keys:
             if len(keys) != 1:
                 continue  # several accuracies (e.g. all attacks): correctness is ambiguous
             key = keys[0]
-        out.setdefault(key, {})[rec["model"]] = decode_bits(rec["correct"], int(rec["n"]))
+        out.setdefault(key, {})[rec.model] = decode_bits(rec.correct, rec.n)
     for mean_key, member in (("corruption/mean_accuracy", lambda k: corruption_point(k) is not None),
                              ("noise/mean_accuracy", lambda k: (p := noise_point(k)) is not None
                               and p[1] == "accuracy")):

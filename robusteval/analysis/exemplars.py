@@ -17,16 +17,8 @@ from robusteval.conditions import Condition
 from robusteval.errors import RobustEvalError
 from robusteval.data.arrays import LabeledArrays
 from robusteval.metrics import corruption_of
-from robusteval.records import CONTROL_ID, DENSE_ID
 from robusteval.results import RunDir
 from robusteval.samples import THUMBNAIL_PX, Samples, write_samples
-
-
-def members_of(entries: Sequence[dict]) -> list[Member]:
-    """The run's models (``models.jsonl`` or summary entries) as PIE population members."""
-    return [Member(e["id"], str(e.get("method") or e["id"]),
-                   float(e["target_ratio"] if e.get("target_ratio") is not None else e.get("sparsity") or 0.0))
-            for e in entries]
 
 
 def save_samples(run: RunDir, clean: LabeledArrays, conditions: Sequence[Condition], baseline: str) -> None:
@@ -34,7 +26,7 @@ def save_samples(run: RunDir, clean: LabeledArrays, conditions: Sequence[Conditi
     labels = {c.key: c.labels(0, len(c)).numpy() for c in conditions
               if c.labelled and (c.key == "clean" or corruption_of(c.key) is not None)}
     predicted = {m: p for m, p in predictions(run.records()).items() if len(p) == len(clean)}
-    population = pruned_population(members_of(run.models()), (DENSE_ID, CONTROL_ID, baseline))
+    population = pruned_population([Member.of(c) for c in run.models()], (baseline,))
     pies = find_pies(predicted, labels["clean"], clean.classes, population, baseline) if "clean" in labels else []
     index = np.array([g.index for g in gallery(pies, predicted, clean.y, clean.classes, baseline)], dtype=np.int64)
     pictures = clean.image_shape[0] in (1, 3)  # gray or RGB: other images get no thumbnails

@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from robusteval.analysis.class_impact import ModelImpact, correctness, disparate_impact
-from robusteval.records import CONTROL_ID, DENSE_ID, SCRATCH_SUFFIX
+from robusteval.card import CANDIDATE_ROLES, MemberCard, role_of
+from robusteval.records import Record, as_records
 from robusteval.results import decode_ints
 from robusteval.samples import GALLERY_SIZE, Samples
 
@@ -41,6 +42,16 @@ class Member:
     id: str
     method: str
     ratio: float
+    role: str = ""  # its card's role; "" derives it from id and method as for an older run (``role_of``)
+
+    @classmethod
+    def of(cls, card: MemberCard) -> Member:
+        return cls(card.id, card.method, card.ratio, card.role)
+
+    @property
+    def is_candidate(self) -> bool:
+        """A pruned model under audit, by the card's rule (:attr:`robusteval.card.MemberCard.is_candidate`)."""
+        return (self.role or role_of(self.id, self.method)) in CANDIDATE_ROLES
 
 
 @dataclass(frozen=True)
@@ -99,7 +110,7 @@ def pruned_population(members: Iterable[Member], references: Sequence[str]) -> d
     """ratio → ids of the members pruned from the baseline at that ratio (see the module docstring)."""
     out: dict[float, list[str]] = {}
     for m in members:
-        if m.id in references or m.id in (DENSE_ID, CONTROL_ID) or m.method.endswith(SCRATCH_SUFFIX):
+        if m.id in references or not m.is_candidate:
             continue
         out.setdefault(m.ratio, []).append(m.id)
     return dict(sorted(out.items()))
@@ -169,13 +180,13 @@ def gallery(pies: Sequence[PieRatio], predicted: Mapping[str, np.ndarray], label
             for i in order]
 
 
-def predictions(records: Iterable[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+def predictions(records: Iterable[Record | Mapping[str, Any]]) -> dict[str, np.ndarray]:
     """model → top-1 predictions on the clean data, from the records that carry them."""
-    return {r["model"]: decode_ints(r["predicted"], int(r["n"])) for r in records
-            if r.get("condition") == "clean" and r.get("predicted")}
+    return {r.model: decode_ints(r.predicted, r.n) for r in as_records(records)
+            if r.condition == "clean" and r.predicted}
 
 
-def analyse_forgetting(records: Sequence[Mapping[str, Any]], samples: Samples, members: Sequence[Member],
+def analyse_forgetting(records: Sequence[Record | Mapping[str, Any]], samples: Samples, members: Sequence[Member],
                        baseline: str, references: Sequence[str], *, seed: int = 0) -> Forgetting:
     """Class impact of every pruned member, PIEs per ratio and the gallery (see the module docstring)."""
     labels = samples.labels.get("clean")

@@ -8,17 +8,8 @@ from typing import Any
 
 from robusteval.analysis.forgetting import Forgetting
 from robusteval.analysis.potential import Curve
-from robusteval.records import CONTROL_ID
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """One model of the run; ``entry`` is its summary entry without metrics (costs, recovery, warnings)."""
-
-    id: str
-    method: str
-    ratio: float
-    entry: Mapping[str, Any] = field(default_factory=dict, compare=False)
+from robusteval.card import MemberCard
+from robusteval.records import CONTROL_ID, Record, as_records
 
 
 @dataclass
@@ -33,19 +24,18 @@ class Evidence:
     warnings: list[tuple[str, str, str]] = field(default_factory=list)
 
     @classmethod
-    def from_records(cls, records: list[Mapping[str, Any]]) -> Evidence:
+    def from_records(cls, records: list[Record | Mapping[str, Any]]) -> Evidence:
         out = cls()
-        for r in records:
-            details = r.get("details") or {}
-            if r.get("condition") == "clean" and "reliability" in details.get("calibration", {}):
-                out.reliability[r["model"]] = details["calibration"]["reliability"]
-            by_score = details.get("ood", {}).get("roc", {})
-            if r.get("condition", "").startswith("ood/") and "msp" in by_score:
-                out.roc.setdefault(r["condition"][4:], {})[r["model"]] = by_score["msp"]
-            if r.get("note"):
-                name = (r.get("meta") or {}).get("corruption") or r["condition"]
-                out.notes.setdefault(str(r.get("family")), {}).setdefault(str(name), str(r["note"]))
-            out.warnings += [(r["model"], r["condition"], w) for w in r.get("warnings") or []]
+        for r in as_records(records):
+            if r.condition == "clean" and "reliability" in r.details.get("calibration", {}):
+                out.reliability[r.model] = r.details["calibration"]["reliability"]
+            by_score = r.details.get("ood", {}).get("roc", {})
+            if r.condition.startswith("ood/") and "msp" in by_score:
+                out.roc.setdefault(r.condition[4:], {})[r.model] = by_score["msp"]
+            if r.note:
+                name = r.meta.get("corruption") or r.condition
+                out.notes.setdefault(r.family, {}).setdefault(str(name), r.note)
+            out.warnings += [(r.model, r.condition, w) for w in r.warnings]
         return out
 
 
@@ -53,16 +43,16 @@ class Evidence:
 class Analysis:
     """Everything the report, the verdict and ``analysis.json`` need."""
 
-    dense: str
+    baseline: str  # the model drops are measured against (the dense model or its control)
     tolerance: float
     tolerances: dict[str, float]
-    models: list[ModelInfo]
+    models: list[MemberCard]
     values: dict[str, dict[str, float]]  # model id → metric key → value (incl. derived means)
     curves: dict[str, dict[str, Curve]]  # metric key → method → curve
     families: dict[str, str]  # family → headline metric key (present families only)
     excess: dict[str, dict[str, float]] = field(default_factory=dict)  # model → key → excess error
-    untouched: str = ""  # the dense model as given ("dense"); ``dense`` is the baseline drops are against
-    references: tuple[str, ...] = ()  # ids that are baselines, not pruned models (dense, dense+ft)
+    dense: str = ""  # the dense model as given ("dense"); ``baseline`` is the model drops are against
+    references: tuple[str, ...] = ()  # ids that are references, not pruned models (dense, dense+ft)
     evidence: Evidence = field(default_factory=Evidence)
     incomplete: str | None = None  # what the run is missing, in one line (None when complete)
     config: Mapping[str, Any] | None = None  # the summary's config, when it records one
@@ -76,16 +66,16 @@ class Analysis:
         return sorted({m.ratio for m in self.models if m.method == method and not self.is_reference(m.id)})
 
     def is_reference(self, model_id: str) -> bool:
-        return model_id == self.dense or model_id in self.references
+        return model_id == self.baseline or model_id in self.references
 
     def baseline_note(self) -> str:
         """Which model drops are measured against, in words."""
-        if self.dense == CONTROL_ID:
+        if self.baseline == CONTROL_ID:
             return (f"drops are measured against {CONTROL_ID}: the dense model fine-tuned with the pruned models' "
-                    f"recovery budget (the untouched dense model {self.untouched} is shown beside it)")
+                    f"recovery budget (the untouched dense model {self.dense} is shown beside it)")
         control = " (the control dense+ft, fine-tuned like the pruned models, is shown beside it)" \
             if CONTROL_ID in self.references else ""
-        return f"drops are measured against the untouched dense model {self.dense}{control}"
+        return f"drops are measured against the untouched dense model {self.baseline}{control}"
 
     def family_curve(self, family: str, method: str) -> Curve | None:
         key = self.families.get(family)
@@ -99,7 +89,7 @@ class Analysis:
             metrics[key] = {"lower_is_better": first.lower_is_better, "tolerance": first.tolerance,
                             "dense": first.dense, "methods": {m: _curve_json(c) for m, c in by_method.items()}}
         return _nan_to_none({
-            "dense": self.dense, "baseline": self.dense, "untouched_dense": self.untouched,
+            "dense": self.baseline, "baseline": self.baseline, "untouched_dense": self.dense,
             "baseline_note": self.baseline_note(), "tolerance": self.tolerance, "tolerances": self.tolerances,
             "families": self.families,
             "models": [{"id": m.id, "method": m.method, "ratio": m.ratio} for m in self.models],

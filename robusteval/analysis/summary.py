@@ -19,20 +19,20 @@ def write_summary(run: RunDir, *, digest: str, baseline: str, seconds: float | N
     compute, so a missing result shows; ``baseline`` is the ``analysis.baseline`` choice; ``seconds``
     (None: not timed) is appended to the manifest's durations; ``declarations`` covers every metric the
     run holds (the built-in ones unless the run's evaluators declare more) and the summary keeps theirs."""
-    records = run.records()
-    missing = missing_results(*plan, {(r["model"], r["condition"]) for r in records})
-    summary = build_summary(DENSE_ID, run.models(), records,
+    records, cards = run.records(), run.models()
+    missing = missing_results(*plan, {(r.model, r.condition) for r in records})
+    summary = build_summary(DENSE_ID, cards, records,
                             {"config_digest": digest, "complete": not missing, "missing": missing})
-    summary["baseline"] = baseline_id(baseline, [m["id"] for m in summary["models"]], DENSE_ID)
+    summary["baseline"] = baseline_id(baseline, [c.id for c in cards], DENSE_ID)
     samples = read_samples(run.path)
     per_class = class_metrics(records, samples, summary["baseline"]) if samples is not None else {}
-    noise_units = {r["meta"]["units"] for r in records if r.get("family") == "noise" and "units" in r.get("meta", {})}
+    noise_units = {r.meta["units"] for r in records if r.family == "noise" and "units" in r.meta}
     if noise_units:
         summary["noise_units"] = min(noise_units)  # what ε means in the noise/<ε>/... keys
     derived = derive({m["id"]: m["metrics"] | per_class.get(m["id"], {}) for m in summary["models"]}, DENSE_ID)
     warnings: dict[str, list[str]] = {}
     for rec in records:
-        warnings.setdefault(rec["model"], []).extend(rec.get("warnings", []))
+        warnings.setdefault(rec.model, []).extend(rec.warnings)
     for entry in summary["models"]:
         entry["metrics"] = derived[entry["id"]]
         entry["warnings"] = list(entry.get("warnings", [])) + warnings.get(entry["id"], [])

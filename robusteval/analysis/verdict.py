@@ -100,7 +100,7 @@ def format_verdict_table(analysis: Analysis) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
     lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths)), *(fmt.format(*r) for r in rows)]
-    lines.append(f"cells: prune potential = largest ratio with every ratio up to it within δ of {analysis.dense} "
+    lines.append(f"cells: prune potential = largest ratio with every ratio up to it within δ of {analysis.baseline} "
                  f"(δ = {analysis.tolerance:g} unless set per metric); [range] where the drops' 95% intervals "
                  f"allow it; {analysis.baseline_note()}")
     return "\n".join(lines)

@@ -15,7 +15,8 @@ from torch import nn
 from torch.export.passes import move_to_device_pass
 from tqdm import tqdm
 
-from robusteval.records import CONTROL_ID, SCRATCH_SUFFIX
+from robusteval.card import Costs, MemberCard
+from robusteval.records import CONTROL_ID, DENSE_ID, SCRATCH_SUFFIX
 from robusteval.data.arrays import LabeledArrays
 from robusteval.device import model_device
 from robusteval.errors import RobustEvalError, describe, warn
@@ -30,15 +31,28 @@ from robusteval.pruning.stats import model_info
 FORMAT = "robusteval-family-member/1"
 
 
-@dataclass
+@dataclass(frozen=True)
 class FamilyMember:
-    """One model of the family: eval mode, masks folded into plain weights, no hooks."""
+    """One model of the family (eval mode, masks folded into plain weights, no hooks) and its card."""
 
-    id: str
-    method: str
-    target_ratio: float
+    card: MemberCard
     model: nn.Module
-    info: dict
+
+    @property
+    def id(self) -> str:
+        return self.card.id
+
+    @property
+    def method(self) -> str:
+        return self.card.method
+
+    @property
+    def target_ratio(self) -> float:
+        return self.card.ratio
+
+    @property
+    def info(self) -> dict:  # the card as its models.jsonl line
+        return self.card.to_json()
 
 
 class ExportedModel(nn.Module):
@@ -133,12 +147,13 @@ def prune_model(
     _check_forward(model, x, dense_shape, what)
     info = model_info(model, x, dense=dense, prunable=list(ctx.layers), measure_latency=settings.measure_latency,
                       latency_repeats=settings.latency_repeats, latency_budget_s=settings.latency_budget_s)
-    warnings += info.pop("latency_warnings", [])
+    warnings += info.get("latency_warnings", [])
     warnings += [f"layer {name} is fully pruned (layer collapse)" for name in info["collapsed_layers"]]
-    info.update(method=method, target_ratio=ratio, structured=spec.structured, reference=spec.reference,
-                schedule=settings.schedule, warnings=warnings, prune_seconds=seconds,
-                recovery=_recovery_info(steps, bn_done, ft, train_data) | training_notes(settings, ctx))
-    return FamilyMember(member_id(method, ratio), method, ratio, model, info)
+    card = MemberCard(member_id(method, ratio), "pruned", method, ratio, Costs.from_json(info),
+                      _recovery_info(steps, bn_done, ft, train_data) | training_notes(settings, ctx), tuple(warnings),
+                      structured=spec.structured, citation=spec.reference, schedule=settings.schedule,
+                      prune_seconds=seconds)
+    return FamilyMember(card, model)
 
 
 def _recover(model: nn.Module, train_data: LabeledArrays, settings: PruneSettings, cycle: int, *, recal: bool,
@@ -161,11 +176,11 @@ def _freeze(model: nn.Module) -> None:
         p.requires_grad_(False)
 
 
-def _retrained(model: nn.Module, dense: nn.Module, *, settings: PruneSettings, train_data: LabeledArrays,
-               example_input: torch.Tensor, recal: bool, prunable: list[str] | None = None,
-               extra_steps: int = 0) -> tuple[nn.Module, dict]:
-    """``model`` after the pruned members' recovery budget (as many cycles as their schedule), with its costs;
-    first ``extra_steps`` constant-rate steps (the training a method did while pruning, for an equal budget)."""
+def _retrained(model: nn.Module, dense: nn.Module, card: MemberCard, *, settings: PruneSettings,
+               train_data: LabeledArrays, example_input: torch.Tensor, recal: bool, prunable: list[str] | None = None,
+               extra_steps: int = 0) -> FamilyMember:
+    """``model`` after the pruned members' recovery budget (as many cycles as their schedule), ``card`` given its
+    costs; first ``extra_steps`` constant-rate steps (the training a method did while pruning: an equal budget)."""
     start = time.perf_counter()
     for p in model.parameters():
         p.requires_grad_(True)
@@ -178,9 +193,10 @@ def _retrained(model: nn.Module, dense: nn.Module, *, settings: PruneSettings, t
     info = model_info(model, example_input.to(next(model.parameters()).device), dense=dense, prunable=prunable,
                       measure_latency=settings.measure_latency, latency_repeats=settings.latency_repeats,
                       latency_budget_s=settings.latency_budget_s)
-    info.update(recovery=_recovery_info(steps, bn_done, settings.finetune, train_data), schedule=settings.schedule,
-                warnings=info.pop("latency_warnings", []), prune_seconds=time.perf_counter() - start)
-    return model, info
+    return FamilyMember(card.replace(costs=Costs.from_json(info), schedule=settings.schedule,
+                                     recovery=_recovery_info(steps, bn_done, settings.finetune, train_data),
+                                     warnings=tuple(info.get("latency_warnings", ())),
+                                     prune_seconds=time.perf_counter() - start), model)
 
 
 def control_member(dense: nn.Module, *, settings: PruneSettings, example_input: torch.Tensor,
@@ -190,11 +206,10 @@ def control_member(dense: nn.Module, *, settings: PruneSettings, example_input: 
     The control of the pruning literature: without it, what recovery fine-tuning does on its
     own (e.g. adapting to a shifted test set) is credited to pruning.
     """
-    model, info = _retrained(copy.deepcopy(dense), dense, settings=settings, train_data=train_data,
-                             example_input=example_input, recal=settings.recalibrates_bn(False))
-    info.update(method=CONTROL_ID, target_ratio=0.0, structured=False,
-                reference="the dense model with the same recovery budget")
-    return FamilyMember(CONTROL_ID, CONTROL_ID, 0.0, model, info)
+    card = MemberCard(CONTROL_ID, "control", CONTROL_ID, 0.0, structured=False,
+                      citation="the dense model with the same recovery budget")
+    return _retrained(copy.deepcopy(dense), dense, card, settings=settings, train_data=train_data,
+                      example_input=example_input, recal=settings.recalibrates_bn(False))
 
 
 def scratch_member(pruned: FamilyMember, dense: nn.Module, *, settings: PruneSettings, example_input: torch.Tensor,
@@ -205,13 +220,12 @@ def scratch_member(pruned: FamilyMember, dense: nn.Module, *, settings: PruneSet
     "nip it in the bud"): a structured method is only worth its cost if it beats this.
     """
     model = reinitialised(copy.deepcopy(pruned.model), settings.seed)
-    model, info = _retrained(model, dense, settings=settings, train_data=train_data, example_input=example_input,
-                             recal=False, prunable=list(pruned.info["layer_sparsity"]),
-                             extra_steps=pruned.info["recovery"].get("pruning_steps", 0))
     method = pruned.method + SCRATCH_SUFFIX
-    info.update(method=method, target_ratio=pruned.target_ratio, structured=True,
-                reference="Crowley et al. 2018: the pruned architecture trained from scratch")
-    return FamilyMember(member_id(method, pruned.target_ratio), method, pruned.target_ratio, model, info)
+    card = MemberCard(member_id(method, pruned.target_ratio), "scratch", method, pruned.target_ratio, structured=True,
+                      citation="Crowley et al. 2018: the pruned architecture trained from scratch")
+    return _retrained(model, dense, card, settings=settings, train_data=train_data, example_input=example_input,
+                      recal=False, prunable=list(pruned.card.costs.layer_sparsity or {}),
+                      extra_steps=pruned.card.recovery.get("pruning_steps", 0))
 
 
 def dense_member(dense: nn.Module, *, settings: PruneSettings, example_input: torch.Tensor) -> FamilyMember:
@@ -221,11 +235,12 @@ def dense_member(dense: nn.Module, *, settings: PruneSettings, example_input: to
     layers = prunable_layers(model, x, keep_first=settings.keep_first, keep_last=settings.keep_last)
     info = model_info(model, x, prunable=list(layers), measure_latency=settings.measure_latency,
                       latency_repeats=settings.latency_repeats, latency_budget_s=settings.latency_budget_s)
-    info.update(method="dense", target_ratio=0.0, structured=False, warnings=[], prune_seconds=0.0,
-                params_reduction=0.0, macs_reduction=0.0, recovery={"finetune_epochs": 0, "bn_recalibrated": False})
-    if "latency_ms" in info:
-        info.update(speedup={key: 1.0 for key in info["latency_ms"]}, speedup_basis="the reference")
-    return FamilyMember("dense", "dense", 0.0, model, info)
+    costs = dataclasses.replace(Costs.from_json(info), params_reduction=0.0, macs_reduction=0.0)
+    if costs.latency_ms is not None:
+        costs = dataclasses.replace(costs, speedup=dict.fromkeys(costs.latency_ms, 1.0), speedup_basis="the reference")
+    card = MemberCard(DENSE_ID, "dense", DENSE_ID, 0.0, costs, {"finetune_epochs": 0, "bn_recalibrated": False},
+                      structured=False, prune_seconds=0.0)
+    return FamilyMember(card, model)
 
 
 def _fingerprint(dense: nn.Module, settings: PruneSettings, example_input: torch.Tensor) -> str:
@@ -251,10 +266,10 @@ def save_member(member: FamilyMember, out_dir: Path, *, example_input: torch.Ten
     any machine (:func:`load_member` moves it to a device)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    shape = member.info.get("input_shape")
+    shape = member.card.input_shape
     x = example_input if example_input is not None else torch.zeros(shape) if shape else None
     if x is None:
-        raise RobustEvalError(f"saving {member.id}: expected an example input or info['input_shape'], got neither")
+        raise RobustEvalError(f"saving {member.id}: expected an example input or the card's input_shape, got neither")
     x = x[:1].expand(2, *x.shape[1:]).contiguous().cpu()
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
     model = copy.deepcopy(member.model).cpu().eval()
@@ -262,7 +277,7 @@ def save_member(member: FamilyMember, out_dir: Path, *, example_input: torch.Ten
     path = out_dir / f"{member.id}.pt2"
     torch.export.save(program, path)
     meta = {"format": FORMAT, "id": member.id, "method": member.method, "target_ratio": member.target_ratio,
-            "input_shape": [1, *x.shape[1:]], "fingerprint": fingerprint, "info": member.info}
+            "input_shape": [1, *x.shape[1:]], "fingerprint": fingerprint, "info": member.card.to_json()}
     path.with_suffix(".json").write_text(json.dumps(meta, indent=1, allow_nan=False, default=float))
     return path
 
@@ -280,9 +295,9 @@ def load_member(path: Path, device: torch.device | str | None = None) -> FamilyM
     program = torch.export.load(pt2)
     if torch.device(device or "cpu").type != "cpu":
         program = move_to_device_pass(program, device)
-    model = ExportedModel(program.module())
-    info = dict(meta["info"], input_shape=meta["input_shape"])
-    return FamilyMember(meta["id"], meta["method"], float(meta["target_ratio"]), model, info)
+    card = MemberCard.from_json({**meta["info"], "id": meta["id"], "method": meta["method"],
+                                 "target_ratio": float(meta["target_ratio"]), "input_shape": meta["input_shape"]})
+    return FamilyMember(card, ExportedModel(program.module()))
 
 
 def build_family(
@@ -338,7 +353,7 @@ def _member(dense: nn.Module, entry: tuple[str, float], built: dict[str, FamilyM
     member = _reuse(out_dir, mid, fingerprint, model_device(dense))
     if member is None:
         member = _build(dense, *entry, built, settings, example_input, train_data)
-        member.info["input_shape"] = [1, *example_input.shape[1:]]
+        member = FamilyMember(member.card.replace(input_shape=(1, *example_input.shape[1:])), member.model)
         if out_dir is not None:
             save_member(member, out_dir, example_input=example_input, fingerprint=fingerprint)
     built[mid] = member

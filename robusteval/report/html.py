@@ -19,6 +19,7 @@ import matplotlib
 
 from robusteval.analysis import DEFAULT_TOLERANCE, Analysis, analyse
 from robusteval.analysis.compare import flatten
+from robusteval.card import Costs
 from robusteval.files import write_text_atomic
 from robusteval.report.forgetting import forgetting_section
 from robusteval.report.gallery import strips_html
@@ -74,7 +75,7 @@ def render_report(analysis: Analysis, manifest: Mapping[str, Any], *, title: str
     with matplotlib.rc_context({"text.parse_math": False}):  # '$' in a model id is text, not mathtext
         robustness = _robustness(analysis)
         parts = {
-            "verdict": precision_note(manifest) + _recovery(m.entry for m in analysis.models) + _verdict(analysis)
+            "verdict": precision_note(manifest) + _recovery(analysis.models) + _verdict(analysis)
             + strength,
             "curves": _curves(analysis),
             "corruption": _corruptions(analysis) + strips_html(analysis.forgetting)
@@ -89,9 +90,9 @@ def render_report(analysis: Analysis, manifest: Mapping[str, Any], *, title: str
     sections = [f'<section id="{k}"><h2>{SECTIONS[k]}</h2>\n{v}\n</section>' for k, v in present.items()]
     body = "\n".join(([f'<p class="incomplete">{_e(warning)}</p>'] if warning else []) + sections)
     nav = "".join(f'<a href="#{k}">{SECTIONS[k]}</a>' for k in present)
-    n_pruned = len(analysis.models) - len(set(analysis.references) | {analysis.dense})
-    subtitle = (f"dense model {_e(analysis.untouched or analysis.dense)} vs {n_pruned} pruned models of "
-                f"{len(analysis.methods)} methods; drops against {_e(analysis.dense)}; "
+    n_pruned = len(analysis.models) - len(set(analysis.references) | {analysis.baseline})
+    subtitle = (f"dense model {_e(analysis.dense or analysis.baseline)} vs {n_pruned} pruned models of "
+                f"{len(analysis.methods)} methods; drops against {_e(analysis.baseline)}; "
                 f"tolerance δ = {analysis.tolerance:g}")
     template = Template(resources.files("robusteval.report").joinpath("template.html").read_text(encoding="utf-8"))
     return template.substitute(title=_e(title), subtitle=subtitle, nav=nav, body=body)
@@ -108,7 +109,7 @@ def write_summary_csv(analysis: Analysis, path: Path) -> None:
         for m in analysis.models:
             for key, value in sorted(analysis.values[m.id].items()):
                 p = points.get((m.id, key))
-                dense = analysis.values[analysis.dense].get(key)
+                dense = analysis.values[analysis.baseline].get(key)
                 ci = p.ci if p and p.ci else ("", "")
                 writer.writerow([m.id, m.method, m.ratio, key, value, "" if dense is None else dense,
                                  "" if p is None else p.drop, "" if p is None else p.within_tolerance, *ci])
@@ -117,16 +118,15 @@ def write_summary_csv(analysis: Analysis, path: Path) -> None:
 
 def _models(analysis: Analysis) -> str:
     rows, warnings = [], []
-    entries = [m.entry for m in analysis.models]
-    for m in entries:
-        timing = [_latency_cells(m, key) for key in ("batch_1", "batch_128")]
-        rows.append([_e(m["id"]), _e(m.get("method", "")), _num(m.get("target_ratio")), _num(m.get("sparsity")),
-                     _num(m.get("params")), _num(m.get("nonzero_params")), _num(m.get("macs")),
-                     _num(m.get("macs_effective")), *timing[0], *timing[1], _num(m.get("structured")),
-                     _e(", ".join(m.get("collapsed_layers") or [])) or "–"])
-        warnings += [(m["id"], "model", w) for w in m.get("warnings") or []]
+    for m in analysis.models:
+        costs = m.costs
+        timing = [_latency_cells(costs, key) for key in ("batch_1", "batch_128")]
+        rows.append([_e(m.id), _e(m.method), _num(m.ratio), _num(costs.sparsity), _num(costs.params),
+                     _num(costs.nonzero_params), _num(costs.macs), _num(costs.macs_effective), *timing[0], *timing[1],
+                     _num(m.structured), _e(", ".join(costs.collapsed_layers or [])) or "–"])
+        warnings += [(m.id, "model", w) for w in m.warnings]
     warnings += analysis.evidence.warnings
-    devices = sorted({m["latency_device"] for m in entries if m.get("latency_device")})
+    devices = sorted({m.costs.latency_device for m in analysis.models if m.costs.latency_device})
     unit = _e(f"ms, {', '.join(devices)}" if devices else "ms")
     header = ["model", "method", "ratio", "sparsity", "params", "nonzero params", "MACs", "effective MACs",
               f"latency b=1 ({unit})", "speed-up b=1", f"latency b=128 ({unit})", "speed-up b=128", "structured",
@@ -134,9 +134,9 @@ def _models(analysis: Analysis) -> str:
     out = _table(header, rows)
     if len(devices) > 1:
         out += ('<p class="note">Latency was measured on several devices: '
-                + _e("; ".join(f"{m['id']}: {m['latency_device']}" for m in entries if m.get("latency_device")))
+                + _e("; ".join(f"{m.id}: {m.costs.latency_device}" for m in analysis.models if m.costs.latency_device))
                 + ".</p>")
-    if any(m.get("speedup_basis") for m in entries):
+    if any(m.costs.speedup_basis for m in analysis.models):
         out += ('<p class="note">Latency: median (IQR) over paired runs timed alternately with the dense model'
                 + (" (on CUDA: between CUDA events, synchronized, after warm-up passes)"
                    if any(d.startswith("cuda") for d in devices) else "")
@@ -148,12 +148,12 @@ def _models(analysis: Analysis) -> str:
     return out
 
 
-def _latency_cells(model: Mapping[str, Any], key: str) -> tuple[str, str]:
+def _latency_cells(costs: Costs, key: str) -> tuple[str, str]:
     """'median (q1–q3)' latency and the stated speed-up of one batch size."""
-    latency = (model.get("latency_ms") or {}).get(key)
-    iqr = (model.get("latency_iqr_ms") or {}).get(key)
+    latency = (costs.latency_ms or {}).get(key)
+    iqr = (costs.latency_iqr_ms or {}).get(key)
     cell = _num(latency) + (f" ({_num(iqr[0])}–{_num(iqr[1])})" if iqr else "")
-    return cell, _num((model.get("speedup") or {}).get(key))
+    return cell, _num((costs.speedup or {}).get(key))
 
 
 def _flatten(data: Any) -> list[tuple[str, Any]]:

@@ -90,7 +90,7 @@ def metric_curves(analysis: Analysis, keys: Sequence[str]) -> Figure:
 
 def corruption_heatmaps(analysis: Analysis, corruptions: Sequence[str]) -> Figure:
     """Accuracy drop vs dense (points, mean over severities): corruption × ratio, one panel per method."""
-    dense = analysis.values[analysis.dense]
+    dense = analysis.values[analysis.baseline]
     methods = analysis.methods
     longest = max(len(c) for c in corruptions)
     fig, axes = _grid(len(methods), height=0.45 * len(corruptions) + 1.0, legend=False, left=0.3 + 0.08 * longest)

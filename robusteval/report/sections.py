@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from robusteval.analysis import Analysis, pct, verdict_lines
+from robusteval.card import MemberCard, as_cards
 from robusteval.metrics import (
     CURVE_PANELS,
     FAMILIES,
@@ -28,7 +29,7 @@ from robusteval.report.markup import table as _table
 def chosen_models(analysis: Analysis) -> list[str]:
     """Dense plus, per method, the model at its clean-accuracy prune potential (else its smallest ratio):
     the model a user would pick by test accuracy alone, whose hidden costs the report shows."""
-    chosen = [analysis.dense]
+    chosen = [analysis.baseline]
     for method in analysis.methods:
         curve = analysis.curves.get("clean/accuracy", {}).get(method)
         ratios = analysis.ratios(method)
@@ -98,13 +99,13 @@ def precision_note(manifest: Mapping[str, Any]) -> str:
             f"fp32 (device {_e(manifest.get('device', 'unknown'))}).</p>")
 
 
-def _recovery(entries: Iterable[Mapping[str, Any]]) -> str:
+def _recovery(cards: Iterable[MemberCard | Mapping[str, Any]]) -> str:
     """What recovery followed pruning, per method: the report must say it (it changes the picture)."""
     by_method: dict[str, set[str]] = {}
-    for m in entries:
-        if m.get("method") in (None, "dense", "given"):
+    for m in as_cards(cards):
+        if not m.built_here:
             continue
-        rec = m.get("recovery") or {}
+        rec = m.recovery
         steps = ["pruned at initialisation (the re-initialised architecture), then trained from scratch"] \
             if rec.get("at_init") else []
         if rec.get("pruning_steps"):
@@ -113,7 +114,7 @@ def _recovery(entries: Iterable[Mapping[str, Any]]) -> str:
             steps.append(f"fine-tuned {rec['finetune_epochs']:.2g} epoch(s)")
         if rec.get("bn_recalibrated"):
             steps.append("BatchNorm re-calibrated")
-        by_method.setdefault(m["method"], set()).add(", ".join(steps) or "no recovery (one-shot pruning only)")
+        by_method.setdefault(m.method, set()).add(", ".join(steps) or "no recovery (one-shot pruning only)")
     if not by_method:
         return ""
     items = "".join(f"<li><b>{_e(method)}</b>: {_e('; '.join(sorted(steps)))}</li>" for method, steps in by_method.items())
@@ -169,7 +170,7 @@ def _curves(analysis: Analysis) -> str:
 
 
 def _corruptions(analysis: Analysis) -> str:
-    dense = analysis.values[analysis.dense]
+    dense = analysis.values[analysis.baseline]
     parsed = [p for k in dense if (p := corruption_point(k))]
     if not parsed:
         return ""
@@ -188,14 +189,14 @@ def _corruptions(analysis: Analysis) -> str:
 
 def severity_panels(analysis: Analysis) -> dict[str, dict[str, dict[float, float]]]:
     """method → line (``dense`` or the ratio) → {severity: accuracy averaged over corruptions}."""
-    parsed = [p for k in analysis.values[analysis.dense] if (p := corruption_point(k))]
+    parsed = [p for k in analysis.values[analysis.baseline] if (p := corruption_point(k))]
     if not parsed:
         return {}
     names = list(dict.fromkeys(name for name, _ in parsed))
     severities = sorted({severity for _, severity in parsed})
     panels = {}
     for method in analysis.methods:
-        ids = {"dense": analysis.dense,
+        ids = {"dense": analysis.baseline,
                **{pct(m.ratio): m.id for m in sorted(analysis.models, key=lambda m: m.ratio) if m.method == method}}
         panels[method] = {label: {float(s): float(np.mean(vals)) for s in severities
                                   if (vals := [analysis.values[mid][corruption_key(c, s)] for c in names
@@ -232,12 +233,12 @@ def _robustness(analysis: Analysis) -> str:
     parts = []
     if adv:
         parts.append("<h3>Adversarial accuracy vs ε</h3>"
-                     + _figure(plots.line_panels(adv, xlabel="ε", dense=analysis.dense), "adversarial accuracy"))
+                     + _figure(plots.line_panels(adv, xlabel="ε", dense=analysis.baseline), "adversarial accuracy"))
     if noise:
         units = next(iter(analysis.evidence.notes.get("noise", {}).values()), "")
         parts.append("<h3>Accuracy vs noise ε</h3>" + (f'<p class="note">Noise: {_e(units)}.</p>' if units else "")
                      + _figure(plots.line_panels(noise, xlabel="noise ε (normalised-input units)",
-                                                 dense=analysis.dense), "noise accuracy"))
+                                                 dense=analysis.baseline), "noise accuracy"))
     return (_chosen_note(models) + "".join(parts)) if parts else ""
 
 
@@ -255,5 +256,5 @@ def _calibration_ood(analysis: Analysis) -> str:
     rocs = {s: {m: by[m] for m in models if m in by} for s, by in analysis.evidence.roc.items()}
     if rocs := {s: by for s, by in rocs.items() if by}:
         parts.append("<h3>OOD detection ROC (max softmax probability)</h3>"
-                     + _figure(plots.roc_curves(rocs, dense=analysis.dense), "OOD ROC curves"))
+                     + _figure(plots.roc_curves(rocs, dense=analysis.baseline), "OOD ROC curves"))
     return (_chosen_note(models) + "".join(parts)) if parts else ""
