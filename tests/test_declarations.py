@@ -29,7 +29,7 @@ def _run_with_summary(tmp_path: Path) -> RunDir:
     """A synthetic run whose summary.json comes from the real summary writer."""
     run = RunDir(write_synthetic_run(tmp_path / "run"))
     (run.path / "summary.json").unlink()
-    plan = ([m["id"] for m in run.models()], sorted({r["condition"] for r in run.records()}))
+    plan = ([m.id for m in run.models()], sorted({r.condition for r in run.records()}))
     write_summary(run, digest="synthetic", baseline="auto", seconds=None, plan=plan)
     return run
 

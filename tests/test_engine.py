@@ -129,7 +129,7 @@ def test_dense_logits_are_computed_exactly_when_an_evaluator_needs_them(tmp_path
     run_conditions([ModelEntry("dense", Recorder(0))], [Condition(key, family, _data())], run, evaluate, SETTINGS)
     models = _family()
     run_conditions(models, [Condition(key, family, _data())], run, evaluate, SETTINGS)
-    agreed = any(k.startswith("agreement/") for r in run.records() if r["model"] == "a@0.5" for k in r["metrics"])
+    agreed = any(k.startswith("agreement/") for r in run.records() if r.model == "a@0.5" for k in r.metrics)
     assert bool(models[0].module.seen) == agreed == (agreement and family != "transfer")
 
 

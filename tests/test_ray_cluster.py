@@ -7,6 +7,7 @@ import pytest
 from robusteval.api import audit
 from robusteval.config import config_from_dict
 from robusteval.models.bundled import BUNDLED_ARCH, BUNDLED_MODEL
+from robusteval.records import Record
 from robusteval.results import RunDir
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'robusteval[ray]')")
@@ -37,8 +38,8 @@ def cluster():
     cluster.shutdown()
 
 
-def _records(run: RunDir) -> dict[tuple[str, str], dict]:
-    return {(r["model"], r["condition"]): r for r in run.records()}
+def _records(run: RunDir) -> dict[tuple[str, str], Record]:
+    return {(r.model, r.condition): r for r in run.records()}
 
 
 def test_the_ray_executor_joins_a_two_node_cluster_by_address_with_the_local_engines_records(cluster, tmp_path):
@@ -50,6 +51,6 @@ def test_the_ray_executor_joins_a_two_node_cluster_by_address_with_the_local_eng
     assert remote.keys() == local.keys() == {(m, c) for m in ("dense", "magnitude@0.5")
                                              for c in ("clean", "noise/0.1", "adversarial")}
     for key, record in local.items():
-        assert [remote[key].get(f) for f in ("n", "correct", "predicted")] == \
-            [record.get(f) for f in ("n", "correct", "predicted")], key
-        assert remote[key]["metrics"] == pytest.approx(record["metrics"], abs=1e-6, nan_ok=True), key
+        assert [getattr(remote[key], f) for f in ("n", "correct", "predicted")] == \
+            [getattr(record, f) for f in ("n", "correct", "predicted")], key
+        assert remote[key].metrics == pytest.approx(record.metrics, abs=1e-6, nan_ok=True), key
