@@ -1,11 +1,11 @@
-"""The Python API: ``audit`` (load → family → evaluate → attack → summary) and ``prune``.
+"""The Python API: ``audit`` (load → family → evaluate → attack → summary, then report and gate) and ``prune``.
 
 Each run is a :class:`~robusteval.session.Session`; the stages below take it and their own inputs."""
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,6 +25,8 @@ from robusteval.device import check_autocast, model_device, resolve_device
 from robusteval.engine import EngineSettings, ModelEntry, run_attacks, run_conditions, transfer_conditions
 from robusteval.errors import RobustEvalError, describe, warn
 from robusteval.evaluators.adversarial import AdversarialSettings, select_sample
+from robusteval.finish import Finish
+from robusteval.gate import GateResult, Rule
 from robusteval.models.loading import file_sha256, load_model
 from robusteval.models.pruned_state import folded_copy, has_prune_hooks
 from robusteval.models.size import is_opaque, opaque_size
@@ -40,10 +42,12 @@ from robusteval.session import Session, torch_settings
 
 @dataclass
 class Run:
-    """A finished run: its directory and summary (``summary["models"][i]["metrics"]``)."""
+    """A finished run: its directory and summary (``summary["models"][i]["metrics"]``); ``gate``: the gate's
+    result when the audit was gated (``gate.passed``, ``gate.failures``), else None."""
 
     path: Path
     summary: dict[str, Any]
+    gate: GateResult | None = None
 
     def metrics(self, model_id: str = DENSE_ID) -> dict[str, float]:
         for entry in self.summary["models"]:
@@ -58,13 +62,20 @@ def default_out() -> Path:
 
 def audit(model: str | Path | nn.Module, *, config: AuditConfig | None = None, out: str | Path | None = None,
           reference: str | Path | nn.Module | None = None, progress: bool = True,
-          command: list[str] | None = None) -> Run:
+          command: list[str] | None = None, report: bool = False,
+          gate: str | Path | Sequence[Rule] | None = None, junit: str | Path | None = None) -> Run:
     """Prune ``model`` into a family (when ``config.pruning`` is set), evaluate every member and
     write the run directory ``out``. With ``reference``, ``model`` is an already pruned model
-    compared against the dense ``reference`` (no pruning)."""
+    compared against the dense ``reference`` (no pruning). Then, as the CLI: ``report`` writes
+    report.html (the verdict table printed); ``gate`` (a rules YAML, a preset name or rules, read
+    before any work) gates the run, ``junit`` gets its JUnit XML, and ``Run.gate`` holds the result:
+    a failed gate does not raise (``run.gate.raise_on_failure()`` does, as the CLI's exit 1)."""
     config = config or AuditConfig()
+    finish = Finish.of(report, gate, junit)
     with _session(config, out, progress, command) as session:
-        return _audit(session, model, reference)
+        run = _audit(session, model, reference)
+    analysis = config.analysis
+    return dataclasses.replace(run, gate=finish.apply(run.path, analysis.tolerance, analysis.tolerances))
 
 
 @contextmanager
@@ -166,13 +177,14 @@ def _summary(session: Session, plan: tuple[list[str], list[str]], seconds: float
                          seconds=seconds, plan=plan)
 
 
-def demo(*, config: AuditConfig, out: str | Path, progress: bool = True, command: list[str] | None = None) -> Run:
+def demo(*, config: AuditConfig, out: str | Path, progress: bool = True, command: list[str] | None = None,
+         report: bool = False) -> Run:
     """The embedded default: audit the bundled ResNet-20 (``config`` is usually ``configs/quick.yaml``)."""
     from robusteval.models.bundled import BUNDLED_ARCH, BUNDLED_MODEL
 
     model_settings = dataclasses.replace(config.model, arch=BUNDLED_ARCH, mean=None, std=None)
     return audit(BUNDLED_MODEL, config=config.replace(model=model_settings), out=out, progress=progress,
-                 command=command)
+                 command=command, report=report)
 
 
 def prune(model: str | Path | nn.Module, *, config: AuditConfig, out: str | Path | None = None,
