@@ -250,10 +250,9 @@ def _names(text: str | None) -> list[str] | None:
 def _cmd_audit(args: argparse.Namespace, command: list[str]) -> int:
     from robusteval.api import audit
 
-    config, rules = _config(args, None), _rules(args)
-    run = audit(args.model, config=config, out=args.out, reference=args.reference, progress=not args.quiet,
-                command=command)
-    return _finish(run.path, config, args, rules)
+    run = audit(args.model, config=_config(args, None), out=args.out, reference=args.reference,
+                progress=not args.quiet, command=command, report=not args.no_report, gate=args.gate, junit=args.junit)
+    return _finish(run)
 
 
 def _cmd_evaluate(args: argparse.Namespace, command: list[str]) -> int:
@@ -261,9 +260,10 @@ def _cmd_evaluate(args: argparse.Namespace, command: list[str]) -> int:
 
     from robusteval.api import audit
 
-    config, rules = dataclasses.replace(_config(args, "clean"), pruning=None), _rules(args)
-    run = audit(args.model, config=config, out=args.out, progress=not args.quiet, command=command)
-    return _finish(run.path, config, args, rules)
+    config = dataclasses.replace(_config(args, "clean"), pruning=None)
+    run = audit(args.model, config=config, out=args.out, progress=not args.quiet, command=command,
+                report=not args.no_report, gate=args.gate, junit=args.junit)
+    return _finish(run)
 
 
 def _cmd_prune(args: argparse.Namespace, command: list[str]) -> int:
@@ -278,64 +278,33 @@ def _cmd_prune(args: argparse.Namespace, command: list[str]) -> int:
     return 0
 
 
-def _rules(args: argparse.Namespace) -> list[Any] | None:
-    """The --gate rules, read before the audit so a bad rules file fails before any work."""
-    from robusteval.gate import load_rules
-
-    return load_rules(args.gate) if getattr(args, "gate", None) else None
-
-
-def _finish(run_dir: Path, config: Any, args: argparse.Namespace, rules: list[Any] | None = None) -> int:
-    """Report, verdict table and gate after an audit."""
-    print(f"results: {visible(run_dir / 'summary.json')}")
-    if not getattr(args, "no_report", False):
-        _report(run_dir, config.analysis.tolerance, config.analysis.tolerances)
-    if rules is not None:
-        return _gate(run_dir, rules, args.junit, None)
+def _finish(run: Any) -> int:
+    """The exit code of an audit the API reported and gated: 1 (:class:`GateFailed`) when the gate failed."""
+    if run.gate is not None:
+        run.gate.raise_on_failure()
     return 0
-
-
-def _report(run_dir: Path, tolerance: float, tolerances: dict[str, float]) -> None:
-    from robusteval.analysis import format_verdict_table, verdict_lines
-    from robusteval.report.html import build_report
-    from robusteval.results import RunDir, incomplete_message
-
-    path, analysis = build_report(run_dir, tolerance=tolerance, tolerances=tolerances)
-    if analysis.methods:
-        print("\nPrune potential (largest ratio within tolerance of dense), by metric family:")
-        print("\n".join(map(visible, format_verdict_table(analysis).splitlines())))
-        for line in verdict_lines(analysis):
-            print(f"- {visible(line)}")
-    print(f"\nreport: {visible(path)}")
-    if problem := incomplete_message(RunDir(run_dir).read_summary()):
-        print(f"robusteval: warning: {visible(problem)}", file=sys.stderr)
 
 
 def _cmd_report(args: argparse.Namespace, command: list[str]) -> int:
     from robusteval.analysis import DEFAULT_TOLERANCE  # not config: rebuilding a report needs no torch
+    from robusteval.finish import write_report
     from robusteval.results import RunDir
 
     run = RunDir.existing(Path(args.run_dir))
     analysis_cfg = ((run.read_manifest() or {}).get("config") or {}).get("analysis") or {}
     tolerance = args.tolerance if args.tolerance is not None else analysis_cfg.get("tolerance", DEFAULT_TOLERANCE)
-    _report(run.path, tolerance, analysis_cfg.get("tolerances") or {})
+    write_report(run.path, tolerance, analysis_cfg.get("tolerances") or {})
     return 0
 
 
 def _cmd_gate(args: argparse.Namespace, command: list[str]) -> int:
+    from robusteval.finish import run_gate
     from robusteval.gate import load_rules
     from robusteval.results import RunDir
 
     if args.baseline_run:
         return gate_against_run(args)
-    return _gate(RunDir.existing(args.run_dir).path, load_rules(args.gate), args.junit, args.reference)
-
-
-def _gate(run_dir: Path, rules: list[Any], junit: str | None, reference: str | None) -> int:
-    from robusteval.gate import evaluate_gate, publish
-    from robusteval.results import RunDir
-
-    publish(evaluate_gate(RunDir(run_dir).read_summary(), rules, reference=reference), junit)
+    run_gate(RunDir.existing(args.run_dir).path, load_rules(args.gate), args.junit, args.reference).raise_on_failure()
     return 0
 
 
@@ -347,8 +316,8 @@ def _cmd_demo(args: argparse.Namespace, command: list[str]) -> int:
 
     config = load_config(args.config)
     start = time.perf_counter()
-    run = demo(config=config, out=args.out, progress=not args.quiet, command=command)
-    code = _finish(run.path, config, args)
+    run = demo(config=config, out=args.out, progress=not args.quiet, command=command, report=True)
+    code = _finish(run)
     print(f"demo finished in {time.perf_counter() - start:.0f} s")
     return code
 

@@ -96,6 +96,11 @@ class GateResult:
     def failures(self) -> list[Check]:
         return [c for c in self.checks if not c.passed]
 
+    def raise_on_failure(self) -> None:
+        """Raise :class:`GateFailed` (the CLI's exit 1) when a check failed."""
+        if not self.passed:
+            raise GateFailed(f"{len(self.failures)} of {len(self.checks)} checks exceeded their budget")
+
 
 def load_rules(path: str | Path) -> list[Rule]:
     """Read and validate a rules YAML file (see the module docstring), or a preset by name (``gate``)."""
@@ -233,16 +238,16 @@ def evaluate_comparison_gate(comparison: Comparison, rules: Sequence[Rule]) -> G
     return GateResult(f"each pair's model in the base run {base.path}", tuple(checks))
 
 
-def publish(result: GateResult, junit: str | Path | None) -> None:
+def publish(result: GateResult, junit: str | Path | None, *, fail: bool = True) -> None:
     """Write the JUnit file, print the Markdown summary (and, on GitHub Actions, the annotations);
-    raise :class:`GateFailed` (exit 1) when a check failed."""
+    raise :class:`GateFailed` (exit 1) when a check failed, unless ``fail`` is False."""
     if junit:
         write_junit(result, junit)
     print(markdown_summary(result))
     if os.environ.get("GITHUB_ACTIONS") == "true":
         print("\n".join(github_annotations(result)))
-    if not result.passed:
-        raise GateFailed(f"{len(result.failures)} of {len(result.checks)} checks exceeded their budget")
+    if fail:
+        result.raise_on_failure()
 
 
 def write_junit(result: GateResult, path: str | Path) -> Path:

@@ -28,7 +28,8 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("engine", frozenset({"engine"})),
     ("analysis", frozenset({"analysis", "potential"})),
     ("outputs", frozenset({"report", "gate"})),
-    ("entry", frozenset({"config", "api", "cli", "cli_compare", "__init__", "__main__"})),
+    ("entry", frozenset({"config", "session", "provenance", "finish", "api", "cli", "cli_compare", "__init__",
+                         "__main__"})),
 )
 #: The metric families whose keys only the contract module may parse.
 METRIC_PREFIXES: tuple[str, ...] = ("clean/", "corruption/", "noise/", "adversarial/", "calibration/", "ood/",
