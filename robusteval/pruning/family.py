@@ -1,76 +1,30 @@
-"""Build, check, save and reload the family {dense} ∪ {method × ratio} of pruned models."""
+"""Build and check the family {dense} ∪ {method × ratio} of pruned models (saved and reused through
+:mod:`robusteval.pruning.member`)."""
 from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch.export.passes import move_to_device_pass
 from tqdm import tqdm
 
 from robusteval.card import Costs, MemberCard
 from robusteval.records import CONTROL_ID, DENSE_ID, SCRATCH_SUFFIX
 from robusteval.data.arrays import LabeledArrays
 from robusteval.device import model_device
-from robusteval.errors import RobustEvalError, describe, warn
+from robusteval.errors import RobustEvalError
 from robusteval.pruning.at_init import reinitialised, training_notes
 from robusteval.pruning.importance import PruneContext
 from robusteval.pruning.masks import prunable_layers
+from robusteval.pruning.member import ExportedModel, FamilyMember, member_fingerprint, reused, save_member
 from robusteval.pruning.methods import PRUNING_METHODS
 from robusteval.pruning.recovery import finetune, recalibrate_bn
 from robusteval.pruning.settings import FinetuneSettings, PruneSettings, check_ratio
 from robusteval.pruning.stats import model_info
-
-FORMAT = "robusteval-family-member/1"
-
-
-@dataclass(frozen=True)
-class FamilyMember:
-    """One model of the family (eval mode, masks folded into plain weights, no hooks) and its card."""
-
-    card: MemberCard
-    model: nn.Module
-
-    @property
-    def id(self) -> str:
-        return self.card.id
-
-    @property
-    def method(self) -> str:
-        return self.card.method
-
-    @property
-    def target_ratio(self) -> float:
-        return self.card.ratio
-
-    @property
-    def info(self) -> dict:  # the card as its models.jsonl line
-        return self.card.to_json()
-
-
-class ExportedModel(nn.Module):
-    """A reloaded ``torch.export`` program; ``train()``/``eval()`` are accepted and change nothing
-    (the graph was exported in eval mode)."""
-
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__()
-        self.program = module
-        self.training = False
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.program(x)
-
-    def train(self, mode: bool = True) -> ExportedModel:
-        self.training = mode
-        return self
-
 
 def member_id(method: str, ratio: float) -> str:
     return "dense" if method == "dense" else f"{method}@{ratio:g}"
@@ -127,13 +81,7 @@ def prune_model(
         ctx.batch = _data_batch(train_data, settings, x.device)
     ft = settings.finetune
     recal = settings.recalibrates_bn(spec.structured)
-    warnings = []
-    if ft.epochs > 0 and train_data is None:
-        warnings.append(f"fine-tuning ({ft.epochs:g} epochs) skipped: no training data")
-    if recal and train_data is None:
-        warnings.append("BatchNorm re-calibration skipped: no training data")
-    if settings.schedule == "iterative" and ft.epochs == 0:
-        warnings.append("iterative schedule without fine-tuning between cycles")
+    warnings = _recovery_warnings(settings, recal, train_data)
     bn_done, steps = False, 0
     for cycle, cycle_ratio in enumerate(_cycle_ratios(ratio, settings)):
         if cycle_ratio > 0:
@@ -154,6 +102,18 @@ def prune_model(
                       structured=spec.structured, citation=spec.reference, schedule=settings.schedule,
                       prune_seconds=seconds)
     return FamilyMember(card, model)
+
+
+def _recovery_warnings(settings: PruneSettings, recal: bool, train_data: LabeledArrays | None) -> list[str]:
+    """What the recovery settings ask for and cannot get (no training data), or get weakly."""
+    ft, warnings = settings.finetune, []
+    if ft.epochs > 0 and train_data is None:
+        warnings.append(f"fine-tuning ({ft.epochs:g} epochs) skipped: no training data")
+    if recal and train_data is None:
+        warnings.append("BatchNorm re-calibration skipped: no training data")
+    if settings.schedule == "iterative" and ft.epochs == 0:
+        warnings.append("iterative schedule without fine-tuning between cycles")
+    return warnings
 
 
 def _recover(model: nn.Module, train_data: LabeledArrays, settings: PruneSettings, cycle: int, *, recal: bool,
@@ -243,63 +203,6 @@ def dense_member(dense: nn.Module, *, settings: PruneSettings, example_input: to
     return FamilyMember(card, model)
 
 
-def _fingerprint(dense: nn.Module, settings: PruneSettings, example_input: torch.Tensor) -> str:
-    """What a saved member depends on: dense weights, input shape and the settings (minus the grid)."""
-    digest = hashlib.sha256()
-    for key, tensor in dense.state_dict().items():
-        digest.update(key.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    fields = dataclasses.asdict(settings)
-    for key in ("methods", "ratios", "measure_latency", "latency_repeats", "latency_budget_s",
-                "scratch_baseline"):
-        fields.pop(key)
-    digest.update(json.dumps([fields, list(example_input.shape[1:])], sort_keys=True, default=str).encode())
-    return digest.hexdigest()[:16]
-
-
-def save_member(member: FamilyMember, out_dir: Path, *, example_input: torch.Tensor | None = None,
-                fingerprint: str = "") -> Path:
-    """Save as ``<id>.pt2`` (torch.export, dynamic batch, reloads without the original code) and
-    ``<id>.json`` (method, ratio, info). Returns the .pt2 path.
-
-    A CPU copy of the model is exported, so the archive holds no accelerator tensors and reloads on
-    any machine (:func:`load_member` moves it to a device)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    shape = member.card.input_shape
-    x = example_input if example_input is not None else torch.zeros(shape) if shape else None
-    if x is None:
-        raise RobustEvalError(f"saving {member.id}: expected an example input or the card's input_shape, got neither")
-    x = x[:1].expand(2, *x.shape[1:]).contiguous().cpu()
-    batch = torch.export.Dim("batch", min=1, max=1 << 16)
-    model = copy.deepcopy(member.model).cpu().eval()
-    program = torch.export.export(model, (x,), dynamic_shapes=({0: batch},))
-    path = out_dir / f"{member.id}.pt2"
-    torch.export.save(program, path)
-    meta = {"format": FORMAT, "id": member.id, "method": member.method, "target_ratio": member.target_ratio,
-            "input_shape": [1, *x.shape[1:]], "fingerprint": fingerprint, "info": member.card.to_json()}
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=1, allow_nan=False, default=float))
-    return path
-
-
-def load_member(path: Path, device: torch.device | str | None = None) -> FamilyMember:
-    """Reload a member saved by :func:`save_member` (``<id>.pt2`` or its ``<id>.json``) onto ``device``
-    (default CPU)."""
-    path = Path(path)
-    pt2, sidecar = path.with_suffix(".pt2"), path.with_suffix(".json")
-    if not pt2.is_file() or not sidecar.is_file():
-        raise RobustEvalError(f"expected a saved family member {pt2.name} with {sidecar.name}, got {path}")
-    meta = json.loads(sidecar.read_text())
-    if meta.get("format") != FORMAT:
-        raise RobustEvalError(f"{sidecar}: expected format {FORMAT!r}, got {meta.get('format')!r}")
-    program = torch.export.load(pt2)
-    if torch.device(device or "cpu").type != "cpu":
-        program = move_to_device_pass(program, device)
-    card = MemberCard.from_json({**meta["info"], "id": meta["id"], "method": meta["method"],
-                                 "target_ratio": float(meta["target_ratio"]), "input_shape": meta["input_shape"]})
-    return FamilyMember(card, ExportedModel(program.module()))
-
-
 def build_family(
     dense: nn.Module,
     *,
@@ -316,7 +219,7 @@ def build_family(
     With ``out_dir`` every member is saved as it is built, and a member saved earlier from the
     same dense weights and settings is reloaded instead of rebuilt.
     """
-    fingerprint = _fingerprint(dense, settings, example_input) if out_dir is not None else ""
+    fingerprint = member_fingerprint(dense, settings, example_input) if out_dir is not None else ""
     grid = [entry for group in family_groups(settings, train_data) for entry in group]
     built: dict[str, FamilyMember] = {}
     with tqdm(total=len(grid), desc="pruning", disable=not progress) as bar:
@@ -339,7 +242,7 @@ def build_group(dense: nn.Module, group: list[tuple[str, float]], *, settings: P
                 example_input: torch.Tensor, train_data: LabeledArrays | None, out_dir: Path) -> None:
     """Build and save one group of :func:`family_groups` (what :func:`build_family` then reloads), skipping
     members already saved from the same dense weights and settings: the unit of work of a worker."""
-    fingerprint = _fingerprint(dense, settings, example_input)
+    fingerprint = member_fingerprint(dense, settings, example_input)
     built: dict[str, FamilyMember] = {}
     for entry in group:
         _member(dense, entry, built, settings, example_input, train_data, out_dir, fingerprint)
@@ -350,7 +253,7 @@ def _member(dense: nn.Module, entry: tuple[str, float], built: dict[str, FamilyM
             fingerprint: str) -> FamilyMember:
     """One grid entry, reloaded when saved before, else built (and saved with ``out_dir``); kept in ``built``."""
     mid = member_id(*entry)
-    member = _reuse(out_dir, mid, fingerprint, model_device(dense))
+    member = reused(out_dir, mid, fingerprint, model_device(dense))
     if member is None:
         member = _build(dense, *entry, built, settings, example_input, train_data)
         member = FamilyMember(member.card.replace(input_shape=(1, *example_input.shape[1:])), member.model)
@@ -380,21 +283,3 @@ def _build(dense: nn.Module, method: str, ratio: float, built: dict[str, FamilyM
                                  example_input=example_input, train_data=train_data)
         return scratch_member(pruned, dense, settings=settings, example_input=example_input, train_data=train_data)
     return prune_model(dense, method, ratio, settings=settings, example_input=example_input, train_data=train_data)
-
-
-def _reuse(out_dir: Path | None, mid: str, fingerprint: str, device: torch.device) -> FamilyMember | None:
-    if out_dir is None:
-        return None
-    sidecar = Path(out_dir) / f"{mid}.json"
-    if not sidecar.is_file() or not sidecar.with_suffix(".pt2").is_file():
-        return None
-    try:
-        if json.loads(sidecar.read_text()).get("fingerprint") != fingerprint:
-            return None
-    except json.JSONDecodeError:
-        return None
-    try:
-        return load_member(sidecar, device)
-    except Exception as exc:  # cut short by a kill, or saved on a device this machine lacks (CUDA archives)
-        warn(f"saved member {mid} cannot be reloaded here ({describe(exc)}); rebuilding it")
-        return None
