@@ -274,7 +274,7 @@ def _cmd_prune(args: argparse.Namespace, command: list[str]) -> int:
     config = _config(args, None)
     run = prune(args.model, config=config, out=args.out, progress=not args.quiet, command=command)
     print(f"family of {len(run.summary['models'])} models saved in {visible(models_dir(RunDir(run.path)))}")
-    print(f"summary: {visible(run.path / 'summary.json')}")
+    print(f"summary: {visible(RunDir(run.path).summary_path)}")
     return 0
 
 

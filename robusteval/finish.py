@@ -36,7 +36,9 @@ class Finish:
     def apply(self, run_dir: Path, tolerance: float, tolerances: dict[str, float]) -> GateResult | None:
         """Print where the results are, write the report (prune potentials within ``tolerance``, or a metric's
         own in ``tolerances``), then gate: the gate's result (None without rules), failed or not."""
-        print(f"results: {visible(run_dir / 'summary.json')}")
+        from robusteval.results import RunDir
+
+        print(f"results: {visible(RunDir(run_dir).summary_path)}")
         if self.report:
             write_report(run_dir, tolerance, tolerances)
         return None if self.rules is None else run_gate(run_dir, self.rules, self.junit)

@@ -1,6 +1,7 @@
 """The run directory: append-only records, a manifest, per-model info and summary.json.
 
-Layout of a run directory (this module names the first group)::
+Layout of a run directory; :class:`RunDir` names every file but the engine's, which
+:mod:`robusteval.engine.store` names::
 
     manifest.json        config, seeds, versions, sha256 of model and data (rewritten atomically)
     models.jsonl         one line per model of the family: its card (robusteval.card: id, role, method, costs, ...)
@@ -13,9 +14,9 @@ Layout of a run directory (this module names the first group)::
     logits/              each model's clean logits (<id>.clean.npy), the in-distribution side of OOD
     transfer.pt          transfer examples crafted on dense, reused on resume
     models/              the saved family: <id>.pt2 (torch.export) with its <id>.json card
-    -- the analysis' and the report's --
-    samples.npz          labels and thumbnails for per-class figures (robusteval.samples)
-    report.html          the report; analysis.json and summary.csv beside it (robusteval.report.html)
+    -- kept for the report (robusteval.samples) and written by it (robusteval.report.html) --
+    samples.npz          labels and thumbnails for per-class figures
+    report.html          the report; analysis.json and summary.csv beside it
 
 Lines are appended with a single ``write`` and fsync. A line cut short by a crash is ignored on
 reading and cut off when the run is opened for writing again, so a killed run loses at most the
@@ -145,6 +146,33 @@ class RunDir:
     def models_path(self) -> Path:
         return self.path / "models.jsonl"
 
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / "manifest.json"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / "summary.json"
+
+    @property
+    def samples_path(self) -> Path:
+        """Labels and thumbnails for the per-class figures (:mod:`robusteval.samples`)."""
+        return self.path / "samples.npz"
+
+    @property
+    def report_path(self) -> Path:
+        return self.path / "report.html"
+
+    @property
+    def analysis_path(self) -> Path:
+        """The report's analysis as JSON, beside report.html."""
+        return self.path / "analysis.json"
+
+    @property
+    def summary_csv_path(self) -> Path:
+        """One row per (metric, method) of the report's analysis, beside report.html."""
+        return self.path / "summary.csv"
+
     def locked(self) -> AbstractContextManager[None]:
         """Hold the directory's lock (see :func:`_locked`)."""
         return _locked(self.path / LOCK_NAME)
@@ -217,7 +245,7 @@ class RunDir:
         append_jsonl(self.models_path, card.to_json() if isinstance(card, MemberCard) else dict(card))
 
     def read_manifest(self) -> dict[str, Any] | None:
-        path = self.path / "manifest.json"
+        path = self.manifest_path
         if not path.is_file():
             return None
         try:
@@ -229,13 +257,13 @@ class RunDir:
         return manifest
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
-        write_json_atomic(self.path / "manifest.json", manifest)
+        write_json_atomic(self.manifest_path, manifest)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        write_json_atomic(self.path / "summary.json", summary)
+        write_json_atomic(self.summary_path, summary)
 
     def read_summary(self) -> dict[str, Any]:
-        path = self.path / "summary.json"
+        path = self.summary_path
         if not path.is_file():
             raise RobustEvalError(f"{self.path} is not a finished run: summary.json is missing")
         try:

@@ -17,8 +17,8 @@ import numpy as np
 
 from robusteval.errors import RobustEvalError
 from robusteval.files import write_atomic
+from robusteval.results import RunDir
 
-SAMPLES_FILE = "samples.npz"
 THUMBNAIL_PX = 64
 """Largest side of a stored thumbnail: larger images are area-averaged down, smaller ones kept."""
 GALLERY_SIZE = 32
@@ -52,12 +52,12 @@ def write_samples(run_path: Path, samples: Samples) -> None:
               "strip_names": np.array(names, dtype=str), "severities": np.array(samples.severities, dtype=np.int64)}
     arrays |= {f"labels_{i}": np.asarray(samples.labels[k], dtype=np.int64) for i, k in enumerate(keys)}
     arrays |= {f"strip_{i}": samples.strips[n] for i, n in enumerate(names)}
-    write_atomic(run_path / SAMPLES_FILE, lambda f: np.savez_compressed(f, **arrays))
+    write_atomic(RunDir(run_path).samples_path, lambda f: np.savez_compressed(f, **arrays))
 
 
 def read_samples(run_path: Path) -> Samples | None:
     """The run's samples (None for a run written before they were kept); never unpickles."""
-    path = run_path / SAMPLES_FILE
+    path = RunDir(run_path).samples_path
     if not path.is_file():
         return None
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -212,3 +213,13 @@ def test_existing_run_dir_must_be_a_directory(tmp_path):
     for path in (tmp_path / "file", str(tmp_path / "missing") + "/"):
         with pytest.raises(RobustEvalError, match=r"^expected a run directory, got '.*' \(not a directory\)$"):
             RunDir.existing(path)
+
+
+def test_only_the_run_directory_names_its_files():
+    """One home per file name: RunDir names every file of a run directory but the engine's (engine/store.py)."""
+    package = Path(__file__).resolve().parents[1] / "robusteval"
+    names = re.compile(r"""["'](records\.jsonl|models\.jsonl|manifest\.json|summary\.json|samples\.npz|report\.html"""
+                       r"""|analysis\.json|summary\.csv|run\.lock)["']""")
+    found = [str(p.relative_to(package)) for p in package.rglob("*.py")
+             if p != package / "results.py" and names.search(p.read_text())]
+    assert found == []

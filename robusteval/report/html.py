@@ -61,9 +61,9 @@ def build_report(run_dir: Path, *, tolerance: float = DEFAULT_TOLERANCE,
     with run.locked():
         analysis = analyse(run.read_summary(), run.records(), tolerance=tolerance, tolerances=tolerances,
                            samples=read_samples(run.path))
-        write_text_atomic(run.path / "analysis.json", json.dumps(analysis.to_json(), indent=1) + "\n")
-        write_summary_csv(analysis, run.path / "summary.csv")
-        out = run.path / "report.html"
+        write_text_atomic(run.analysis_path, json.dumps(analysis.to_json(), indent=1) + "\n")
+        write_summary_csv(analysis, run.summary_csv_path)
+        out = run.report_path
         write_text_atomic(out, render_report(analysis, run.read_manifest() or {},
                                              title=f"robusteval report: {run.path.name}"))
     return out, analysis
