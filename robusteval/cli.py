@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -14,6 +15,8 @@ from robusteval.errors import GateFailed, RobustEvalError
 from robusteval.escaping import visible
 from robusteval.presets import listing
 
+PIPE_CLOSED = 141
+"""Exit code when the output's reader stopped reading (128 + SIGPIPE, as a shell reports a tool killed by it)."""
 EPILOG = "Exit codes: 0 success, 1 gate failed, 2 bad input, 3 internal error. Docs: README.md."
 
 
@@ -27,7 +30,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     warnings.filterwarnings("ignore", category=FutureWarning)
     try:
-        return int(args.func(args, ["robusteval", *argv]) or 0)
+        code = int(args.func(args, ["robusteval", *argv]) or 0)
+        sys.stdout.flush()  # output piped into a reader that stopped (| head) fails here, not at exit
+        return code
+    except BrokenPipeError:  # the reader stopped early: quiet, as a tool killed by SIGPIPE
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return PIPE_CLOSED
     except GateFailed as exc:
         print(f"robusteval: gate failed: {visible(exc)}", file=sys.stderr)
         return exc.exit_code

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -9,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from fixtures.runs import write_synthetic_run
-from robusteval.cli import main
+from robusteval.cli import PIPE_CLOSED, main
 from robusteval.models.archs import build_arch
 
 
@@ -327,3 +329,13 @@ def test_error_messages_are_one_printable_line(tmp_path, capsys):
     assert _evaluate(path, tmp_path / "o") == 2
     line = _error_line(capsys)
     assert "\\x0asuch\\x1b[31m.pt does not exist" in line
+
+
+def test_output_into_a_reader_that_stopped_ends_quietly():
+    """``robusteval presets | head -0``: the reader closes before the output comes; no traceback, no
+    "internal error", the exit code a shell reports for a tool killed by SIGPIPE."""
+    proc = subprocess.Popen([sys.executable, "-m", "robusteval", "presets"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == PIPE_CLOSED
+    assert proc.stderr.read() == ""
