@@ -53,23 +53,26 @@ class Costs:
     speedup: Mapping[str, float] | None = None
     speedup_basis: str | None = None
 
+    stated: frozenset[str] = field(default=frozenset(), compare=False)
+    """Keys the measurement stated even as None (e.g. ``macs`` of an ONNX graph with unknown ops): written back."""
+
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Costs:
         """The cost keys of ``data`` (a ``model_info`` dict or a models.jsonl line); other keys are ignored."""
         values = {k: data[k] for k in COST_KEYS if data.get(k) is not None}
         if "collapsed_layers" in values:
             values["collapsed_layers"] = tuple(values["collapsed_layers"])
-        return cls(**values)
+        return cls(**values, stated=frozenset(k for k in COST_KEYS if k in data))
 
     def to_json(self) -> dict[str, Any]:
-        """The measured costs under their models.jsonl keys (unmeasured ones are left out)."""
-        out = {k: getattr(self, k) for k in COST_KEYS if getattr(self, k) is not None}
+        """The costs under their models.jsonl keys: every measured one, and those stated unknown (null)."""
+        out = {k: getattr(self, k) for k in COST_KEYS if getattr(self, k) is not None or k in self.stated}
         if "collapsed_layers" in out:
             out["collapsed_layers"] = list(out["collapsed_layers"])
         return out
 
 
-COST_KEYS = tuple(f.name for f in dataclasses.fields(Costs))
+COST_KEYS = tuple(f.name for f in dataclasses.fields(Costs) if f.name != "stated")
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,17 @@ def test_an_old_models_line_reads_with_its_role_and_writes_back_every_key():
     assert MemberCard.from_json({"id": "x", "sparsity": 0.3}).ratio == 0.3  # no target ratio: the sparsity
 
 
+def test_costs_stated_unknown_are_written_back_as_null():
+    """An ONNX graph with unknown ops has no MACs (``"macs": null``), an opaque model with no weight layers no
+    sparsity: readers of models.jsonl and summary.json find the key, as before cards existed."""
+    line = {"id": "m", "method": "given", "target_ratio": 0.0, "params": 10, "macs": None, "macs_effective": None,
+            "sparsity": None, "params_reduction": 0.5, "macs_reduction": None, "warnings": [], "recovery": {}}
+    card = MemberCard.from_json(line)
+    assert card.costs.macs is None and card.costs.params == 10
+    assert card.to_json() == line | {"role": "given"}
+    assert json.loads(json.dumps(card.to_json()))["macs"] is None
+
+
 def test_a_bad_role_is_a_one_line_error():
     with pytest.raises(RobustEvalError, match="expected a role among"):
         MemberCard.from_json({"id": "m", "role": "teacher"})
