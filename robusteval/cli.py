@@ -260,7 +260,7 @@ def _cmd_audit(args: argparse.Namespace, command: list[str]) -> int:
 
     run = audit(args.model, config=_config(args, None), out=args.out, reference=args.reference,
                 progress=not args.quiet, command=command, report=not args.no_report, gate=args.gate, junit=args.junit)
-    return _finish(run)
+    return _finish(run, args)
 
 
 def _cmd_evaluate(args: argparse.Namespace, command: list[str]) -> int:
@@ -271,7 +271,7 @@ def _cmd_evaluate(args: argparse.Namespace, command: list[str]) -> int:
     config = dataclasses.replace(_config(args, "clean"), pruning=None)
     run = audit(args.model, config=config, out=args.out, progress=not args.quiet, command=command,
                 report=not args.no_report, gate=args.gate, junit=args.junit)
-    return _finish(run)
+    return _finish(run, args)
 
 
 def _cmd_prune(args: argparse.Namespace, command: list[str]) -> int:
@@ -286,8 +286,13 @@ def _cmd_prune(args: argparse.Namespace, command: list[str]) -> int:
     return 0
 
 
-def _finish(run: Any) -> int:
-    """The exit code of an audit the API reported and gated: 1 (:class:`GateFailed`) when the gate failed."""
+def _finish(run: Any, args: argparse.Namespace) -> int:
+    """The exit code of an audit the API reported and gated: 1 (:class:`GateFailed`) when the gate failed;
+    where the results are, when the API had no tail to say it in (``--no-report``, no gate)."""
+    if getattr(args, "no_report", False) and getattr(args, "gate", None) is None:
+        from robusteval.finish import announce
+
+        announce(run.path)
     if run.gate is not None:
         run.gate.raise_on_failure()
     return 0
@@ -295,13 +300,13 @@ def _finish(run: Any) -> int:
 
 def _cmd_report(args: argparse.Namespace, command: list[str]) -> int:
     from robusteval.analysis import DEFAULT_TOLERANCE  # not config: rebuilding a report needs no torch
-    from robusteval.finish import write_report
+    from robusteval.finish import report_with_verdict
     from robusteval.results import RunDir
 
     run = RunDir.existing(Path(args.run_dir))
     analysis_cfg = ((run.read_manifest() or {}).get("config") or {}).get("analysis") or {}
     tolerance = args.tolerance if args.tolerance is not None else analysis_cfg.get("tolerance", DEFAULT_TOLERANCE)
-    write_report(run.path, tolerance, analysis_cfg.get("tolerances") or {})
+    report_with_verdict(run.path, tolerance, analysis_cfg.get("tolerances") or {})
     return 0
 
 
@@ -325,7 +330,7 @@ def _cmd_demo(args: argparse.Namespace, command: list[str]) -> int:
     config = load_config(args.config)
     start = time.perf_counter()
     run = demo(config=config, out=args.out, progress=not args.quiet, command=command, report=True)
-    code = _finish(run)
+    code = _finish(run, args)
     print(f"demo finished in {time.perf_counter() - start:.0f} s")
     return code
 

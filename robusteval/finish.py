@@ -35,16 +35,23 @@ class Finish:
 
     def apply(self, run_dir: Path, tolerance: float, tolerances: dict[str, float]) -> GateResult | None:
         """Print where the results are, write the report (prune potentials within ``tolerance``, or a metric's
-        own in ``tolerances``), then gate: the gate's result (None without rules), failed or not."""
-        from robusteval.results import RunDir
-
-        print(f"results: {visible(RunDir(run_dir).summary_path)}")
+        own in ``tolerances``), then gate: the gate's result (None without rules), failed or not. Without a
+        report or a gate there is no tail, and nothing is printed."""
+        if self.report or self.rules is not None:
+            announce(run_dir)
         if self.report:
-            write_report(run_dir, tolerance, tolerances)
+            report_with_verdict(run_dir, tolerance, tolerances)
         return None if self.rules is None else run_gate(run_dir, self.rules, self.junit)
 
 
-def write_report(run_dir: Path, tolerance: float, tolerances: dict[str, float]) -> Path:
+def announce(run_dir: Path) -> None:
+    """Say where the results are (the first line of the tail)."""
+    from robusteval.results import RunDir
+
+    print(f"results: {visible(RunDir(run_dir).summary_path)}")
+
+
+def report_with_verdict(run_dir: Path, tolerance: float, tolerances: dict[str, float]) -> Path:
     """report.html, with the verdict table and where the report is printed; a warning when the run is incomplete."""
     from robusteval.analysis import format_verdict_table, verdict_lines
     from robusteval.report.html import build_report

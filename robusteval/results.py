@@ -1,4 +1,4 @@
-"""The run directory: append-only records, a manifest, per-model info and summary.json.
+"""The run directory: append-only records, a manifest, the members' cards and summary.json.
 
 Layout of a run directory; :class:`RunDir` names every file but the engine's, which
 :mod:`robusteval.engine.store` names::

@@ -12,17 +12,18 @@ from typing import TYPE_CHECKING
 import torch
 
 from robusteval.config import AuditConfig
+from robusteval.engine.core import LocalExecutor
 from robusteval.results import RunDir
 
 if TYPE_CHECKING:
-    from robusteval.engine import Executor
+    from robusteval.engine.executor import Executor
 
 
 @dataclass(frozen=True)
 class Session:
     """What the stages of a run share; nothing changes it (a stage that needs more takes it as an argument).
-    ``digest``: ``config.digest()``, computed once; ``executor``: where the work runs (this process or Ray workers;
-    None until the executor starts), set when it starts, after every input has been read."""
+    ``digest``: ``config.digest()``, computed once; ``executor``: where the work runs, this process until
+    the run's executor (Ray workers, say) starts, after every input has been read."""
 
     run: RunDir
     config: AuditConfig
@@ -31,7 +32,7 @@ class Session:
     progress: bool = True
     command: tuple[str, ...] = ()
     started: float = field(default_factory=time.time)
-    executor: Executor | None = None
+    executor: Executor = field(default_factory=LocalExecutor)
 
 
 @contextmanager

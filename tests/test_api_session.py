@@ -99,3 +99,15 @@ def test_torch_settings_give_back_threads_and_tf32() -> None:
         assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
     finally:
         exact_fp32()
+
+
+
+def test_audit_without_a_report_or_gate_prints_nothing(lenet: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """A notebook's plain ``audit()`` writes the run and says nothing on stdout, as before it could report;
+    the CLI without a tail (``--no-report``, no gate) still says where the results are."""
+    audit(lenet, config=_config(), out=tmp_path / "api", progress=False)
+    assert capsys.readouterr().out == ""
+    assert main(["evaluate", str(lenet), "--arch", "lenet_300_100", "--subset", "40", "--out", str(tmp_path / "cli"),
+                 "--quiet", "--no-report"]) == 0
+    assert capsys.readouterr().out == f"results: {tmp_path / 'cli' / 'summary.json'}\n"
