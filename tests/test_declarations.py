@@ -168,6 +168,19 @@ def test_a_users_evaluator_declares_its_own_metrics_and_a_contradiction_is_caugh
     assert all(isinstance(m, Metric) for row in METRICS.values() for m in row)
 
 
+def test_two_user_evaluators_that_contradict_fail_when_the_second_is_defined():
+    def define(name: str, higher_is_better: bool | None) -> type:
+        return type(name, (LogitEvaluator,), {"name": name.lower(), "metrics": lambda self, outputs: {},
+                                              "declares": (Metric("sharpness", higher_is_better),)})
+
+    first = define("Sharp", True)
+    with pytest.raises(ValueError, match="'sharpness' is declared both higher- and lower-is-better.*Sharp"):
+        define("Blunt", False)
+    assert evaluator_declarations().find("sharp/sharpness") == first.declares[0]  # the run's summary still writes
+    again = define("Sharp", False)  # a redefinition (a notebook cell run again) replaces its class
+    assert evaluator_declarations().find("sharp/sharpness") == again.declares[0]
+
+
 def test_the_declarations_table_imports_nothing_heavy():
     code = "import sys, robusteval.declarations; print(' '.join(sys.modules))"
     modules = set(subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
