@@ -4,11 +4,15 @@ The built-in table (:data:`METRICS`, by producer) is plain data with no dependen
 torchmetrics' ``higher_is_better`` class attribute: each evaluator's ``declares`` refers to its row
 (``declares = METRICS["calibration"]``), and the derivations of :mod:`robusteval.analysis.derive`
 have theirs. A name ending in ``*`` covers every name with that prefix (``fpr95_*`` → ``fpr95_msp``).
+A declaration may be family-qualified (``family="corruption"``: it covers ``corruption/…/mce`` only) where
+two producers use one name for different things (``corruption/mce``, a ratio of errors, and
+``calibration/mce``, a fraction); a key finds the most specific one: family and name, then name. One name
+has one better direction in every family.
 
 The summary writer stores the declarations of every metric a run holds in ``summary.json``
-(``declarations``: name → ``{higher_is_better, unit, label}``); analysis, report and gate read them
-back from the run as a :class:`Declarations` object. A metric nobody declared is an error, never
-"higher is better".
+(``declarations``: name → ``{higher_is_better, unit, label}``, plus ``families``: family → ``{unit, label}``
+for the family-qualified ones); analysis, report and gate read them back from the run as a
+:class:`Declarations` object. A metric nobody declared is an error, never "higher is better".
 """
 from __future__ import annotations
 
@@ -17,17 +21,24 @@ from dataclasses import dataclass
 from typing import Any
 
 from robusteval.errors import RobustEvalError
+from robusteval.metrics import family_of
 
 
 @dataclass(frozen=True)
 class Metric:
     """One metric name as its producer declares it; ``higher_is_better`` None: no better direction
-    (mean confidence, a fitted temperature)."""
+    (mean confidence, a fitted temperature); ``family``: the one metric family it covers (None: every one)."""
 
     name: str
     higher_is_better: bool | None
     unit: str = "fraction"
     label: str = ""
+    family: str | None = None
+
+    @property
+    def qualified(self) -> str:
+        """``family/name`` for a family-qualified declaration, else the name."""
+        return f"{self.family}/{self.name}" if self.family else self.name
 
     def covers(self, name: str) -> bool:
         return name.startswith(self.name[:-1]) if self.name.endswith("*") else name == self.name
@@ -41,7 +52,7 @@ METRICS: dict[str, tuple[Metric, ...]] = {
                  Metric("loss", False, "nats", "cross-entropy"), Metric("error", False, label="top-1 error")),
     "calibration": (Metric("ece", False, label="expected calibration error"),
                     Metric("aece", False, label="adaptive ECE"),
-                    Metric("mce", False, label="maximum calibration error"),
+                    Metric("mce", False, label="maximum calibration error", family="calibration"),
                     Metric("classwise_ece", False), Metric("nll", False, "nats", "negative log-likelihood"),
                     Metric("brier", False, "", "Brier score"), Metric("confidence", None, label="mean confidence"),
                     Metric("confidence_gap", None, label="confidence − accuracy"),
@@ -59,11 +70,11 @@ METRICS: dict[str, tuple[Metric, ...]] = {
     "ood": (Metric("auroc_*", True, label="OOD detection AUROC"), Metric("aupr_in_*", True),
             Metric("aupr_out_*", True), Metric("fpr95_*", False, label="FPR at 95% TPR")),
     "adversarial": (Metric("clean_accuracy", True, label="clean accuracy of the attacked sample"),
-                    Metric("accuracy", True, label="robust accuracy"),
+                    Metric("accuracy", True, label="robust accuracy", family="adversarial"),
                     Metric("median", True, "perturbation norm", "median minimal adversarial perturbation")),
     "derived": (Metric("mean_accuracy", True, label="mean accuracy"), Metric("ce", False, "ratio", "corruption error"),
                 Metric("relative_ce", False, "ratio", "relative corruption error"),
-                Metric("mce", False, "ratio", "mean corruption error"),
+                Metric("mce", False, "ratio", "mean corruption error", "corruption"),
                 Metric("relative_mce", False, "ratio", "relative mean corruption error"),
                 Metric("mce_all", False, "ratio", "mean corruption error, every corruption run"),
                 Metric("relative_mce_all", False, "ratio", "relative mean corruption error, every corruption run"),
@@ -84,29 +95,39 @@ def _name(key: str) -> str:
     return key.rsplit("/", 1)[-1]
 
 
+def _family(key: str) -> str | None:
+    return family_of(key) if "/" in key else None
+
+
 class Declarations:
-    """Metric name → :class:`Metric`; lookups take a metric key and use its last component (an exact
-    name first, else the longest covering ``*`` prefix)."""
+    """Metric declarations; a lookup takes a metric key and finds the declaration of its family and last
+    component, else of the last component alone (each: the exact name first, else the longest covering
+    ``*`` prefix)."""
 
     def __init__(self, metrics: Iterable[Metric] = ()) -> None:
-        self._by_name: dict[str, Metric] = {}
+        self._by_name: dict[str, Metric] = {}  # by qualified name; where two declare one, the first is kept
+        first: dict[str, Metric] = {}
         for metric in metrics:
-            known = self._by_name.get(metric.name)
-            if known is not None and known.higher_is_better != metric.higher_is_better:
+            if first.setdefault(metric.name, metric).higher_is_better != metric.higher_is_better:
                 raise ValueError(f"metric {metric.name!r} is declared both higher- and lower-is-better")
-            self._by_name.setdefault(metric.name, metric)
+            self._by_name.setdefault(metric.qualified, metric)
 
     def extended(self, metrics: Iterable[Metric]) -> Declarations:
         """These declarations and ``metrics`` (a name declared with opposite directions is a ValueError)."""
         return Declarations([*self._by_name.values(), *metrics])
 
     def find(self, key: str) -> Metric | None:
-        """The declaration covering ``key``, None when there is none."""
-        name = _name(key)
-        if name in self._by_name:
-            return self._by_name[name]
-        covering = [m for m in self._by_name.values() if m.name.endswith("*") and m.covers(name)]
-        return max(covering, key=lambda m: len(m.name)) if covering else None
+        """The most specific declaration covering ``key``, None when there is none."""
+        name, family = _name(key), _family(key)
+        for scope in ((family, None) if family else (None,)):
+            exact = self._by_name.get(f"{scope}/{name}" if scope else name)
+            if exact is not None:
+                return exact
+            covering = [m for m in self._by_name.values()
+                        if m.family == scope and m.name.endswith("*") and m.covers(name)]
+            if covering:
+                return max(covering, key=lambda m: len(m.name))
+        return None
 
     def spec(self, key: str) -> Metric:
         """The declaration covering ``key``; an undeclared metric is bad input (one line naming it)."""
@@ -129,12 +150,24 @@ class Declarations:
         return drop(reference, value, lower_is_better=self.lower_is_better(key))
 
     def resolved(self, keys: Iterable[str]) -> Declarations:
-        """The declarations of exactly the names of ``keys`` (``*`` prefixes made concrete)."""
-        specs = {_name(k): self.spec(k) for k in keys}
-        return Declarations(Metric(name, m.higher_is_better, m.unit, m.label) for name, m in sorted(specs.items()))
+        """The declarations of exactly the names of ``keys`` (``*`` prefixes made concrete), family-qualified
+        where the declaration found is."""
+        specs: dict[str, Metric] = {}
+        for key in keys:
+            found = self.spec(key)
+            concrete = Metric(_name(key), found.higher_is_better, found.unit, found.label, found.family)
+            specs[concrete.qualified] = concrete
+        return Declarations(specs[name] for name in sorted(specs))
 
     def to_json(self) -> dict[str, dict[str, Any]]:
-        return {name: self._by_name[name].to_json() for name in sorted(self._by_name)}
+        """Name → declaration; a family-qualified one under its name's ``families`` (family → unit, label),
+        the name's own fields from its unqualified declaration, else from its first family's."""
+        out: dict[str, dict[str, Any]] = {}
+        for metric in sorted(self._by_name.values(), key=lambda m: (m.name, m.family is not None, m.family or "")):
+            entry = out.setdefault(metric.name, metric.to_json())
+            if metric.family:
+                entry.setdefault("families", {})[metric.family] = {"unit": metric.unit, "label": metric.label}
+        return out
 
     @classmethod
     def from_json(cls, data: Any) -> Declarations:
@@ -147,7 +180,13 @@ class Declarations:
             if direction not in (True, False, None):
                 raise RobustEvalError(f"summary declaration of {name!r}: expected higher_is_better true, false or "
                                       f"null, got {item!r}")
+            families = item.get("families", {})
+            if not isinstance(families, Mapping) or not all(isinstance(f, Mapping) for f in families.values()):
+                raise RobustEvalError(f"summary declaration of {name!r}: expected families, a mapping family → "
+                                      f"{{unit, label}}, got {families!r}")
             out.append(Metric(str(name), direction, str(item.get("unit", "")), str(item.get("label", ""))))
+            out += [Metric(str(name), direction, str(f.get("unit", "")), str(f.get("label", "")), str(family))
+                    for family, f in families.items()]
         return cls(out)
 
     @classmethod
@@ -169,4 +208,5 @@ def summary_keys(summary: Mapping[str, Any]) -> set[str]:
 
 
 BUILTIN = Declarations(m for row in METRICS.values() for m in row)
-"""Every built-in declaration (where two producers declare one name, the first row's label is kept)."""
+"""Every built-in declaration (two producers of one name qualify theirs by family: ``calibration/mce``,
+``corruption/mce``)."""

@@ -7,11 +7,22 @@ import pytest
 import torch
 from torch import nn
 
+from robusteval.analysis.drops import headline_metrics
 from robusteval.engine import EngineSettings, ModelEntry, run_attacks
 from robusteval.errors import RobustEvalError
 from robusteval.evaluators import adversarial_checks as checks
 from robusteval.evaluators.adversarial import AdversarialSettings, evaluate_adversarial, plan
-from robusteval.evaluators.attack_kinds import ATTACKS, ENSEMBLE, FIXED_EPS, MIN_NORM, FixedEpsilonAttack
+from robusteval.evaluators.attack_kinds import (
+    ATTACKS,
+    ENSEMBLE,
+    FGSM,
+    FIXED_EPS,
+    MIN_NORM,
+    AutoAttack,
+    FixedEpsilonAttack,
+    L2PGD,
+    LinfPGD,
+)
 from robusteval.evaluators.attacks import LINF
 from robusteval.results import RunDir
 from test_adversarial_models import synthetic, tiny_net
@@ -69,7 +80,7 @@ def test_unknown_attack_names_are_one_line_errors_with_a_suggestion() -> None:
 def test_a_declared_check_is_skipped_without_its_inputs_and_runs_with_them(monkeypatch) -> None:
     seen: list[list[str]] = []
 
-    def l2_seen(evidence: checks.Evidence) -> checks.Check:
+    def l2_seen(evidence: checks.CheckInputs) -> checks.Check:
         seen.append(sorted(evidence.curves))
         return checks.Check("any name", failures=["l2 curve seen"], evidence={"l2": evidence.curves["l2_pgd"]})
 
@@ -85,9 +96,18 @@ def test_a_declared_check_is_skipped_without_its_inputs_and_runs_with_them(monke
     assert found.warnings[-1] == "l2 curve seen"
 
 
+def test_the_adversarial_headline_knows_the_built_in_kinds_by_name() -> None:
+    """Analysis is torch-free and names the attacks it prefers for the headline as strings: a kind renamed
+    without them would silently lose the headline."""
+    strongest_first = (AutoAttack, LinfPGD, FGSM, L2PGD)
+    for i, kind in enumerate(strongest_first):
+        dense = {f"adversarial/{k.name}/0.03/accuracy": 0.5 for k in strongest_first[i:]}
+        assert headline_metrics(dense)["adversarial"] == f"adversarial/{kind.name}/0.03/accuracy"
+
+
 def test_declaring_a_check_twice_is_refused() -> None:
     with pytest.raises(ValueError, match="declared twice"):
-        checks.declare("zero_gradients")(lambda evidence: checks.Check("zero_gradients"))
+        checks.sanity_check("zero_gradients")(lambda evidence: checks.Check("zero_gradients"))
 
 
 def _attack_stage(tmp_path, progress: bool) -> None:

@@ -94,6 +94,42 @@ def test_gate_reads_directions_from_a_summary_written_before_the_change(tmp_path
         evaluate_gate(summary, parse_rules({"rules": {"calibration/temperature": {"max_drop": 1.0}}}))
 
 
+def test_a_name_two_producers_use_is_declared_per_family(tmp_path):
+    """``mce`` is a calibration fraction and a corruption error ratio, ``accuracy`` under attack is robust
+    accuracy: the summary declares each per family, and a summary that declares the name once (as written
+    before) reads with the same directions."""
+    run = RunDir(write_synthetic_run(tmp_path / "run"))
+    (run.path / "summary.json").unlink()
+    records = [json.loads(line) for line in (run.path / "records.jsonl").read_text().splitlines()]
+    for record in records:
+        if record["condition"] == "clean":
+            record["metrics"]["calibration/mce"] = 0.2
+    (run.path / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    write_summary(run, digest="synthetic", baseline="auto", seconds=None,
+                  plan=([m.id for m in run.models()], sorted({r.condition for r in run.records()})))
+    summary = json.loads((run.path / "summary.json").read_text())
+    keys = sorted({k for m in summary["models"] for k in m["metrics"]})
+    attacked = next(k for k in keys if k.startswith("adversarial/") and k.endswith("/accuracy"))
+
+    declared = Declarations.of_summary(summary)
+    assert summary["declarations"]["mce"]["families"] == {
+        "calibration": {"unit": "fraction", "label": "maximum calibration error"},
+        "corruption": {"unit": "ratio", "label": "mean corruption error"}}
+    assert (declared.spec("corruption/mce").unit, declared.spec("corruption/mce").label) == \
+        ("ratio", "mean corruption error")
+    assert (declared.spec("calibration/mce").unit, declared.spec("calibration/mce").label) == \
+        ("fraction", "maximum calibration error")
+    assert declared.spec(attacked).label == "robust accuracy" and declared.spec("clean/accuracy").label == \
+        "top-1 accuracy" and declared.spec("noise/0.1/accuracy").label == "top-1 accuracy"
+    assert Declarations.from_json(summary["declarations"]).to_json() == summary["declarations"]
+
+    before = summary | {"declarations": {name: {k: v for k, v in d.items() if k != "families"}
+                                         for name, d in summary["declarations"].items()}}
+    assert all(Declarations.of_summary(before).lower_is_better(k) == declared.lower_is_better(k) for k in keys)
+    rules = parse_rules({"rules": {"corruption/mce": {"max_drop": 0.05}, attacked: {"max_drop": 0.05}}})
+    assert evaluate_gate(before, rules) == evaluate_gate(summary, rules)
+
+
 def _add_metric(path: Path, key: str) -> None:
     summary = json.loads((path / "summary.json").read_text())
     for entry in summary["models"]:
@@ -130,6 +166,19 @@ def test_a_users_evaluator_declares_its_own_metrics_and_a_contradiction_is_caugh
         type("Contrary", (LogitEvaluator,), {"name": "contrary", "declares": (Metric("accuracy", False),),
                                               "metrics": lambda self, outputs: {}})
     assert all(isinstance(m, Metric) for row in METRICS.values() for m in row)
+
+
+def test_two_user_evaluators_that_contradict_fail_when_the_second_is_defined():
+    def define(name: str, higher_is_better: bool | None) -> type:
+        return type(name, (LogitEvaluator,), {"name": name.lower(), "metrics": lambda self, outputs: {},
+                                              "declares": (Metric("sharpness", higher_is_better),)})
+
+    first = define("Sharp", True)
+    with pytest.raises(ValueError, match="'sharpness' is declared both higher- and lower-is-better.*Sharp"):
+        define("Blunt", False)
+    assert evaluator_declarations().find("sharp/sharpness") == first.declares[0]  # the run's summary still writes
+    again = define("Sharp", False)  # a redefinition (a notebook cell run again) replaces its class
+    assert evaluator_declarations().find("sharp/sharpness") == again.declares[0]
 
 
 def test_the_declarations_table_imports_nothing_heavy():

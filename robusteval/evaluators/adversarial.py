@@ -191,7 +191,7 @@ def evaluate_adversarial(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, 
             attacked(attack.name)
     noise = _noise(model, sample, found, settings)
     slack = max(settings.check_slack, 1.0 / sample.n)
-    verdicts = checks.run_checks(checks.Evidence(model, sample, found.curves, found.norms, noise, settings, slack))
+    verdicts = checks.run_checks(checks.CheckInputs(model, sample, found.curves, found.norms, noise, settings, slack))
     metrics = {"clean_accuracy": int(sample.correct.sum()) / sample.n}
     for name, curve in found.curves.items():
         metrics.update({f"{name}/{format_eps(e)}/accuracy": a for e, a in curve.items()})

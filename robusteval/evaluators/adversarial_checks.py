@@ -5,8 +5,8 @@ al. 2018, arXiv:1802.00420; checklist: Carlini et al. 2019, arXiv:1902.06705). E
 reads accuracy curves ``{eps: robust accuracy}`` and returns a :class:`Check` whose failures
 become warnings in the record, with the evidence kept beside them.
 
-Checks are declared (:func:`declare`): a name, the inputs they need (curves by attack name,
-``large_eps`` when that setting is on) and a function of the :class:`Evidence`. The evaluator
+Checks are declared (:func:`sanity_check`): a name, the inputs they need (curves by attack name,
+``large_eps`` when that setting is on) and a function of the :class:`CheckInputs`. The evaluator
 runs, in declaration order, every check whose inputs exist (:func:`run_checks`); the others are
 skipped, so a check never names the attacks that happen to be configured.
 """
@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from torch import nn
 
-from robusteval.evaluators.attack_kinds import AttackSettings, Curve, LinfPGD, Sample
+from robusteval.evaluators.attack_kinds import FGSM, AttackSettings, AutoAttack, Curve, LinfPGD, Sample
 from robusteval.evaluators.attacks import format_eps as _fmt
 from robusteval.evaluators.attacks import zero_gradient_count
 
@@ -97,7 +97,7 @@ class CheckSettings(AttackSettings, Protocol):
 
 
 @dataclass(frozen=True)
-class Evidence:
+class CheckInputs:
     """What checks read: the attacked model and sample, every curve and its norm, the random-noise
     curves per norm, the settings, and the accuracy margin (``slack``) before a check fails."""
 
@@ -116,21 +116,21 @@ class Evidence:
 
 @dataclass(frozen=True)
 class SanityCheck:
-    """A declared check: its name, the inputs it needs (see :meth:`Evidence.has`), its function."""
+    """A declared check: its name, the inputs it needs (see :meth:`CheckInputs.has`), its function."""
 
     name: str
     needs: tuple[str, ...]
-    check: Callable[[Evidence], Check]
+    check: Callable[[CheckInputs], Check]
 
 
 CHECKS: list[SanityCheck] = []
 """Every declared check, in the order their results (and warnings) appear."""
 
 
-def declare(name: str, needs: tuple[str, ...] = ()) -> Callable[[Callable[[Evidence], Check]], SanityCheck]:
+def sanity_check(name: str, needs: tuple[str, ...] = ()) -> Callable[[Callable[[CheckInputs], Check]], SanityCheck]:
     """Decorator declaring a check function under ``name``, run when every input of ``needs`` exists."""
 
-    def deco(check: Callable[[Evidence], Check]) -> SanityCheck:
+    def deco(check: Callable[[CheckInputs], Check]) -> SanityCheck:
         if any(c.name == name for c in CHECKS):
             raise ValueError(f"check {name!r} is declared twice")
         CHECKS.append(SanityCheck(name, needs, check))
@@ -139,43 +139,44 @@ def declare(name: str, needs: tuple[str, ...] = ()) -> Callable[[Callable[[Evide
     return deco
 
 
-def run_checks(evidence: Evidence) -> list[Check]:
+def run_checks(inputs: CheckInputs) -> list[Check]:
     """The result of every declared check whose inputs exist, named as declared."""
-    return [dataclasses.replace(c.check(evidence), name=c.name) for c in CHECKS
-            if all(evidence.has(need) for need in c.needs)]
+    return [dataclasses.replace(c.check(inputs), name=c.name) for c in CHECKS
+            if all(inputs.has(need) for need in c.needs)]
 
 
 def _stronger(name: str, strong: str, weak: str, hint: str) -> SanityCheck:
     """Declare that attack ``strong`` must leave no more robust accuracy than ``weak`` at any shared ε."""
-    return declare(name, (strong, weak))(lambda ev: at_least_as_strong(
-        name, (strong, ev.curves[strong]), (weak, ev.curves[weak]), slack=ev.slack, hint=hint))
+    return sanity_check(name, (strong, weak))(lambda inputs: at_least_as_strong(
+        name, (strong, inputs.curves[strong]), (weak, inputs.curves[weak]), slack=inputs.slack, hint=hint))
 
 
-@declare("non_increasing_in_eps")
-def _monotone(ev: Evidence) -> Check:
-    return non_increasing(ev.curves, slack=ev.slack)
+@sanity_check("non_increasing_in_eps")
+def _monotone(inputs: CheckInputs) -> Check:
+    return non_increasing(inputs.curves, slack=inputs.slack)
 
 
-@declare("near_zero_at_large_eps", ("large_eps",))
-def _large_eps(ev: Evidence) -> Check:
+@sanity_check("near_zero_at_large_eps", needs=("large_eps",))
+def _large_eps(inputs: CheckInputs) -> Check:
     """A cheap L∞ PGD at ``large_eps`` on the correctly classified images."""
-    eps = float(ev.settings.large_eps)  # type: ignore[arg-type]
-    success, _ = LinfPGD.configured(ev.settings)(ev.model, *ev.sample.attacked, epsilons=(eps,))
-    return near_zero(ev.sample.accuracy(success[0]), attack=LinfPGD.name, eps=eps, slack=ev.slack)
+    eps = float(inputs.settings.large_eps)  # type: ignore[arg-type]
+    success, _ = LinfPGD.configured(inputs.settings)(inputs.model, *inputs.sample.attacked, epsilons=(eps,))
+    return near_zero(inputs.sample.accuracy(success[0]), attack=LinfPGD.name, eps=eps, slack=inputs.slack)
 
 
-_stronger("pgd_vs_fgsm", "linf_pgd", "fgsm",
+_stronger("pgd_vs_fgsm", LinfPGD.name, FGSM.name,
           "an iterative attack that loses to one step is stuck, e.g. in a masked or flat loss region")
 
 
-@declare("attack_vs_noise")
-def _against_noise(ev: Evidence) -> Check:
+@sanity_check("attack_vs_noise")
+def _against_noise(inputs: CheckInputs) -> Check:
     """Every curve against random noise of its norm at the same ε."""
     check = Check("attack_vs_noise")
-    for attack, curve in ev.curves.items():
-        norm = ev.norms[attack]
+    for attack, curve in inputs.curves.items():
+        norm = inputs.norms[attack]
         sub = at_least_as_strong(
-            "attack_vs_noise", (attack, curve), (f"random {norm} noise", ev.noise.get(norm, {})), slack=ev.slack,
+            "attack_vs_noise", (attack, curve), (f"random {norm} noise", inputs.noise.get(norm, {})),
+            slack=inputs.slack,
             hint="random noise of the same norm beats the attack, so its gradients are not informative")
         check.failures += sub.failures
         if sub.evidence:
@@ -183,11 +184,11 @@ def _against_noise(ev: Evidence) -> Check:
     return check
 
 
-_stronger("autoattack_vs_pgd", "autoattack", "linf_pgd",
+_stronger("autoattack_vs_pgd", AutoAttack.name, LinfPGD.name,
           "AutoAttack should dominate foolbox PGD; its result is unreliable for this model")
 
 
-@declare("zero_gradients")
-def _gradients(ev: Evidence) -> Check:
-    xc, yc = ev.sample.attacked
-    return zero_gradients(zero_gradient_count(ev.model, xc, yc, batch_size=ev.settings.batch_size), len(xc))
+@sanity_check("zero_gradients")
+def _gradients(inputs: CheckInputs) -> Check:
+    xc, yc = inputs.sample.attacked
+    return zero_gradients(zero_gradient_count(inputs.model, xc, yc, batch_size=inputs.settings.batch_size), len(xc))

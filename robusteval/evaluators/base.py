@@ -3,7 +3,8 @@
 ``Evaluator.__call__`` is the one entry point (a template method in the spirit of foolbox's final
 ``__call__`` around ``run``): it runs the evaluator and checks that each metric it returns is one it
 declared (``declares``: built-in evaluators name their row of :data:`robusteval.declarations.METRICS`;
-a direction that contradicts a built-in declaration is an error when the class is defined). Metric
+a direction that contradicts a built-in declaration or another evaluator's is an error when the class is
+defined). Metric
 names are relative to the evaluator; the engine alone turns results into records and keys
 (``ece`` on the clean condition becomes ``calibration/ece``). Evaluators never load models, make
 inputs or write records.
@@ -14,6 +15,7 @@ receives the model and the images to attack.
 """
 from __future__ import annotations
 
+import weakref
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from collections.abc import Callable
@@ -65,7 +67,8 @@ class Evaluator(ABC, Generic[In]):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        BUILTIN.extended(cls.declares)  # a contradiction is a ValueError here, not in a finished run
+        _check_declares(cls)  # a contradiction is a ValueError here, not in a finished run
+        _DEFINED[_class_id(cls)] = cls
 
     @final
     def __call__(self, inputs: In) -> Result:
@@ -82,15 +85,30 @@ class Evaluator(ABC, Generic[In]):
         """The metrics of one model on one whole condition."""
 
 
+_DEFINED: weakref.WeakValueDictionary[str, type[Evaluator]] = weakref.WeakValueDictionary()
+"""Every evaluator class defined and alive, by module and qualified name (a redefinition replaces its class)."""
+
+
+def _class_id(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _check_declares(cls: type[Evaluator]) -> None:
+    """A ValueError when ``cls`` declares a metric with the opposite direction of a built-in declaration or
+    of another evaluator class's."""
+    BUILTIN.extended(cls.declares)
+    for other in list(_DEFINED.values()):
+        if _class_id(other) != _class_id(cls):
+            try:
+                Declarations(other.declares).extended(cls.declares)
+            except ValueError as e:
+                raise ValueError(f"{cls.__qualname__}: {e} (by {other.__qualname__} too)") from None
+
+
 def evaluator_declarations() -> Declarations:
     """The built-in declarations and those of every evaluator class defined (a user's own included): what
     the summary writer stores for the metrics a run holds."""
-    classes, pending = [], list(Evaluator.__subclasses__())
-    while pending:
-        cls = pending.pop()
-        classes.append(cls)
-        pending += cls.__subclasses__()
-    return BUILTIN.extended(m for cls in classes for m in cls.declares)
+    return BUILTIN.extended(m for cls in list(_DEFINED.values()) for m in cls.declares)
 
 
 class LogitEvaluator(Evaluator[Outputs]):
