@@ -12,6 +12,7 @@ from torch import nn
 from robusteval.analysis import CONTROL_ID, analyse, baseline_id, verdict_lines
 from robusteval.api import audit
 from robusteval.config import AnalysisSettings, AuditConfig, DataSettings, EvaluateSettings
+from robusteval.card import as_cards
 from robusteval.data.arrays import LabeledArrays
 from robusteval.errors import RobustEvalError
 from robusteval.pruning import FinetuneSettings, PruneSettings, build_family
@@ -89,12 +90,12 @@ def test_drops_are_measured_against_the_chosen_baseline() -> None:
 
 
 def test_baseline_choice() -> None:
-    ids = ["dense", CONTROL_ID, "m@0.5"]
-    assert baseline_id("auto", ids, "dense") == CONTROL_ID
-    assert baseline_id("auto", ["dense", "m@0.5"], "dense") == "dense"
-    assert baseline_id("dense", ids, "dense") == "dense"
+    ids = as_cards({"id": i} for i in ["dense", CONTROL_ID, "m@0.5"])
+    assert baseline_id("auto", ids) == CONTROL_ID
+    assert baseline_id("auto", as_cards({"id": i} for i in ["dense", "m@0.5"])) == "dense"
+    assert baseline_id("dense", ids) == "dense"
     with pytest.raises(RobustEvalError, match="needs recovery fine-tuning"):
-        baseline_id(CONTROL_ID, ["dense"], "dense")
+        baseline_id(CONTROL_ID, as_cards([{"id": "dense"}]))
     with pytest.raises(RobustEvalError, match="baseline must be one of"):
         AnalysisSettings(baseline="pruned")
 
