@@ -116,8 +116,7 @@ def _evaluate(session: Session, models: list[ModelEntry], clean: LabeledArrays, 
     """Every condition on every model, then the sample images the report shows."""
     config = session.config
     run_conditions(models, conditions, session.run, config.evaluate, _engine(session), session.executor)
-    save_samples(session.run, clean, conditions, baseline_id(config.analysis.baseline, [m.id for m in models],
-                                                             DENSE_ID))
+    save_samples(session.run, clean, conditions, baseline_id(config.analysis.baseline, session.run.models()))
 
 
 def _attack(session: Session, models: list[ModelEntry], sample: tuple[torch.Tensor, torch.Tensor] | None) -> None:

@@ -3,8 +3,9 @@
 A :class:`MemberCard` is built once where a member is made (:mod:`robusteval.pruning.family`,
 :mod:`robusteval.pruning.given`), written as a line of ``models.jsonl`` (:meth:`MemberCard.to_json`,
 the keys of earlier versions plus ``role``), copied into ``summary.json`` and read back by
-:meth:`MemberCard.from_json`, which also reads lines written before roles existed. Which members
-are references and which are candidates is decided here, by role, and nowhere else.
+:meth:`MemberCard.from_json` (:func:`summary_cards` for a summary), which also reads lines written
+before roles existed. Which members are references (the dense model, the control) and which are
+candidates is decided here, by role, and nowhere else.
 """
 from __future__ import annotations
 
@@ -164,6 +165,25 @@ def role_of(model_id: str, method: str) -> str:
 def as_cards(entries: Iterable[MemberCard | Mapping[str, Any]]) -> list[MemberCard]:
     """Cards from cards or their JSON (models.jsonl lines, summary entries)."""
     return [e if isinstance(e, MemberCard) else MemberCard.from_json(e) for e in entries]
+
+
+def summary_cards(summary: Mapping[str, Any]) -> list[MemberCard]:
+    """The cards of a summary's models, where the models it names ``dense`` and ``baseline`` are references
+    whatever their lines say (a hand-made summary's or an old run's line may carry no role, and an id and method
+    that do not tell it): the dense one has role dense, a baseline other than it role control."""
+    roles = {summary.get("baseline"): "control", summary.get("dense"): "dense"}
+    return [c.replace(role=roles[c.id]) if c.id in roles and not c.is_reference else c
+            for c in as_cards(summary.get("models") or [])]
+
+
+def member_with_role(cards: Iterable[MemberCard], role: str) -> str | None:
+    """The id of the first member with ``role`` (e.g. the control), None when there is none."""
+    return next((c.id for c in cards if c.role == role), None)
+
+
+def dense_id(cards: Iterable[MemberCard]) -> str:
+    """The id of the dense model: the member with role dense (:data:`DENSE_ID` while none is registered)."""
+    return member_with_role(cards, "dense") or DENSE_ID
 
 
 def reference_ids(cards: Iterable[MemberCard]) -> tuple[str, ...]:

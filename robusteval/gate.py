@@ -38,7 +38,7 @@ from typing import Any
 
 from robusteval.analysis.candidate import size_phrase
 from robusteval.analysis.compare import Comparison
-from robusteval.card import MemberCard, candidate_ids
+from robusteval.card import MemberCard, candidate_ids, summary_cards
 from robusteval.declarations import Declarations
 from robusteval.metrics import reference_value
 from robusteval.errors import GateFailed, RobustEvalError
@@ -177,12 +177,13 @@ def evaluate_gate(summary: Mapping[str, Any], rules: Sequence[Rule], *, referenc
     """Check every rule on every pruned model (or on ``models``) of a run's summary.
 
     The reference defaults to the run's baseline, the one the report measures drops against
-    (``dense+ft`` when recovery fine-tunes, see ``analysis.baseline``); the untouched dense model,
-    the control and from-scratch baselines are references, not candidates, so they are not checked.
+    (``dense+ft`` when recovery fine-tunes, see ``analysis.baseline``). Only candidates are checked, by role
+    (:func:`robusteval.card.candidate_ids`): not the untouched dense model, the control, the from-scratch
+    baselines, nor a model chosen as the ``reference``.
     """
     if problem := incomplete_message(summary):
         raise RobustEvalError(f"cannot gate: {problem}")
-    cards = {c.id: c for c in map(MemberCard.from_json, summary.get("models", []))}
+    cards = {c.id: c for c in summary_cards(summary)}
     entries = {m["id"]: {**(m.get("metrics") or {}), **_costs(cards[m["id"]])} for m in summary.get("models", [])}
     reference = reference or summary.get("baseline") or summary.get("dense")
     if reference not in entries:
@@ -190,8 +191,7 @@ def evaluate_gate(summary: Mapping[str, Any], rules: Sequence[Rule], *, referenc
     for model in models or ():
         if model not in entries:
             raise RobustEvalError(unknown_name_message("model", model, entries))
-    declared = {reference, summary.get("dense"), summary.get("baseline")}
-    chosen = list(models) if models else [m for m in candidate_ids(cards.values()) if m not in declared] or [reference]
+    chosen = list(models) if models else [m for m in candidate_ids(cards.values()) if m != reference] or [reference]
     declarations = Declarations.of_summary(summary)
     for rule in rules:
         spec = declarations.find(rule.metric)  # None: the run lacks the metric, so its checks fail as missing

@@ -12,6 +12,7 @@ from torch import nn
 from robusteval.analysis import CONTROL_ID, analyse, baseline_id, verdict_lines
 from robusteval.api import audit
 from robusteval.config import AnalysisSettings, AuditConfig, DataSettings, EvaluateSettings
+from robusteval.card import as_cards
 from robusteval.data.arrays import LabeledArrays
 from robusteval.errors import RobustEvalError
 from robusteval.pruning import FinetuneSettings, PruneSettings, build_family
@@ -68,6 +69,27 @@ def test_scratch_baseline_retrains_the_pruned_architecture(tmp_path: Path) -> No
     assert not torch.allclose(scratch.model(x), pruned.model(x))  # re-initialised, not the pruned weights
 
 
+def test_a_saved_control_is_reloaded_not_trained_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The control is saved under its id like every member, so a resumed run (and the Ray driver, which loads
+    what its workers saved) reloads it instead of fine-tuning it anew."""
+    settings = PruneSettings(methods=("magnitude",), ratios=(0.5,), finetune=FinetuneSettings(epochs=1, batch_size=16),
+                             **FAST)
+    first = _family(settings, _data(), tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("*.pt2")) == ["dense+ft.pt2", "dense.pt2", "magnitude@0.5.pt2"]
+    from robusteval.pruning import family
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the control was fine-tuned again instead of reloaded")
+
+    monkeypatch.setattr(family, "finetune", fail)
+    again = _family(settings, _data(), tmp_path)
+    assert [m.id for m in again] == ["dense", CONTROL_ID, "magnitude@0.5"]
+    assert again[1].card.recovery == first[1].card.recovery
+    x = torch.rand(4, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(again[1].model(x), first[1].model(x), rtol=0, atol=1e-6)
+
+
 def _summary(baseline: str | None) -> dict:
     models = [("dense", "dense", 0.0, 0.80), (CONTROL_ID, CONTROL_ID, 0.0, 0.85), ("m@0.5", "m", 0.5, 0.84)]
     summary = {"dense": "dense", "models": [{"id": i, "method": m, "target_ratio": r, "metrics": {"clean/accuracy": a}}
@@ -89,12 +111,12 @@ def test_drops_are_measured_against_the_chosen_baseline() -> None:
 
 
 def test_baseline_choice() -> None:
-    ids = ["dense", CONTROL_ID, "m@0.5"]
-    assert baseline_id("auto", ids, "dense") == CONTROL_ID
-    assert baseline_id("auto", ["dense", "m@0.5"], "dense") == "dense"
-    assert baseline_id("dense", ids, "dense") == "dense"
+    ids = as_cards({"id": i} for i in ["dense", CONTROL_ID, "m@0.5"])
+    assert baseline_id("auto", ids) == CONTROL_ID
+    assert baseline_id("auto", as_cards({"id": i} for i in ["dense", "m@0.5"])) == "dense"
+    assert baseline_id("dense", ids) == "dense"
     with pytest.raises(RobustEvalError, match="needs recovery fine-tuning"):
-        baseline_id(CONTROL_ID, ["dense"], "dense")
+        baseline_id(CONTROL_ID, as_cards([{"id": "dense"}]))
     with pytest.raises(RobustEvalError, match="baseline must be one of"):
         AnalysisSettings(baseline="pruned")
 

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from robusteval.analysis import analyse
-from robusteval.card import ROLES, Costs, MemberCard, candidate_ids, reference_ids
+from robusteval.analysis import analyse, baseline_id
+from robusteval.card import ROLES, Costs, MemberCard, candidate_ids, reference_ids, summary_cards
 from robusteval.errors import RobustEvalError
 from robusteval.gate import Rule, evaluate_gate
 from robusteval.records import Record
@@ -128,3 +128,33 @@ def test_a_pruned_member_named_like_a_method_of_the_references_is_still_a_candid
     cards = [MemberCard("dense", "dense", "dense", 0.0), MemberCard("x+scratch@0.5", "pruned", "x+scratch", 0.5)]
     summary = _summary(*cards)
     assert [c.model for c in evaluate_gate(summary, [Rule("clean/accuracy", "min", 0.0)]).checks] == ["x+scratch@0.5"]
+
+
+def test_the_baseline_and_the_control_are_found_by_role_not_by_id():
+    """A control whose id is not ``dense+ft`` (nor the dense model's ``dense``) is still the control: chosen as
+    the baseline, named as such, and no pruned method."""
+    cards = [MemberCard("base", "dense", "dense", 0.0), MemberCard("base+tuned", "control", "dense+ft", 0.0),
+             MemberCard("m@0.5", "pruned", "m", 0.5)]
+    assert baseline_id("auto", cards) == baseline_id("dense+ft", cards) == "base+tuned"
+    assert baseline_id("dense", cards) == baseline_id("auto", cards[::2]) == "base"
+    records = [{"model": c.id, "condition": "clean", "metrics": {"clean/accuracy": 0.9}} for c in cards]
+    summary = build_summary("base", cards, records, {"baseline": "base+tuned", "complete": True, "missing": []})
+    analysis = analyse(summary)
+    assert analysis.references == ("base", "base+tuned") and analysis.methods == ["m"]
+    assert analysis.baseline_note().startswith("drops are measured against base+tuned: the dense model fine-tuned")
+    against_dense = analyse(summary | {"baseline": "base"}).baseline_note()
+    assert against_dense == ("drops are measured against the untouched dense model base (the control base+tuned, "
+                             "fine-tuned like the pruned models, is shown beside it)")
+
+
+def test_the_models_a_summary_names_dense_and_baseline_are_references_even_without_roles():
+    """A hand-made summary (or an older run's) whose lines carry no role: the models it names ``dense`` and
+    ``baseline`` are the references, for the analysis and the gate alike."""
+    summary = {"dense": "d", "baseline": "b", "models": [
+        {"id": "d", "metrics": {"clean/accuracy": 0.9}}, {"id": "b", "metrics": {"clean/accuracy": 0.92}},
+        {"id": "p", "method": "m", "target_ratio": 0.5, "metrics": {"clean/accuracy": 0.8}}]}
+    cards = summary_cards(summary)
+    assert [c.role for c in cards] == ["dense", "control", "pruned"]
+    assert reference_ids(cards) == analyse(summary).references == ("d", "b") and candidate_ids(cards) == ("p",)
+    assert [c.model for c in evaluate_gate(summary, [Rule("clean/accuracy", "min", 0.0)]).checks] == ["p"]
+    assert summary_cards(summary | {"baseline": "d"})[1].role == "pruned"  # named by neither: as its line says

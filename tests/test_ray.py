@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -18,11 +19,13 @@ from torch import nn
 from robusteval.api import audit
 from robusteval.cli import main
 from robusteval.config import config_from_dict
+from robusteval.data.arrays import LabeledArrays
 from robusteval.engine.executor import EngineConfig
 from robusteval.engine.ray import RayExecutor, Worker, check_device
 from robusteval.errors import RobustEvalError
 from robusteval.models.bundled import BUNDLED_ARCH, BUNDLED_MODEL
 from robusteval.models.loading import load_model
+from robusteval.pruning import FinetuneSettings, PruneSettings, build_family
 from robusteval.results import RunDir
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'robusteval[ray]')")
@@ -200,6 +203,45 @@ def test_a_worker_runs_on_the_runs_device_with_tf32_off_and_a_gpu_task_gets_its_
     assert first[1:] == second[1:] == (device, False, False)
     if gpus:  # Ray's max_calls=1 for GPU tasks: a worker never keeps a GPU (or models) Ray gave to another task
         assert first[0] != second[0]
+
+
+def _tiny_family(tmp_path: Path) -> tuple[RayExecutor, dict]:
+    """A Ray executor on the run ``tmp_path`` and what a small family (control, structured method with its
+    from-scratch baseline, unstructured method) is built from."""
+    torch.manual_seed(0)
+    dense = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
+    x = np.random.default_rng(1).integers(0, 256, (32, 8, 8, 3), dtype=np.uint8)
+    settings = PruneSettings(methods=("l1_filter", "magnitude"), ratios=(0.5,), measure_latency=False, bn_batches=2,
+                             finetune=FinetuneSettings(epochs=1, batch_size=16), scratch_baseline=True)
+    train = LabeledArrays(x, (np.arange(32) % 4).astype(np.int64), ("a", "b", "c", "d"))
+    executor = RayExecutor(EngineConfig(kind="ray"), RunDir(tmp_path), ray, torch.device("cpu"))
+    return executor, dict(dense=dense, settings=settings, example_input=torch.rand(1, 3, 8, 8), train_data=train)
+
+
+def test_a_ray_built_family_comes_in_the_local_order_with_the_cards_the_local_engine_reads(cluster, tmp_path):
+    executor, family = _tiny_family(tmp_path)
+    built = list(executor.build_family(**family, run=RunDir(tmp_path), progress=False))
+    ids = ["dense", "dense+ft", "l1_filter@0.5", "l1_filter+scratch@0.5", "magnitude@0.5"]
+    assert [m.id for m in built] == ids
+    local = list(build_family(**family, out_dir=tmp_path / "models", progress=False))  # reuses every archive
+    assert [m.card for m in built] == [m.card for m in local]
+
+
+def _saves_nothing(*args) -> None:
+    """A build task whose worker saves no archive (as one whose run directory is not the driver's)."""
+
+
+def test_a_member_a_worker_did_not_save_is_a_one_line_error_never_rebuilt_by_the_driver(cluster, tmp_path):
+    executor, family = _tiny_family(tmp_path)
+    executor._build = executor.remote(_saves_nothing)
+    members = executor.build_family(**family, run=RunDir(tmp_path), progress=False)
+    assert next(members).id == "dense"
+    with pytest.raises(RobustEvalError, match=r"^family member dense\+ft: a Ray worker built it but its archive is "
+                                              "missing"):
+        next(members)
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["dense.json", "dense.pt2"]
 
 
 def _engine_yaml(tmp_path: Path, **engine) -> str:

@@ -50,7 +50,7 @@ def _drop_phrase(analysis: Analysis, family: str, model: MemberCard) -> str | No
 def candidate_lines(analysis: Analysis) -> list[str]:
     """One sentence per given (candidate) model: its size and speed beside its drops from the reference."""
     lines = []
-    for model in (m for m in analysis.models if m.role == GIVEN and not analysis.is_reference(m.id)):
+    for model in (m for m in analysis.models if m.role == GIVEN):
         drops = [d for f in analysis.families if (d := _drop_phrase(analysis, f, model))]
         failing = [f for f in analysis.families if (c := analysis.family_curve(f, GIVEN)) and c.first_out is not None]
         size = size_phrase(model.costs)

@@ -37,7 +37,7 @@ from robusteval.analysis import potential
 from robusteval.analysis.potential import Curve, Point, potential_interval, prune_potential
 from robusteval.declarations import METRICS, Declarations
 from robusteval.errors import RobustEvalError
-from robusteval.card import MemberCard
+from robusteval.card import MemberCard, dense_id, member_with_role, reference_ids, summary_cards
 from robusteval.metrics import FAMILIES, attack_point, corruption_point, key_matches, noise_point, reference_value
 from robusteval.records import CONTROL_ID, Record, as_records
 from robusteval.results import RunDir, decode_bits, incomplete_message
@@ -87,9 +87,9 @@ def analyse(summary: Mapping[str, Any], records: Iterable[Record | Mapping[str, 
         if not any(m.get("id") == mid for m in entries):
             raise RobustEvalError(f"summary: expected the {which} {mid!r} among its models, "
                                   f"got {[m.get('id') for m in entries]}")
-    models = [MemberCard.from_json(m) for m in entries]
+    models = summary_cards(summary)
     values = {m["id"]: _values(m.get("metrics") or {}) for m in entries}
-    references = tuple(m.id for m in models if m.is_reference or m.id in (dense, baseline))
+    references = reference_ids(models)
     pruned = [m for m in models if m.id not in references]
     stats = _Bootstrap(per_sample_correctness(records), baseline, confidence, n_resamples, seed)
     curves: dict[str, dict[str, Curve]] = {}
@@ -142,14 +142,17 @@ def _curve(key: str, method: str, ref: float, tol: float, members: Sequence[Memb
                  potential_interval(points, tol), stats.dense_halfwidth(key))
 
 
-def baseline_id(choice: str, model_ids: Sequence[str], dense: str) -> str:
-    """The model drops are measured against: ``auto`` picks the control when the run has one."""
+def baseline_id(choice: str, cards: Iterable[MemberCard]) -> str:
+    """The model drops are measured against, by the members' roles: the control when the run has one and
+    ``choice`` (``analysis.baseline``) is ``auto`` or the control, else the dense model."""
     if choice not in BASELINES:
         raise RobustEvalError(f"analysis baseline must be one of {', '.join(BASELINES)}, got {choice!r}")
-    if choice == CONTROL_ID and CONTROL_ID not in model_ids:
+    cards = list(cards)
+    control = member_with_role(cards, "control")
+    if choice == CONTROL_ID and control is None:
         raise RobustEvalError(f"analysis baseline {CONTROL_ID!r} needs recovery fine-tuning (pruning.finetune.epochs "
                               "> 0 and training data); this run has no control member")
-    return CONTROL_ID if choice != "dense" and CONTROL_ID in model_ids else dense
+    return control if choice != "dense" and control is not None else dense_id(cards)
 
 
 def analyse_run(run_dir: str | Path, *, tolerance: float = DEFAULT_TOLERANCE,

@@ -8,8 +8,8 @@ from typing import Any
 
 from robusteval.analysis.forgetting import Forgetting
 from robusteval.analysis.potential import Curve
-from robusteval.card import MemberCard
-from robusteval.records import CONTROL_ID, Record, as_records
+from robusteval.card import MemberCard, member_with_role
+from robusteval.records import Record, as_records
 
 
 @dataclass
@@ -46,7 +46,7 @@ class Analysis:
     baseline: str  # the model drops are measured against (the dense model or its control)
     tolerance: float
     tolerances: dict[str, float]
-    models: list[MemberCard]
+    models: list[MemberCard]  # with the roles :func:`robusteval.card.summary_cards` gives: the baseline is a reference
     values: dict[str, dict[str, float]]  # model id → metric key → value (incl. derived means)
     curves: dict[str, dict[str, Curve]]  # metric key → method → curve
     families: dict[str, str]  # family → headline metric key (present families only)
@@ -60,22 +60,20 @@ class Analysis:
 
     @property
     def methods(self) -> list[str]:
-        return list(dict.fromkeys(m.method for m in self.models if not self.is_reference(m.id)))
+        return list(dict.fromkeys(m.method for m in self.models if not m.is_reference))
 
     def ratios(self, method: str) -> list[float]:
-        return sorted({m.ratio for m in self.models if m.method == method and not self.is_reference(m.id)})
-
-    def is_reference(self, model_id: str) -> bool:
-        return model_id == self.baseline or model_id in self.references
+        return sorted({m.ratio for m in self.models if m.method == method and not m.is_reference})
 
     def baseline_note(self) -> str:
-        """Which model drops are measured against, in words."""
-        if self.baseline == CONTROL_ID:
-            return (f"drops are measured against {CONTROL_ID}: the dense model fine-tuned with the pruned models' "
+        """Which model drops are measured against, in words (the control is the member with that role)."""
+        control = member_with_role(self.models, "control")
+        if self.baseline == control:
+            return (f"drops are measured against {control}: the dense model fine-tuned with the pruned models' "
                     f"recovery budget (the untouched dense model {self.dense} is shown beside it)")
-        control = " (the control dense+ft, fine-tuned like the pruned models, is shown beside it)" \
-            if CONTROL_ID in self.references else ""
-        return f"drops are measured against the untouched dense model {self.baseline}{control}"
+        beside = "" if control is None else \
+            f" (the control {control}, fine-tuned like the pruned models, is shown beside it)"
+        return f"drops are measured against the untouched dense model {self.baseline}{beside}"
 
     def family_curve(self, family: str, method: str) -> Curve | None:
         key = self.families.get(family)

@@ -23,7 +23,7 @@ def write_summary(run: RunDir, *, digest: str, baseline: str, seconds: float | N
     missing = missing_results(*plan, {(r.model, r.condition) for r in records})
     summary = build_summary(DENSE_ID, cards, records,
                             {"config_digest": digest, "complete": not missing, "missing": missing})
-    summary["baseline"] = baseline_id(baseline, [c.id for c in cards], DENSE_ID)
+    summary["baseline"] = baseline_id(baseline, cards)
     samples = read_samples(run.path)
     per_class = class_metrics(records, samples, summary["baseline"]) if samples is not None else {}
     noise_units = {r.meta["units"] for r in records if r.family == "noise" and "units" in r.meta}

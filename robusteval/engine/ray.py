@@ -3,8 +3,8 @@
 The driver plans exactly as the local engine and stays the only writer of records; a task
 computes one shard of one condition on every model that still needs it (each input batch is
 made once per task) and saves the same atomic shard files, builds one group of the family
-(:func:`robusteval.pruning.family.build_group`) into the run directory (which the driver then
-reloads), or attacks one model.
+(:func:`robusteval.pruning.family.build_group`) into the run directory (from which the driver
+loads it), or attacks one model.
 The run directory must be on a filesystem every node sees at the same path.
 
 A model travels once: a saved family member as its archive in the run directory, any other
@@ -40,7 +40,7 @@ from robusteval.errors import RobustEvalError, describe
 from robusteval.escaping import visible
 from robusteval.evaluators.adversarial import AdversarialSettings, plan
 from robusteval.evaluators.base import Result
-from robusteval.pruning import FamilyMember, PruneSettings, build_family, load_member
+from robusteval.pruning import FamilyMember, PruneSettings, load_member
 from robusteval.pruning.family import build_group, family_groups, member_id
 from robusteval.results import RunDir
 
@@ -193,17 +193,24 @@ class RayExecutor:
 
     def build_family(self, dense: nn.Module, *, settings: PruneSettings, example_input: torch.Tensor,
                      train_data: LabeledArrays | None, run: RunDir, progress: bool) -> Iterator[FamilyMember]:
-        """Build every pruned group of the family on workers into the run directory (dense stays here),
-        then yield the family as :func:`robusteval.pruning.build_family` reloads it from there."""
+        """Build every group of the family but the dense one on workers into the run directory, then yield the
+        family in the order of :func:`robusteval.pruning.build_family`: the dense member built (or reused) here,
+        then each member as a worker saved it."""
         out_dir = store.models_dir(run)
-        groups = [g for g in family_groups(settings, train_data) if g[0][0] != "dense"]
+        dense_group, *groups = family_groups(settings, train_data)
         dense_ref, train_ref = self._put(dense), None if train_data is None else self._put(train_data)
         tasks = [(self._build.remote(dense_ref, g, settings, example_input.cpu(), train_ref, str(out_dir),
                                      self._worker), 1, member_id(*g[0])) for g in groups]
         with tqdm(total=len(tasks), desc="pruning (ray)", disable=not progress) as bar:
             self._wait(tasks, bar)
-        yield from build_family(dense, settings=settings, example_input=example_input, train_data=train_data,
-                                out_dir=out_dir, progress=progress)
+        yield from build_group(dense, dense_group, settings=settings, example_input=example_input,
+                               train_data=train_data, out_dir=out_dir)
+        for mid in (member_id(*entry) for group in groups for entry in group):
+            archive = store.member_archive(run, mid)
+            if archive is None:
+                raise RobustEvalError(f"family member {mid}: a Ray worker built it but its archive is missing in "
+                                      f"{out_dir} (the run directory must be on a filesystem every node sees)")
+            yield load_member(archive, model_device(dense))
 
 
 def _on_cpu(module: nn.Module) -> nn.Module:

@@ -4,7 +4,8 @@
     logits/<model>.clean.npy             each model's clean logits, the in-distribution side of OOD detection
     transfer.pt                          the transfer examples crafted on dense (reused when a run resumes)
     models/<id>.pt2, models/<id>.json    the saved family (:func:`robusteval.pruning.save_member`), reloaded
-                                         on resume and shipped to Ray workers as files
+                                         on resume and shipped to Ray workers as files; the names inside
+                                         models/ are :func:`robusteval.pruning.member.member_path`'s
 
 What :class:`robusteval.results.RunDir` owns (records, models.jsonl, manifest, summary, lock) is named there.
 """
@@ -18,6 +19,7 @@ import torch
 from robusteval.conditions import Condition
 from robusteval.errors import RobustEvalError
 from robusteval.files import write_atomic
+from robusteval.pruning.member import saved_member
 from robusteval.results import RunDir
 
 
@@ -62,9 +64,8 @@ def models_dir(run: RunDir) -> Path:
 
 
 def member_archive(run: RunDir, model_id: str) -> Path | None:
-    """The saved member's archive (with its ``.json`` sidecar), None when it is not saved complete."""
-    archive = models_dir(run) / f"{model_id}.pt2"
-    return archive if archive.is_file() and archive.with_suffix(".json").is_file() else None
+    """The saved member's archive (with its ``.json`` card), None when it is not saved complete."""
+    return saved_member(models_dir(run), model_id)
 
 
 def _safe(model_id: str) -> str:

@@ -27,7 +27,9 @@ from robusteval.pruning.settings import FinetuneSettings, PruneSettings, check_r
 from robusteval.pruning.stats import model_info
 
 def member_id(method: str, ratio: float) -> str:
-    return "dense" if method == "dense" else f"{method}@{ratio:g}"
+    """A grid entry's id (its card's, and its archive's name): the dense model's and the control's are their
+    methods, any other member's ``method@ratio``."""
+    return method if method in (DENSE_ID, CONTROL_ID) else f"{method}@{ratio:g}"
 
 
 def _data_batch(data: LabeledArrays, settings: PruneSettings, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -234,18 +236,17 @@ def family_groups(settings: PruneSettings, train_data: LabeledArrays | None) -> 
     """The family's (method, ratio) grid in order, in groups that build independently: dense, the
     control, then each (method, ratio) with its from-scratch baseline (which needs its architecture)."""
     trains = train_data is not None and settings.finetune.epochs > 0
-    grid = [("dense", 0.0)] + [(CONTROL_ID, 0.0)] * trains + [(m, r) for m in settings.methods for r in settings.ratios]
+    grid = [(DENSE_ID, 0.0)] + [(CONTROL_ID, 0.0)] * trains + [(m, r) for m in settings.methods for r in settings.ratios]
     return [[(m, r)] + [(m + SCRATCH_SUFFIX, r)] * _scratch(m, settings, trains) for m, r in grid]
 
 
 def build_group(dense: nn.Module, group: list[tuple[str, float]], *, settings: PruneSettings,
-                example_input: torch.Tensor, train_data: LabeledArrays | None, out_dir: Path) -> None:
-    """Build and save one group of :func:`family_groups` (what :func:`build_family` then reloads), skipping
-    members already saved from the same dense weights and settings: the unit of work of a worker."""
+                example_input: torch.Tensor, train_data: LabeledArrays | None, out_dir: Path) -> list[FamilyMember]:
+    """Build and save one group of :func:`family_groups`, skipping members already saved from the same dense
+    weights and settings (reloaded instead), and return its members: the unit of work of a Ray worker."""
     fingerprint = member_fingerprint(dense, settings, example_input)
     built: dict[str, FamilyMember] = {}
-    for entry in group:
-        _member(dense, entry, built, settings, example_input, train_data, out_dir, fingerprint)
+    return [_member(dense, entry, built, settings, example_input, train_data, out_dir, fingerprint) for entry in group]
 
 
 def _member(dense: nn.Module, entry: tuple[str, float], built: dict[str, FamilyMember], settings: PruneSettings,
@@ -264,14 +265,14 @@ def _member(dense: nn.Module, entry: tuple[str, float], built: dict[str, FamilyM
 
 
 def _scratch(method: str, settings: PruneSettings, trains: bool) -> bool:
-    return trains and settings.scratch_baseline and method != CONTROL_ID and method != "dense" \
+    return trains and settings.scratch_baseline and method not in (CONTROL_ID, DENSE_ID) \
         and PRUNING_METHODS.get(method).structured
 
 
 def _build(dense: nn.Module, method: str, ratio: float, built: dict[str, FamilyMember], settings: PruneSettings,
            example_input: torch.Tensor, train_data: LabeledArrays | None) -> FamilyMember:
     """Build one grid entry; a from-scratch baseline needs its pruned architecture as a module."""
-    if method == "dense":
+    if method == DENSE_ID:
         return dense_member(dense, settings=settings, example_input=example_input)
     if method == CONTROL_ID:
         return control_member(dense, settings=settings, example_input=example_input, train_data=train_data)

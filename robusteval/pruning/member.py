@@ -75,6 +75,18 @@ def member_fingerprint(dense: nn.Module, settings: PruneSettings, example_input:
     return digest.hexdigest()[:16]
 
 
+def member_path(out_dir: Path, member_id: str) -> Path:
+    """Where ``member_id`` is saved in ``out_dir``: its archive ``<id>.pt2``, with its card ``<id>.json`` beside it
+    (the same path ``.with_suffix(".json")``)."""
+    return Path(out_dir) / f"{member_id}.pt2"
+
+
+def saved_member(out_dir: Path, member_id: str) -> Path | None:
+    """The archive of ``member_id`` in ``out_dir`` when it is saved complete (archive and card), else None."""
+    path = member_path(out_dir, member_id)
+    return path if path.is_file() and path.with_suffix(".json").is_file() else None
+
+
 def save_member(member: FamilyMember, out_dir: Path, *, example_input: torch.Tensor | None = None,
                 fingerprint: str = "") -> Path:
     """Save as ``<id>.pt2`` (torch.export, dynamic batch, reloads without the original code) and
@@ -92,7 +104,7 @@ def save_member(member: FamilyMember, out_dir: Path, *, example_input: torch.Ten
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
     model = copy.deepcopy(member.model).cpu().eval()
     program = torch.export.export(model, (x,), dynamic_shapes=({0: batch},))
-    path = out_dir / f"{member.id}.pt2"
+    path = member_path(out_dir, member.id)
     torch.export.save(program, path)
     meta = {"format": FORMAT, "id": member.id, "method": member.method, "target_ratio": member.target_ratio,
             "input_shape": [1, *x.shape[1:]], "fingerprint": fingerprint, "info": member.card.to_json()}
@@ -121,18 +133,16 @@ def load_member(path: Path, device: torch.device | str | None = None) -> FamilyM
 def reused(out_dir: Path | None, mid: str, fingerprint: str, device: torch.device) -> FamilyMember | None:
     """The member saved in ``out_dir`` as ``<mid>.pt2`` when it was built from the same ``fingerprint``, on
     ``device``; None when there is none, it was built otherwise, or it cannot be reloaded here."""
-    if out_dir is None:
-        return None
-    sidecar = Path(out_dir) / f"{mid}.json"
-    if not sidecar.is_file() or not sidecar.with_suffix(".pt2").is_file():
+    archive = None if out_dir is None else saved_member(out_dir, mid)
+    if archive is None:
         return None
     try:
-        if json.loads(sidecar.read_text()).get("fingerprint") != fingerprint:
+        if json.loads(archive.with_suffix(".json").read_text()).get("fingerprint") != fingerprint:
             return None
     except json.JSONDecodeError:
         return None
     try:
-        return load_member(sidecar, device)
+        return load_member(archive, device)
     except Exception as exc:  # cut short by a kill, or saved on a device this machine lacks (CUDA archives)
         warn(f"saved member {mid} cannot be reloaded here ({describe(exc)}); rebuilding it")
         return None

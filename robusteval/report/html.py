@@ -90,7 +90,7 @@ def render_report(analysis: Analysis, manifest: Mapping[str, Any], *, title: str
     sections = [f'<section id="{k}"><h2>{SECTIONS[k]}</h2>\n{v}\n</section>' for k, v in present.items()]
     body = "\n".join(([f'<p class="incomplete">{_e(warning)}</p>'] if warning else []) + sections)
     nav = "".join(f'<a href="#{k}">{SECTIONS[k]}</a>' for k in present)
-    n_pruned = len(analysis.models) - len(set(analysis.references) | {analysis.baseline})
+    n_pruned = sum(not m.is_reference for m in analysis.models)
     subtitle = (f"dense model {_e(analysis.dense or analysis.baseline)} vs {n_pruned} pruned models of "
                 f"{len(analysis.methods)} methods; drops against {_e(analysis.baseline)}; "
                 f"tolerance δ = {analysis.tolerance:g}")
