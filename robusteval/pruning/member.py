@@ -40,7 +40,8 @@ class FamilyMember:
         return self.card.ratio
 
     @property
-    def info(self) -> dict:  # the card as its models.jsonl line
+    def info(self) -> dict:
+        """The card as its models.jsonl line (read-only; for readers of the dict members had before cards)."""
         return self.card.to_json()
 
 
@@ -90,7 +91,7 @@ def saved_member(out_dir: Path, member_id: str) -> Path | None:
 def save_member(member: FamilyMember, out_dir: Path, *, example_input: torch.Tensor | None = None,
                 fingerprint: str = "") -> Path:
     """Save as ``<id>.pt2`` (torch.export, dynamic batch, reloads without the original code) and
-    ``<id>.json`` (method, ratio, info). Returns the .pt2 path.
+    ``<id>.json`` (the member's card). Returns the .pt2 path.
 
     A CPU copy of the model is exported, so the archive holds no accelerator tensors and reloads on
     any machine (:func:`load_member` moves it to a device)."""
