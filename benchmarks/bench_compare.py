@@ -4,8 +4,9 @@
 
 Writes two run directories shaped like ``robusteval demo``'s (17 models: dense, dense+ft and 3 methods x 5
 ratios; the quick preset's conditions and metric keys, about 530 metrics per model; per-sample bits for
-2,000 clean images and 100 per corruption and noise condition), the second with its pruned members worse
-(as if fine-tuned less), without pruning or evaluating anything. Then times, median over ``--repeats``:
+2,000 clean images and 100 per corruption and noise condition; reliability bins and ROC curves), the second
+with its pruned members worse (as if fine-tuned less), without pruning or evaluating anything. Then times,
+median over ``--repeats``:
 
 A: ``compare_runs`` (read both runs, pair the models, a bootstrap interval per accuracy metric);
 B: writing comparison.html, .json and .md from it;
@@ -55,8 +56,16 @@ def _bit_record(model: str, cond: str, n: int, correct: np.ndarray, loss: float)
         prefix = "agreement" if cond == "clean" else f"agreement/{cond}"
         metrics |= {f"{prefix}/{k}": v for k, v in (("top1", 1 - loss), ("kl", loss), ("l2", loss), ("linf", loss),
                                                      ("dense_correct_pruned_wrong", loss / 2))}
+    details = {"calibration": {"reliability": _reliability(loss)}} if cond == "clean" else {}
     return {"model": model, "condition": cond, "family": cond.split("/")[0], "n": n, "metrics": metrics,
-            "correct": encode_bits(correct), "details": {}, "warnings": []}
+            "correct": encode_bits(correct), "details": details, "warnings": []}
+
+
+def _reliability(loss: float, bins: int = 15) -> dict:
+    """The calibration evaluator's reliability bins (its default 15), overconfident by ``loss``."""
+    conf = (np.arange(bins) + 0.5) / bins
+    return {"edges": np.linspace(0, 1, bins + 1).tolist(), "confidence": conf.tolist(),
+            "accuracy": np.clip(conf - 0.02 - loss, 0, 1).tolist(), "count": [100] * bins}
 
 
 def _other_records(model: str, loss: float) -> list[dict]:

@@ -264,3 +264,89 @@ def test_comparison_page_renders_in_headless_chromium(tmp_path):
     assert page["images"] >= 7 and page["broken"] == 0
     assert page["worse"] > 0  # random@0.7 is worse than random@0.5 beyond noise
     assert not page["overflow"]
+
+
+def _page_figures(monkeypatch) -> dict:
+    """alt text → the matplotlib Figure of every figure the comparison page embeds (filled in as it renders)."""
+    from robusteval.report import comparison
+
+    figures, embed = {}, comparison._figure
+
+    def spy(fig, alt: str) -> str:
+        figures[alt] = fig
+        return embed(fig, alt)
+
+    monkeypatch.setattr(comparison, "_figure", spy)
+    return figures
+
+
+def _titles(fig) -> list[str]:
+    return [ax.get_title() for ax in fig.axes if ax.get_visible()]
+
+
+def _legend(fig) -> list[str]:
+    return [t.get_text() for t in fig.legends[0].get_texts()]
+
+
+def _details(run: Path, model: str, condition: str) -> dict:
+    return next(r["details"] for r in map(json.loads, (run / "records.jsonl").read_text().splitlines())
+                if (r["model"], r["condition"]) == (model, condition))
+
+
+def test_comparison_page_overlays_the_reliability_diagrams_and_roc_curves_of_both_runs(tmp_path, monkeypatch):
+    from fixtures.runs import OOD_SETS, write_synthetic_run
+    from robusteval.report.comparison import compare
+
+    figures = _page_figures(monkeypatch)
+    base, new = write_synthetic_run(tmp_path / "v1"), write_synthetic_run(tmp_path / "v2")
+    compare(base, new, pairs=[("random@0.5", "random@0.9"), ("dense", "dense")], out=tmp_path / "out")
+    text = (tmp_path / "out" / "comparison.html").read_text(encoding="utf-8")
+    for alt in ("reliability diagrams: both runs", "OOD ROC curves: both runs"):
+        assert f'<img alt="{alt}" src="data:image/png;base64,' in text
+    assert "none in" not in text  # both runs have every pair's details: no note
+    reliability, roc = figures["reliability diagrams: both runs"], figures["OOD ROC curves: both runs"]
+    assert _titles(reliability) == ["random@0.5 → random@0.9", "dense"]
+    assert _legend(reliability) == ["accuracy (base)", "accuracy (new)", "gap to confidence (base)",
+                                    "gap to confidence (new)", "perfect calibration"]
+    assert _titles(roc) == [f"OOD: {s}" for s in OOD_SETS]
+    assert _legend(roc) == ["base run", "new run", "random@0.5 → random@0.9", "dense"]
+    # the base run's model dashed, the new run's solid: the curves and bars are each run's own records
+    panel = reliability.axes[0]
+    bins = {run: _details(run_dir, model, "clean")["calibration"]["reliability"]["accuracy"]
+            for run, run_dir, model in (("base", base, "random@0.5"), ("new", new, "random@0.9"))}
+    outlined = [p.get_height() for p in panel.patches if not p.get_fill()]
+    filled = [p.get_height() for p in panel.patches if p.get_fill()]
+    assert outlined[:9] == pytest.approx(bins["base"][1:]) and filled[:9] == pytest.approx(bins["new"][1:])
+    assert bins["base"] != bins["new"]
+    lines = {line.get_linestyle(): line.get_ydata() for line in roc.axes[1].get_lines()
+             if line.get_label() == "random@0.5 → random@0.9"}
+    assert list(lines["--"]) == _details(base, "random@0.5", "ood/svhn")["ood"]["roc"]["msp"]["tpr"]
+    assert list(lines["-"]) == _details(new, "random@0.9", "ood/svhn")["ood"]["roc"]["msp"]["tpr"]
+
+
+@pytest.mark.parametrize("stripped", [("dense",), "every model"])
+def test_a_pair_the_base_run_has_no_calibration_details_for_gets_a_note(tmp_path, monkeypatch, stripped):
+    """Calibration off for one model (or the whole base run): no panel for the pair, a one-line note, no error."""
+    from fixtures.runs import write_synthetic_run
+    from robusteval.report.comparison import compare
+
+    figures = _page_figures(monkeypatch)
+    base, new = write_synthetic_run(tmp_path / "v1"), write_synthetic_run(tmp_path / "v2")
+    path = base / "records.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    for record in records:
+        if stripped == "every model" or record["model"] in stripped:
+            record["details"].pop("calibration", None)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    compare(base, new, pairs=[("dense", "dense"), ("magnitude@0.5", "magnitude@0.7")], out=tmp_path / "out")
+    text = (tmp_path / "out" / "comparison.html").read_text(encoding="utf-8")
+    notes = [line for line in re.findall(r'<p class="note">([^<]*)</p>', text) if "none in" in line]
+    assert len(notes) == 1
+    if stripped == "every model":
+        assert "reliability: dense (none in the base run), magnitude@0.5 → magnitude@0.7 (none in the base run)" \
+            in notes[0]
+        assert "reliability diagrams: both runs" not in figures
+    else:
+        assert "reliability: dense (none in the base run)." in notes[0] and "magnitude@0.5" not in notes[0]
+        assert _titles(figures["reliability diagrams: both runs"]) == ["magnitude@0.5 → magnitude@0.7"]
+    assert _titles(figures["OOD ROC curves: both runs"]) == ["OOD: gaussian", "OOD: svhn"]

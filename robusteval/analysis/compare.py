@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from robusteval.analysis.drops import per_sample_correctness
-from robusteval.analysis.model import _nan_to_none
+from robusteval.analysis.model import Evidence, _nan_to_none
 from robusteval.analysis.potential import bootstrap_difference_ci, bootstrap_mean_ci
 from robusteval.declarations import Declarations, drop
 from robusteval.errors import RobustEvalError
@@ -35,12 +35,14 @@ from robusteval.results import RunDir, incomplete_message
 
 @dataclass(frozen=True)
 class RunSide:
-    """One of the two runs: its summary, manifest and per-sample correctness (metric → model → bits)."""
+    """One of the two runs: its summary, manifest, per-sample correctness (metric → model → bits) and the
+    records' evidence (reliability bins, OOD ROC curves) for the comparison page's overlaid figures."""
 
     path: Path
     summary: Mapping[str, Any]
     manifest: Mapping[str, Any]
     correctness: Mapping[str, Mapping[str, np.ndarray]] = field(default_factory=dict, compare=False)
+    evidence: Evidence = field(default_factory=Evidence, compare=False)
 
     @classmethod
     def read(cls, path: str | Path) -> RunSide:
@@ -49,7 +51,9 @@ class RunSide:
         summary = run.read_summary()
         if problem := incomplete_message(summary):
             raise RobustEvalError(f"cannot compare {run.path}: {problem}")
-        return cls(run.path, summary, run.read_manifest() or {}, per_sample_correctness(run.records()))
+        records = run.records()
+        return cls(run.path, summary, run.read_manifest() or {}, per_sample_correctness(records),
+                   Evidence.from_records(records))
 
     @property
     def model_ids(self) -> list[str]:

@@ -42,6 +42,7 @@ SECTIONS = {"summary": "Summary", "changes": "Changes beyond noise", "curves": "
 _CLASS = {"worse": "bad", "better": "ok", "within noise": ""}
 _MARKDOWN_ROWS = 30
 _SHOWN_CHANGES = 50
+_ROC_PAIRS = 10  # lines of one colour each (tab10) on an OOD set's ROC panel
 
 
 def compare(base: str | Path, new: str | Path, *, pairs: Sequence[tuple[str, str]] | None = None,
@@ -185,8 +186,22 @@ def _every_metric(comparison: Comparison) -> str:
 
 def _curves(comparison: Comparison) -> str:
     runs = {"base": _analysis(comparison.base), "new": _analysis(comparison.new)}
-    if not all(a is not None and a.methods for a in runs.values()):
+    new = runs["new"]
+    chosen = [(b, n) for n in (chosen_models(new) if new is not None else []) for b, m in comparison.pairs if m == n]
+    parts = _ratio_curves(runs, chosen) if all(a is not None and a.methods for a in runs.values()) else []
+    parts += _evidence_curves(comparison, chosen)
+    if not parts:
         return ""
+    return ('<p class="note">The report\'s curves with both runs on the same axes: dashed (squares, bar outlines) the '
+            "base run, solid (circles, filled bars) the new run. Metric curves start at each run's reference model "
+            "(0%); the ε curves show, per method, the model at the new run's clean-accuracy prune potential and its "
+            f"pair in the base run; the reliability diagrams show every compared pair, the OOD ROC curves too when "
+            f"there are at most {_ROC_PAIRS} (else the pairs of the ε curves).</p>"
+            + "".join(parts))
+
+
+def _ratio_curves(runs: Mapping[str, Analysis], chosen: Sequence[tuple[str, str]]) -> list[str]:
+    """Metric vs prune ratio, severity curves and the ε curves of both runs (of the ``chosen`` pairs)."""
     families: dict[str, list[str]] = {}
     for analysis in runs.values():
         for family, keys in _panels(analysis).items():
@@ -201,17 +216,56 @@ def _curves(comparison: Comparison) -> str:
         parts.append("<h3>Severity curves (mean over corruptions)</h3>"
                      + _figure(plots.overlay_lines(panels, xlabel="severity", ylabel="accuracy"),
                                "severity curves: both runs"))
-    chosen = [(b, n) for n in chosen_models(runs["new"]) for b, m in comparison.pairs if m == n]
     for title, key_of, xlabel in (("Adversarial accuracy vs ε", attack_curve_point, "ε"),
                                   ("Accuracy vs noise ε", noise_curve_point, "noise ε")):
         panels = _eps_overlay(runs, chosen, key_of)
         if panels:
             parts.append(f"<h3>{title}</h3>" + _figure(plots.overlay_lines(panels, xlabel=xlabel, ylabel="accuracy"),
                                                        f"{title}: both runs"))
-    return ('<p class="note">The report\'s curves with both runs on the same axes: dashed squares the base run, solid '
-            "circles the new run. Metric curves start at each run's reference model (0%); the ε curves show, per "
-            "method, the model at the new run's clean-accuracy prune potential and its pair in the base run.</p>"
-            + "".join(parts))
+    return parts
+
+
+def _evidence_curves(comparison: Comparison, chosen: Sequence[tuple[str, str]]) -> list[str]:
+    """Per compared pair the reliability diagrams of both runs, per OOD set their ROC curves (max softmax
+    probability; of the ``chosen`` pairs when there are more than :data:`_ROC_PAIRS`), from the records'
+    details; a pair that one run has no details for gets a note instead."""
+    base, new, pairs = comparison.base.evidence, comparison.new.evidence, comparison.pairs
+    roc_pairs = pairs if len(pairs) <= _ROC_PAIRS else (chosen or pairs[:_ROC_PAIRS])
+    parts: list[str] = []
+    lacking: dict[str, list[tuple[str, str, str]]] = {}
+    both, lacking["reliability"] = _both_runs(pairs, base.reliability, new.reliability)
+    if both:
+        parts.append("<h3>Reliability diagrams (clean test set)</h3>"
+                     + _figure(plots.reliability_diagrams(both["new"], base=both["base"]),
+                               "reliability diagrams: both runs"))
+    rocs: dict[str, dict[str, dict[str, Any]]] = {"base": {}, "new": {}}
+    for ood_set in dict.fromkeys([*new.roc, *base.roc]):
+        both, lacking[f"ROC on {ood_set}"] = _both_runs(roc_pairs, base.roc.get(ood_set, {}),
+                                                        new.roc.get(ood_set, {}))
+        for run, curves in both.items():
+            rocs[run][ood_set] = curves
+    if rocs["new"]:
+        parts.append("<h3>OOD detection ROC (max softmax probability)</h3>"
+                     + _figure(plots.roc_curves(rocs["new"], base=rocs["base"]), "OOD ROC curves: both runs"))
+    notes = [f"{what}: {', '.join(f'{_pair(b, n)} (none in {side})' for b, n, side in missing)}"
+             for what, missing in lacking.items() if missing]
+    if notes:
+        parts.append(f'<p class="note">No figure where one run recorded no details for a pair (e.g. calibration '
+                     f"off in that run): {_e('; '.join(notes))}.</p>")
+    return parts
+
+
+def _both_runs(pairs: Sequence[tuple[str, str]], base: Mapping[str, Any],
+               new: Mapping[str, Any]) -> tuple[dict[str, dict[str, Any]], list[tuple[str, str, str]]]:
+    """({"base": pair label → base[its base model], "new": … → new[its new model]} for the pairs both runs have,
+    [(base id, new id, which run lacks it)] for the others); nothing lacks when neither run has any."""
+    if not (base or new):
+        return {}, []
+    have = [(b, n) for b, n in pairs if b in base and n in new]
+    both = {"base": {_pair(b, n): base[b] for b, n in have}, "new": {_pair(b, n): new[n] for b, n in have}}
+    missing = [(b, n, "the base run" if n in new else "the new run" if b in base else "either run")
+               for b, n in pairs if (b, n) not in have]
+    return (both if have else {}), missing
 
 
 def _ratio_lines(analysis: Analysis, key: str) -> dict[str, dict[float, float]]:

@@ -13,6 +13,7 @@ import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from robusteval.analysis import Analysis
 from robusteval.metrics import corruption_point
@@ -34,15 +35,20 @@ def _method_colors(methods: Sequence[str]) -> dict[str, Any]:
     return {m: cmap(i % 10) for i, m in enumerate(methods)}
 
 
+def _width(n: int, per_row: int = 3) -> float:
+    """The width in inches of a figure of ``n`` panels in rows of ``per_row``."""
+    return _WIDTH if min(n, per_row) > 1 else _WIDTH * 0.6
+
+
 def _grid(n: int, *, per_row: int = 3, height: float = 3.0, legend: bool = True,
-          left: float = 0.9) -> tuple[Figure, list[Any]]:
+          left: float = 0.9, legend_rows: int = 2) -> tuple[Figure, list[Any]]:
     """``n`` panels in rows of ``per_row`` with fixed margins in inches (tight layout dominated render
-    time) and, with ``legend``, room for a shared legend below."""
+    time) and, with ``legend``, room for a shared legend of ``legend_rows`` rows (two or fewer fit) below."""
     cols = min(n, per_row)
     rows = -(-n // cols)
-    bottom = (1.3 if cols == 1 else 1.05) if legend else 0.55
+    bottom = (1.3 if cols == 1 else 1.05) + 0.22 * max(0, legend_rows - 2) if legend else 0.55
     total = height * rows + bottom - 0.15
-    width = _WIDTH if cols > 1 else _WIDTH * 0.6
+    width = _width(n, per_row)
     fig = Figure(figsize=(width, total))
     axes = fig.subplots(rows, cols, squeeze=False)
     fig.subplots_adjust(left=left / width, right=0.97, top=1 - 0.35 / total, bottom=bottom / total,
@@ -142,50 +148,92 @@ def line_panels(panels: Mapping[str, Mapping[str, Mapping[float, float]]], *, xl
     return fig
 
 
-def reliability_diagrams(bins: Mapping[str, Mapping[str, Sequence[float | None]]]) -> Figure:
+Bins = Mapping[str, Sequence[float | None]]
+"""One reliability diagram's data: ``edges``, ``confidence``, ``accuracy`` per bin (None marks an empty bin)."""
+Roc = Mapping[str, Sequence[float]]
+"""One ROC curve: ``fpr`` and ``tpr``."""
+
+RUN_LINES = ({"linestyle": "--", "alpha": 0.65}, {"linestyle": "-"})
+"""Line styles of two runs drawn on the same axes: the first (base) run dashed, the second (new) solid."""
+RUN_STYLES = ({**RUN_LINES[0], "marker": "s"}, {**RUN_LINES[1], "marker": "o"})
+""":data:`RUN_LINES` with markers, for curves of a few points (:func:`overlay_lines`)."""
+_BARS = ({"fill": False, "edgecolor": "tab:blue", "linestyle": "--", "linewidth": 1.0},
+         {"fill": False, "edgecolor": "tab:red", "linestyle": "--", "linewidth": 1.0})
+_FILLED_BARS = ({"color": "tab:blue", "edgecolor": "black", "linewidth": 0.4}, {"color": "tab:red", "alpha": 0.35})
+
+
+def _reliability_bars(ax: Any, b: Bins, *, filled: bool, run: str = "") -> None:
+    """Accuracy and the gap to mean confidence per non-empty bin: filled bars (the report's), or the same
+    colours as dashed outlines (a comparison's base run); ``run`` names the run in the legend."""
+    edges = np.asarray(b["edges"], float)
+    conf = np.array([np.nan if v is None else v for v in b["confidence"]], float)
+    acc = np.array([np.nan if v is None else v for v in b["accuracy"]], float)
+    full = np.isfinite(conf) & np.isfinite(acc)
+    left, width = edges[:-1][full], np.diff(edges)[full]
+    accuracy, gap = _FILLED_BARS if filled else _BARS
+    tag = f" ({run})" if run else ""
+    ax.bar(left, acc[full], width=width, align="edge", label=f"accuracy{tag}", **accuracy)
+    ax.bar(left, conf[full] - acc[full], bottom=acc[full], width=width, align="edge",
+           label=f"gap to confidence{tag}", **gap)
+
+
+def reliability_diagrams(bins: Mapping[str, Bins], *, base: Mapping[str, Bins] | None = None) -> Figure:
     """Reliability diagrams (Guo et al. 2017): per model, accuracy and the gap to mean confidence per
-    equal-width confidence bin (``edges``, ``confidence``, ``accuracy``; None marks an empty bin)."""
+    equal-width confidence bin. With ``base`` (a comparison: the base run's bins, by the same panel titles),
+    the base run's bars are drawn as dashed outlines over ``bins``' (the new run's) filled ones."""
     fig, axes = _grid(len(bins), per_row=4, height=2.8)
     for ax, (model, b) in zip(axes, bins.items()):
-        edges = np.asarray(b["edges"], float)
-        conf = np.array([np.nan if v is None else v for v in b["confidence"]], float)
-        acc = np.array([np.nan if v is None else v for v in b["accuracy"]], float)
-        full = np.isfinite(conf) & np.isfinite(acc)
-        left, width = edges[:-1][full], np.diff(edges)[full]
-        ax.bar(left, acc[full], width=width, align="edge", color="tab:blue", edgecolor="black", linewidth=0.4,
-               label="accuracy")
-        ax.bar(left, conf[full] - acc[full], bottom=acc[full], width=width, align="edge", color="tab:red",
-               alpha=0.35, label="gap to confidence")
+        _reliability_bars(ax, b, filled=True, run="" if base is None else "new")
+        if base is not None and model in base:
+            _reliability_bars(ax, base[model], filled=False, run="base")
         ax.plot([0, 1], [0, 1], **DENSE_STYLE, label="perfect calibration")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_title(model, fontsize=10)
         ax.set_xlabel("confidence")
     axes[0].set_ylabel("accuracy")
-    _legend(fig, axes)
+    if base is None:
+        _legend(fig, axes)
+    else:  # a column per bar kind, the base run above the new run
+        by_label = {t: h for h, t in zip(*axes[0].get_legend_handles_labels())}
+        order = [f"{kind} ({run})" for kind in ("accuracy", "gap to confidence") for run in ("base", "new")]
+        wide = axes[0].get_gridspec().ncols > 1
+        order.insert(4 if wide else 2, "perfect calibration")
+        fig.legend([by_label[t] for t in order if t in by_label], [t for t in order if t in by_label],
+                   loc="lower center", ncol=3 if wide else 2, frameon=False)
     return fig
 
 
-def roc_curves(rocs: Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]], *, dense: str) -> Figure:
-    """OOD detection ROC curves: one panel per OOD set, one line per model."""
-    fig, axes = _grid(len(rocs))
-    labels = list(dict.fromkeys(m for by_model in rocs.values() for m in by_model if m != dense))
+def roc_curves(rocs: Mapping[str, Mapping[str, Roc]], *, dense: str | None = None,
+               base: Mapping[str, Mapping[str, Roc]] | None = None) -> Figure:
+    """OOD detection ROC curves: one panel per OOD set, one line per model (the ``dense`` one dashed black).
+    With ``base`` (a comparison: the base run's curves, set → model), each model keeps one colour, its base
+    curve dashed and its ``rocs`` (new run) curve solid (:data:`RUN_LINES`); ``dense`` is then not used."""
+    runs = {"": rocs} if base is None else {"base": base, "new": rocs}
+    dense = dense if base is None else None
+    labels = list(dict.fromkeys(m for by_set in runs.values() for by_model in by_set.values()
+                                for m in by_model if m != dense))
     colors = _method_colors(labels)
-    for ax, (ood_set, by_model) in zip(axes, rocs.items()):
-        for model, roc in by_model.items():
-            style = DENSE_STYLE if model == dense else {"color": colors[model]}
-            ax.plot(roc["fpr"], roc["tpr"], label=model, **style)
+    keys = ["base run", "new run", *labels]  # a comparison's legend: the runs' line styles, then the models
+    columns = max(1, min(len(keys), 6, int(_width(len(rocs)) / (0.8 + 0.075 * max(map(len, keys))))))
+    fig, axes = _grid(len(rocs), legend_rows=2 if base is None else -(-len(keys) // columns))
+    for ax, ood_set in zip(axes, rocs):
+        for i, (run, by_set) in enumerate(runs.items()):
+            for model, roc in by_set.get(ood_set, {}).items():
+                style = DENSE_STYLE if model == dense else {"color": colors[model], **(RUN_LINES[i] if run else {})}
+                ax.plot(roc["fpr"], roc["tpr"], label=model, **style)
         ax.plot([0, 1], [0, 1], color="0.7", linewidth=0.8)
         ax.set_title(f"OOD: {ood_set}", fontsize=10)
         ax.set_xlabel("false positive rate")
         ax.set_ylabel("true positive rate")
         ax.grid(alpha=0.3)
-    _legend(fig, axes)
+    if base is None:
+        _legend(fig, axes)
+    else:
+        lines = [Line2D([], [], color="0.3", **RUN_LINES[0]), Line2D([], [], color="0.3", **RUN_LINES[1]),
+                 *(Line2D([], [], color=colors[m]) for m in labels)]
+        fig.legend(lines, keys, loc="lower center", ncol=columns, frameon=False)
     return fig
-
-
-RUN_STYLES = ({"linestyle": "--", "marker": "s", "alpha": 0.65}, {"linestyle": "-", "marker": "o"})
-"""Line styles of the runs :func:`overlay_lines` draws: the first (base) run dashed, the second solid."""
 
 
 def overlay_lines(panels: Mapping[str, Mapping[str, Mapping[str, Mapping[float, float]]]], *, xlabel: str,
