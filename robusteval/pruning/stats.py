@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 import statistics
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -13,6 +13,7 @@ from robusteval.device import model_device, synchronize
 from robusteval.pruning.masks import PRUNABLE_TYPES
 
 LATENCY_BATCHES = {"batch_1": 1, "batch_128": 128}
+LARGEST = max(LATENCY_BATCHES, key=LATENCY_BATCHES.get)  # timed first: its first pair sizes a proportionate budget
 SAME_KERNELS = "dense kernels: same MACs as dense, zeros cost as much as weights (no sparse runtime)"
 MIN_PAIRS = 3  # runs (pairs) below which a speed-up has no interval worth the name
 CUDA_WARMUP = 3  # forward passes per model and batch size before timing on a GPU (kernel selection, caches)
@@ -67,16 +68,20 @@ def _timed(model: nn.Module, x: torch.Tensor) -> float:
 
 
 def latency_ms(model: nn.Module, example_input: torch.Tensor, *, repeats: int = 5,
-               dense: nn.Module | None = None, budget_s: float | None = None) -> dict[str, dict]:
+               dense: nn.Module | None = None, budget_s: float | None = None,
+               share: float | None = None, evaluated: int | None = None) -> dict[str, dict]:
     """Time (ms) of a forward pass at batch 1 and batch 128: median and IQR over up to ``repeats`` runs.
 
     ``budget_s`` bounds the time spent per model (split evenly between the batch sizes, warm-up
     not counted), as ``torch.utils.benchmark``'s ``blocked_autorange`` bounds its run time: runs (or
     pairs) are taken until the budget is spent, at least one and at most ``repeats``; the number taken
-    is ``latency_runs``. None: always ``repeats``.
+    is ``latency_runs``. None: always ``repeats``. With ``share`` and ``evaluated`` (the images the
+    audit evaluates each model on), the budget is also at most ``share`` of the evaluation's estimated
+    forward time, ``evaluated`` x the per-image time of the first timed batch-128 run (of both models
+    when paired): batch 128 is timed first for it (:func:`proportionate_budget`).
 
     Timed on ``model``'s device (:func:`robusteval.device.model_device`), with ``dense`` and the input moved there:
-    CPU wall time after one warm-up pass (before the first batch size only: the allocator and lazy
+    CPU wall time after one warm-up pass at batch 1 (before the first batch size only: the allocator and lazy
     initialisation are warm after it), or on CUDA the time between CUDA events around each pass,
     synchronized, after ``CUDA_WARMUP`` warm-up passes per batch size (kernels are chosen per shape;
     MPS: wall time between synchronizes, as many).
@@ -84,37 +89,76 @@ def latency_ms(model: nn.Module, example_input: torch.Tensor, *, repeats: int = 
     With ``dense``, both models are timed in pairs, in alternating order (dense first on even
     repeats, the model first on odd ones), so a load change on a shared machine hits both
     alike; the speed-up is the median of the per-pair ratios dense / model, with its IQR.
-    Returns ``{"latency_ms", "latency_iqr_ms"}`` per batch key, plus ``"dense_latency_ms"``,
-    ``"speedup_measured"`` and ``"speedup_iqr"`` with ``dense``.
+    Returns ``{"latency_ms", "latency_iqr_ms", "latency_runs"}`` per batch key (batch 1 first), plus
+    ``"dense_latency_ms"``, ``"dense_latency_iqr_ms"``, ``"speedup_measured"`` and ``"speedup_iqr"`` with ``dense``.
     """
     device = model_device(model)
     models = [copy.deepcopy(m).to(device).eval() for m in ([model] if dense is None else [model, dense])]
     one = example_input[:1].detach().to(device)
-    warmup = 1 if device.type == "cpu" else CUDA_WARMUP
-    out: dict[str, dict] = {}
+    per_key = None if budget_s is None else budget_s / len(LATENCY_BATCHES)
+    sized = None if share is None or evaluated is None else (
+        lambda seconds_per_image: proportionate_budget(budget_s, share, evaluated, seconds_per_image)
+        / len(LATENCY_BATCHES))
+    times: dict[str, list[list[float]]] = {}
     with torch.inference_mode():
-        for key, size in LATENCY_BATCHES.items():
-            x = one.expand(size, *one.shape[1:]).contiguous()
-            for _ in range(warmup if device.type != "cpu" or key == next(iter(LATENCY_BATCHES)) else 0):
-                for m in models:
-                    m(x)
-            times: list[list[float]] = [[] for _ in models]
-            start = time.perf_counter()
-            for i in range(repeats):
-                order = range(len(models)) if i % 2 == 0 else reversed(range(len(models)))
-                for j in order:
-                    times[j].append(_timed(models[j], x))
-                if budget_s is not None and time.perf_counter() - start >= budget_s / len(LATENCY_BATCHES):
-                    break
-            out.setdefault("latency_ms", {})[key] = statistics.median(times[0])
-            out.setdefault("latency_iqr_ms", {})[key] = _spread(times[0])
-            out.setdefault("latency_runs", {})[key] = len(times[0])
-            if dense is not None:
-                ratios = [d / m for d, m in zip(times[1], times[0])]
-                out.setdefault("dense_latency_ms", {})[key] = statistics.median(times[1])
-                out.setdefault("dense_latency_iqr_ms", {})[key] = _spread(times[1])
-                out.setdefault("speedup_measured", {})[key] = statistics.median(ratios)
-                out.setdefault("speedup_iqr", {})[key] = _spread(ratios)
+        if device.type == "cpu":  # one warm-up pass, at batch 1, before any batch size
+            for m in models:
+                m(one)
+        for key in sorted(LATENCY_BATCHES, key=LATENCY_BATCHES.get, reverse=True):  # the largest sizes the budget
+            size = LATENCY_BATCHES[key]
+            times[key] = _pairs(models, one.expand(size, *one.shape[1:]).contiguous(), repeats, per_key,
+                                sized if key == LARGEST else None)
+            if sized is not None and key == LARGEST:
+                per_key = sized(_first_per_image(times[key], size))
+    return _summarised({key: times[key] for key in LATENCY_BATCHES}, paired=dense is not None)
+
+
+def proportionate_budget(budget_s: float | None, share: float, evaluated: int, seconds_per_image: float) -> float:
+    """The timing budget (s) of one model: ``share`` of its evaluation's estimated forward time (``evaluated``
+    images at ``seconds_per_image``), and at most ``budget_s`` (None: no cap)."""
+    own = share * evaluated * seconds_per_image
+    return own if budget_s is None else min(budget_s, own)
+
+
+def _pairs(models: list[nn.Module], x: torch.Tensor, repeats: int, budget_s: float | None,
+           sized: Callable[[float], float] | None = None) -> list[list[float]]:
+    """Per model, its times (ms) at ``x``: alternating pairs (or runs of one model) after the warm-up a GPU
+    needs, until ``budget_s`` is spent (at least one, at most ``repeats``); ``sized``: the budget is
+    ``sized(seconds per image of the first pair)`` instead, once that pair is timed."""
+    for _ in range(CUDA_WARMUP if x.device.type != "cpu" else 0):
+        for m in models:
+            m(x)
+    times: list[list[float]] = [[] for _ in models]
+    start = time.perf_counter()
+    for i in range(repeats):
+        order = range(len(models)) if i % 2 == 0 else reversed(range(len(models)))
+        for j in order:
+            times[j].append(_timed(models[j], x))
+        if i == 0 and sized is not None:
+            budget_s = sized(_first_per_image(times, len(x)))
+        if budget_s is not None and time.perf_counter() - start >= budget_s:
+            break
+    return times
+
+
+def _first_per_image(times: list[list[float]], size: int) -> float:
+    """Seconds per image of the first run (pair) in ``times`` (ms, per model) at batch ``size``."""
+    return sum(t[0] for t in times) / 1e3 / size
+
+
+def _summarised(times: Mapping[str, list[list[float]]], *, paired: bool) -> dict[str, dict]:
+    """Medians, IQRs and run counts per batch key; with ``paired``, the dense model's and the speed-ups."""
+    out: dict[str, dict] = {}
+    for key, (own, *rest) in times.items():
+        out.setdefault("latency_ms", {})[key] = statistics.median(own)
+        out.setdefault("latency_iqr_ms", {})[key] = _spread(own)
+        out.setdefault("latency_runs", {})[key] = len(own)
+        if paired:
+            ratios = [d / m for d, m in zip(rest[0], own)]
+            out.setdefault("dense_latency_ms", {})[key] = statistics.median(rest[0])
+            out.setdefault("dense_latency_iqr_ms", {})[key] = _spread(rest[0])
+            out.setdefault("speedup_measured", {})[key] = statistics.median(ratios)
+            out.setdefault("speedup_iqr", {})[key] = _spread(ratios)
     return out
 
 
@@ -134,7 +178,8 @@ def speedup_claims(timing: Mapping[str, dict], *, same_kernels: bool) -> tuple[d
         runs = timing.get("latency_runs", {}).get(key, MIN_PAIRS)
         if runs < MIN_PAIRS:
             warnings.append(f"latency {key.replace('_', ' ')}: speed-up {ratio:.2f}x from {runs} pair(s) of runs, too "
-                            "few for an interval (the time budget was spent); raise pruning.latency_budget_s")
+                            "few for an interval (the time budget was spent); raise pruning.latency_budget_s "
+                            "(or pruning.latency_share)")
             continue
         low, high = timing["speedup_iqr"][key]
         if high - low > abs(ratio - 1.0):
@@ -152,6 +197,8 @@ def model_info(
     measure_latency: bool = True,
     latency_repeats: int = 11,
     latency_budget_s: float | None = None,
+    latency_share: float | None = None,
+    evaluated: int | None = None,
 ) -> dict:
     """JSON-able cost summary of ``model``; sparsity and speed-up are relative to ``dense`` when given.
 
@@ -160,7 +207,8 @@ def model_info(
     as pruned; a layer that is gone or all zero is "collapsed". Latency is timed paired with
     ``dense`` (``latency_ms``) on ``model``'s device (``latency_device``); ``speedup`` is 1.0 unless
     the model is structurally smaller (``speedup_claims``), and ``latency_warnings`` says where the
-    spread exceeds the effect; ``latency_budget_s`` bounds the timing (:func:`latency_ms`).
+    spread exceeds the effect; ``latency_budget_s``, and ``latency_share`` of the estimated evaluation of
+    ``evaluated`` images, bound the timing (:func:`latency_ms`).
     """
     modules = dict(model.named_modules())
     reference = dict((dense or model).named_modules())
@@ -190,7 +238,8 @@ def model_info(
         info["params_reduction"] = 1.0 - params / dense_params if dense_params else None
         info["macs_reduction"] = 1.0 - dense_macs / reference_macs if reference_macs else None
     if measure_latency:
-        info.update(latency_ms(model, example_input, repeats=latency_repeats, dense=dense, budget_s=latency_budget_s))
+        info.update(latency_ms(model, example_input, repeats=latency_repeats, dense=dense, budget_s=latency_budget_s,
+                               share=latency_share, evaluated=evaluated))
         info["latency_device"] = str(model_device(model))
         info["sparse_runtime"] = False
         if dense is not None:
