@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 PHASES = ("latency", "evaluation", "report")
+REPO = Path(__file__).resolve().parents[1]  # the audit runs this checkout's robusteval
 
 
 def _timed(spent: dict[str, float], phase: str, fn: Callable) -> Callable:
@@ -51,7 +53,7 @@ def child(argv: list[str], result: Path) -> None:
     api._evaluate = _timed(spent, "evaluation", api._evaluate)
     finish.report_with_verdict = _timed(spent, "report", finish.report_with_verdict)
     code = main(argv)
-    result.write_text(json.dumps({"code": code, **spent}))
+    result.write_text(json.dumps({"code": code, "robusteval": api.__file__, **spent}))
 
 
 def make_models(root: Path) -> tuple[Path, Path]:
@@ -81,6 +83,7 @@ def main() -> None:
     parser.add_argument("--budget", default=None, help="pruning.latency_budget_s (default: the setting's default)")
     parser.add_argument("--child", nargs=2, metavar=("RESULT", "ARGV_JSON"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    sys.path.insert(0, str(REPO))
     if args.child:
         child(json.loads(args.child[1]), Path(args.child[0]))
         return
@@ -98,9 +101,10 @@ def main() -> None:
                     "--quiet"]
             start = time.perf_counter()
             subprocess.run([sys.executable, __file__, "--child", str(root / f"t{i}.json"), json.dumps(argv)],
-                           check=True, stdout=subprocess.DEVNULL)
+                           check=True, stdout=subprocess.DEVNULL, env=os.environ | {"PYTHONPATH": str(REPO)})
             total = time.perf_counter() - start
             spent = json.loads((root / f"t{i}.json").read_text())
+            assert spent["code"] == 0 and Path(spent["robusteval"]).is_relative_to(REPO), spent
             row = {"total": total, "start-up": total - sum(spent[p] for p in PHASES)} | {p: spent[p] for p in PHASES}
             model = json.loads((root / f"run{i}" / "summary.json").read_text())["models"][1]
             rows.append(row)

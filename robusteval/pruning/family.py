@@ -198,7 +198,7 @@ def dense_member(dense: nn.Module, *, settings: PruneSettings, example_input: to
     if costs.latency_ms is not None:
         costs = dataclasses.replace(costs, speedup=dict.fromkeys(costs.latency_ms, 1.0), speedup_basis="the reference")
     card = MemberCard(DENSE_ID, "dense", DENSE_ID, 0.0, costs, {"finetune_epochs": 0, "bn_recalibrated": False},
-                      structured=False, prune_seconds=0.0)
+                      tuple(info.get("latency_warnings", ())), structured=False, prune_seconds=0.0)
     return FamilyMember(card, model)
 
 

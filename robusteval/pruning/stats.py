@@ -4,7 +4,8 @@ from __future__ import annotations
 import copy
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -13,7 +14,7 @@ from robusteval.device import model_device, synchronize
 from robusteval.pruning.masks import PRUNABLE_TYPES
 
 LATENCY_BATCHES = {"batch_1": 1, "batch_128": 128}
-LARGEST = max(LATENCY_BATCHES, key=LATENCY_BATCHES.get)  # timed first: its first pair sizes a proportionate budget
+SMALLEST = min(LATENCY_BATCHES, key=LATENCY_BATCHES.get)  # always timed (one warm-up pass on CPU is at it)
 SAME_KERNELS = "dense kernels: same MACs as dense, zeros cost as much as weights (no sparse runtime)"
 MIN_PAIRS = 3  # runs (pairs) below which a speed-up has no interval worth the name
 CUDA_WARMUP = 3  # forward passes per model and batch size before timing on a GPU (kernel selection, caches)
@@ -75,10 +76,9 @@ def latency_ms(model: nn.Module, example_input: torch.Tensor, *, repeats: int = 
     ``budget_s`` bounds the time spent per model (split evenly between the batch sizes, warm-up
     not counted), as ``torch.utils.benchmark``'s ``blocked_autorange`` bounds its run time: runs (or
     pairs) are taken until the budget is spent, at least one and at most ``repeats``; the number taken
-    is ``latency_runs``. None: always ``repeats``. With ``share`` and ``evaluated`` (the images the
-    audit evaluates each model on), the budget is also at most ``share`` of the evaluation's estimated
-    forward time, ``evaluated`` x the per-image time of the first timed batch-128 run (of both models
-    when paired): batch 128 is timed first for it (:func:`proportionate_budget`).
+    is ``latency_runs``. None: always ``repeats``. With ``share`` and ``evaluated`` (the images the audit
+    evaluates each model on), the runs are also proportionate to the audit (:func:`affordable_runs`): a
+    batch size that cannot have one run is not timed, and its key is missing.
 
     Timed on ``model``'s device (:func:`robusteval.device.model_device`), with ``dense`` and the input moved there:
     CPU wall time after one warm-up pass at batch 1 (before the first batch size only: the allocator and lazy
@@ -89,61 +89,50 @@ def latency_ms(model: nn.Module, example_input: torch.Tensor, *, repeats: int = 
     With ``dense``, both models are timed in pairs, in alternating order (dense first on even
     repeats, the model first on odd ones), so a load change on a shared machine hits both
     alike; the speed-up is the median of the per-pair ratios dense / model, with its IQR.
-    Returns ``{"latency_ms", "latency_iqr_ms", "latency_runs"}`` per batch key (batch 1 first), plus
-    ``"dense_latency_ms"``, ``"dense_latency_iqr_ms"``, ``"speedup_measured"`` and ``"speedup_iqr"`` with ``dense``.
+    Returns ``{"latency_ms", "latency_iqr_ms", "latency_runs"}`` per batch key, plus ``"dense_latency_ms"``,
+    ``"dense_latency_iqr_ms"``, ``"speedup_measured"`` and ``"speedup_iqr"`` with ``dense``.
     """
     device = model_device(model)
     models = [copy.deepcopy(m).to(device).eval() for m in ([model] if dense is None else [model, dense])]
     one = example_input[:1].detach().to(device)
-    per_key = None if budget_s is None else budget_s / len(LATENCY_BATCHES)
-    sized = None if share is None or evaluated is None else (
-        lambda seconds_per_image: proportionate_budget(budget_s, share, evaluated, seconds_per_image)
-        / len(LATENCY_BATCHES))
+    warmups = {key: CUDA_WARMUP if device.type != "cpu" else int(key == SMALLEST) for key in LATENCY_BATCHES}
+    runs = {key: affordable_runs(size, warmups[key], repeats, share, evaluated) for key, size in LATENCY_BATCHES.items()}
     times: dict[str, list[list[float]]] = {}
     with torch.inference_mode():
-        if device.type == "cpu":  # one warm-up pass, at batch 1, before any batch size
-            for m in models:
-                m(one)
-        for key in sorted(LATENCY_BATCHES, key=LATENCY_BATCHES.get, reverse=True):  # the largest sizes the budget
-            size = LATENCY_BATCHES[key]
-            times[key] = _pairs(models, one.expand(size, *one.shape[1:]).contiguous(), repeats, per_key,
-                                sized if key == LARGEST else None)
-            if sized is not None and key == LARGEST:
-                per_key = sized(_first_per_image(times[key], size))
-    return _summarised({key: times[key] for key in LATENCY_BATCHES}, paired=dense is not None)
+        for key, size in LATENCY_BATCHES.items():
+            if runs[key] == 0:
+                continue
+            x = one.expand(size, *one.shape[1:]).contiguous()
+            for _ in range(warmups[key]):  # on CPU, once at batch 1: warm for every batch size after it
+                for m in models:
+                    m(x)
+            times[key] = _pairs(models, x, runs[key], None if budget_s is None else budget_s / len(LATENCY_BATCHES))
+    return _summarised(times, paired=dense is not None)
 
 
-def proportionate_budget(budget_s: float | None, share: float, evaluated: int, seconds_per_image: float) -> float:
-    """The timing budget (s) of one model: ``share`` of its evaluation's estimated forward time (``evaluated``
-    images at ``seconds_per_image``), and at most ``budget_s`` (None: no cap)."""
-    own = share * evaluated * seconds_per_image
-    return own if budget_s is None else min(budget_s, own)
+def affordable_runs(size: int, warmups: int, repeats: int, share: float | None, evaluated: int | None) -> int:
+    """Runs (pairs) to time at batch ``size``: ``repeats``, or fewer so that each model's passes at that size,
+    ``warmups`` included, take at most ``share`` of the images the audit evaluates it on (``evaluated``; None,
+    or no ``share``: no such bound); 0: not timed. Batch 1 always gets one run (it costs a negligible share
+    of any audit), larger batches only what the share affords."""
+    if share is None or evaluated is None:
+        return repeats
+    affordable = int(share * evaluated / size) - warmups
+    return min(repeats, max(affordable, 1 if size == LATENCY_BATCHES[SMALLEST] else 0))
 
 
-def _pairs(models: list[nn.Module], x: torch.Tensor, repeats: int, budget_s: float | None,
-           sized: Callable[[float], float] | None = None) -> list[list[float]]:
-    """Per model, its times (ms) at ``x``: alternating pairs (or runs of one model) after the warm-up a GPU
-    needs, until ``budget_s`` is spent (at least one, at most ``repeats``); ``sized``: the budget is
-    ``sized(seconds per image of the first pair)`` instead, once that pair is timed."""
-    for _ in range(CUDA_WARMUP if x.device.type != "cpu" else 0):
-        for m in models:
-            m(x)
+def _pairs(models: list[nn.Module], x: torch.Tensor, repeats: int, budget_s: float | None) -> list[list[float]]:
+    """Per model, its times (ms) at ``x``: alternating pairs (or runs of one model) until ``budget_s`` is spent,
+    at least one and at most ``repeats``."""
     times: list[list[float]] = [[] for _ in models]
     start = time.perf_counter()
     for i in range(repeats):
         order = range(len(models)) if i % 2 == 0 else reversed(range(len(models)))
         for j in order:
             times[j].append(_timed(models[j], x))
-        if i == 0 and sized is not None:
-            budget_s = sized(_first_per_image(times, len(x)))
         if budget_s is not None and time.perf_counter() - start >= budget_s:
             break
     return times
-
-
-def _first_per_image(times: list[list[float]], size: int) -> float:
-    """Seconds per image of the first run (pair) in ``times`` (ms, per model) at batch ``size``."""
-    return sum(t[0] for t in times) / 1e3 / size
 
 
 def _summarised(times: Mapping[str, list[list[float]]], *, paired: bool) -> dict[str, dict]:
@@ -168,7 +157,7 @@ def speedup_claims(timing: Mapping[str, dict], *, same_kernels: bool) -> tuple[d
     A model that runs the dense model's kernels (masked weights, same MACs) is 1.0x: zeros
     cost as much as any weight without a sparse runtime, which robusteval never uses. Else
     the measured paired median, flagged when its IQR is wider than its distance from 1, or when
-    the time budget allowed fewer than ``MIN_PAIRS`` pairs.
+    the time budget or the audit's size (``latency_share``) allowed fewer than ``MIN_PAIRS`` pairs.
     """
     measured = timing["speedup_measured"]
     if same_kernels:
@@ -178,8 +167,8 @@ def speedup_claims(timing: Mapping[str, dict], *, same_kernels: bool) -> tuple[d
         runs = timing.get("latency_runs", {}).get(key, MIN_PAIRS)
         if runs < MIN_PAIRS:
             warnings.append(f"latency {key.replace('_', ' ')}: speed-up {ratio:.2f}x from {runs} pair(s) of runs, too "
-                            "few for an interval (the time budget was spent); raise pruning.latency_budget_s "
-                            "(or pruning.latency_share)")
+                            "few for an interval (the time budget or the audit's size allowed no more); raise "
+                            "pruning.latency_budget_s or pruning.latency_share")
             continue
         low, high = timing["speedup_iqr"][key]
         if high - low > abs(ratio - 1.0):
@@ -238,12 +227,33 @@ def model_info(
         info["params_reduction"] = 1.0 - params / dense_params if dense_params else None
         info["macs_reduction"] = 1.0 - dense_macs / reference_macs if reference_macs else None
     if measure_latency:
-        info.update(latency_ms(model, example_input, repeats=latency_repeats, dense=dense, budget_s=latency_budget_s,
-                               share=latency_share, evaluated=evaluated))
-        info["latency_device"] = str(model_device(model))
-        info["sparse_runtime"] = False
-        if dense is not None:
-            same_kernels = dense_macs > 0 and dense_macs == macs(dense, example_input)[0]
-            info["speedup"], info["latency_warnings"] = speedup_claims(info, same_kernels=same_kernels)
-            info["speedup_basis"] = SAME_KERNELS if same_kernels else "measured: median of paired, alternating runs"
+        info |= _timing(model, example_input, dense, dense_macs, repeats=latency_repeats, budget_s=latency_budget_s,
+                        share=latency_share, evaluated=evaluated)
     return info
+
+
+def _timing(model: nn.Module, example_input: torch.Tensor, dense: nn.Module | None, dense_macs: int,
+            **options: Any) -> dict:
+    """``model_info``'s latency entries: :func:`latency_ms` (``options``), the device, and with ``dense`` the
+    speed-up to state; ``latency_warnings`` where the table lacks a batch size or a claim lacks support."""
+    info: dict = latency_ms(model, example_input, dense=dense, **options)
+    info["latency_device"] = str(model_device(model))
+    info["sparse_runtime"] = False
+    untimed = untimed_warnings(info.get("latency_ms", {}), options["share"], options["evaluated"])
+    if dense is not None:
+        same_kernels = dense_macs > 0 and dense_macs == macs(dense, example_input)[0]
+        info["speedup"], claims = speedup_claims(info, same_kernels=same_kernels)
+        info["speedup_basis"] = SAME_KERNELS if same_kernels else "measured: median of paired, alternating runs"
+        untimed += claims
+    if untimed or dense is not None:
+        info["latency_warnings"] = untimed
+    return info
+
+
+def untimed_warnings(latency: Mapping[str, float], share: float | None, evaluated: int | None) -> list[str]:
+    """What a latency table lacks: the batch sizes left untimed because one run would have exceeded ``share``
+    of the ``evaluated`` images (:func:`affordable_runs`)."""
+    return [f"latency {key.replace('_', ' ')}: not timed, since one run of each model would pass {size} images, "
+            f"more than pruning.latency_share ({share:g}) of the {evaluated} images the audit evaluates it on; "
+            "evaluate more images or raise pruning.latency_share" for key, size in LATENCY_BATCHES.items()
+            if key not in latency]
