@@ -11,8 +11,8 @@ process as a user would:
 
 Inside that process, the time spent in ``pruning.stats.latency_ms`` (latency), in the audit's evaluation
 stage (``api._evaluate``: every condition on both models, the sample images) and in writing the report
-is measured; start-up is the rest of the process's wall time (interpreter, imports, loading, sizes,
-summary). Prints each run's split, then the medians and the latency share of the whole audit.
+is measured, and the exit (from the CLI's return to the process's end: interpreter and thread
+teardown); start-up is the rest of the process's wall time (interpreter, imports, loading, sizes, summary). Prints each run's split, then the medians and the latency share of the whole audit.
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def child(argv: list[str], result: Path) -> None:
     api._evaluate = _timed(spent, "evaluation", api._evaluate)
     finish.report_with_verdict = _timed(spent, "report", finish.report_with_verdict)
     code = main(argv)
-    result.write_text(json.dumps({"code": code, "robusteval": api.__file__, **spent}))
+    result.write_text(json.dumps({"code": code, "robusteval": api.__file__, "ended": time.time(), **spent}))
 
 
 def make_models(root: Path) -> tuple[Path, Path]:
@@ -99,13 +99,15 @@ def main() -> None:
             argv = ["audit", str(candidate), "--reference", str(dense), "--arch", "cifar_resnet20", "--config",
                     str(config), "--data", "bundled", "--subset", str(args.subset), "--out", str(root / f"run{i}"),
                     "--quiet"]
-            start = time.perf_counter()
+            start = time.time()
             subprocess.run([sys.executable, __file__, "--child", str(root / f"t{i}.json"), json.dumps(argv)],
                            check=True, stdout=subprocess.DEVNULL, env=os.environ | {"PYTHONPATH": str(REPO)})
-            total = time.perf_counter() - start
+            end = time.time()
             spent = json.loads((root / f"t{i}.json").read_text())
             assert spent["code"] == 0 and Path(spent["robusteval"]).is_relative_to(REPO), spent
-            row = {"total": total, "start-up": total - sum(spent[p] for p in PHASES)} | {p: spent[p] for p in PHASES}
+            total, exit_ = end - start, end - spent["ended"]
+            row = ({"total": total, "start-up": total - exit_ - sum(spent[p] for p in PHASES)}
+                   | {p: spent[p] for p in PHASES} | {"exit": exit_})
             model = json.loads((root / f"run{i}" / "summary.json").read_text())["models"][1]
             rows.append(row)
             print(f"run {i + 1}: " + ", ".join(f"{k} {v:.2f} s" for k, v in row.items())
