@@ -1,6 +1,6 @@
 """Where a clean candidate-vs-reference audit's time goes: start-up, latency, evaluation, report.
 
-    nice python benchmarks/bench_audit_split.py [--repeats 3] [--subset 500] [--budget auto]
+    nice python benchmarks/bench_audit_split.py [--repeats 3] [--subset 500] [--budget S] [--share F]
 
 Makes the bundled ResNet-20 (the dense reference, its safetensors file) and a channel-thinned copy
 (l1_filter at 0.5, no fine-tuning) exported to ONNX, then runs, ``--repeats`` times, each in a fresh
@@ -12,7 +12,9 @@ process as a user would:
 Inside that process, the time spent in ``pruning.stats.latency_ms`` (latency), in the audit's evaluation
 stage (``api._evaluate``: every condition on both models, the sample images) and in writing the report
 is measured, and the exit (from the CLI's return to the process's end: interpreter and thread
-teardown); start-up is the rest of the process's wall time (interpreter, imports, loading, sizes, summary). Prints each run's split, then the medians and the latency share of the whole audit.
+teardown); start-up is the rest of the process's wall time (interpreter, imports, loading, sizes,
+summary). Prints each run's split, then the medians and the latency share of the whole audit.
+Compare code versions on the same machine in alternation (the machine's load moves the split).
 """
 from __future__ import annotations
 
@@ -80,7 +82,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--subset", type=int, default=500)
-    parser.add_argument("--budget", default=None, help="pruning.latency_budget_s (default: the setting's default)")
+    parser.add_argument("--budget", help="pruning.latency_budget_s (default: the setting's default)")
+    parser.add_argument("--share", help="pruning.latency_share (default: the setting's default; null: none)")
     parser.add_argument("--child", nargs=2, metavar=("RESULT", "ARGV_JSON"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
@@ -91,7 +94,8 @@ def main() -> None:
         root = Path(tmp)
         dense, candidate = make_models(root)
         config = root / "clean.yaml"
-        budget = "" if args.budget is None else f"pruning:\n  latency_budget_s: {args.budget}\n"
+        timing = {k: v for k, v in (("latency_budget_s", args.budget), ("latency_share", args.share)) if v}
+        budget = "pruning:\n" + "".join(f"  {k}: {v}\n" for k, v in timing.items()) if timing else ""
         config.write_text("data:\n  source: bundled\nevaluate:\n  clean: true\n  calibration: {}\n"
                           f"  agreement: false\n{budget}")
         rows = []

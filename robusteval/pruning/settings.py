@@ -54,9 +54,9 @@ class PruneSettings:
     same budget); ``scratch_baseline`` adds, per structured member, its architecture trained
     from scratch with that budget (``<method>+scratch@<ratio>``, Crowley et al. 2018).
     ``latency_budget_s`` bounds latency timing per model (None: always ``latency_repeats`` pairs);
-    ``latency_share`` bounds it to that share of the model's estimated evaluation time (None: no such bound),
-    estimated for ``evaluated_images`` images (set by the audit: the images every model is evaluated on;
-    None: not known, e.g. ``prune`` alone).
+    ``latency_share`` bounds it by the audit's size: at each batch size a model's timed passes (warm-up
+    included) process at most that share of ``evaluated_images`` (None: no such bound), which the audit sets
+    to the images each model is evaluated on, over its conditions (None: not known, e.g. ``prune`` alone).
     """
 
     methods: tuple[str, ...] = ("magnitude",)

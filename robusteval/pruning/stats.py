@@ -96,7 +96,8 @@ def latency_ms(model: nn.Module, example_input: torch.Tensor, *, repeats: int = 
     models = [copy.deepcopy(m).to(device).eval() for m in ([model] if dense is None else [model, dense])]
     one = example_input[:1].detach().to(device)
     warmups = {key: CUDA_WARMUP if device.type != "cpu" else int(key == SMALLEST) for key in LATENCY_BATCHES}
-    runs = {key: affordable_runs(size, warmups[key], repeats, share, evaluated) for key, size in LATENCY_BATCHES.items()}
+    runs = {key: affordable_runs(size, warmups[key], repeats, share, evaluated)
+            for key, size in LATENCY_BATCHES.items()}
     times: dict[str, list[list[float]]] = {}
     with torch.inference_mode():
         for key, size in LATENCY_BATCHES.items():
