@@ -1,6 +1,6 @@
 """Where a clean candidate-vs-reference audit's time goes: start-up, latency, evaluation, report.
 
-    nice python benchmarks/bench_audit_split.py [--repeats 3] [--subset 500] [--budget S] [--share F]
+    nice python benchmarks/bench_audit_split.py [--repeats 3] [--subset 500]
 
 Makes the bundled ResNet-20 (the dense reference, its safetensors file) and a channel-thinned copy
 (l1_filter at 0.5, no fine-tuning) exported to ONNX, then runs, ``--repeats`` times, each in a fresh
@@ -14,7 +14,8 @@ stage (``api._evaluate``: every condition on both models, the sample images) and
 is measured, and the exit (from the CLI's return to the process's end: interpreter and thread
 teardown); start-up is the rest of the process's wall time (interpreter, imports, loading, sizes,
 summary). Prints each run's split, then the medians and the latency share of the whole audit.
-Compare code versions on the same machine in alternation (the machine's load moves the split).
+Compare code versions on the same machine in alternation (the machine's load moves the split). The
+timing settings are the defaults: ``audit --reference`` drops the config's ``pruning`` section.
 """
 from __future__ import annotations
 
@@ -82,8 +83,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--subset", type=int, default=500)
-    parser.add_argument("--budget", help="pruning.latency_budget_s (default: the setting's default)")
-    parser.add_argument("--share", help="pruning.latency_share (default: the setting's default; null: none)")
     parser.add_argument("--child", nargs=2, metavar=("RESULT", "ARGV_JSON"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
@@ -93,15 +92,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         dense, candidate = make_models(root)
-        config = root / "clean.yaml"
-        timing = {k: v for k, v in (("latency_budget_s", args.budget), ("latency_share", args.share)) if v}
-        budget = "pruning:\n" + "".join(f"  {k}: {v}\n" for k, v in timing.items()) if timing else ""
-        config.write_text("data:\n  source: bundled\nevaluate:\n  clean: true\n  calibration: {}\n"
-                          f"  agreement: false\n{budget}")
         rows = []
         for i in range(args.repeats):
             argv = ["audit", str(candidate), "--reference", str(dense), "--arch", "cifar_resnet20", "--config",
-                    str(config), "--data", "bundled", "--subset", str(args.subset), "--out", str(root / f"run{i}"),
+                    "clean", "--data", "bundled", "--subset", str(args.subset), "--out", str(root / f"run{i}"),
                     "--quiet"]
             start = time.time()
             subprocess.run([sys.executable, __file__, "--child", str(root / f"t{i}.json"), json.dumps(argv)],
