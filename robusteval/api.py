@@ -103,7 +103,8 @@ def _audit(session: Session, model: str | Path | nn.Module, reference: str | Pat
     start_manifest(session, clean, shas, frost=frost_source(conditions))
     with _executor(config, session.run, session.device) as executor:
         session = dataclasses.replace(session, executor=executor)
-        models = [ModelEntry(m.id, m.model) for m in _family(session, dense, candidate, clean)]
+        evaluated = sum(len(c) for c in conditions)  # sizes the latency timing (pruning.latency_share)
+        models = [ModelEntry(m.id, m.model) for m in _family(session, dense, candidate, clean, evaluated)]
         sample = _attack_sample(clean, config.evaluate.adversarial)  # attacked, and transfer examples made from
         conditions += _transfer(session, dense, clean, sample)
         _evaluate(session, models, clean, conditions)
@@ -263,26 +264,27 @@ def _candidate_id(model: str | Path | nn.Module) -> str:
 
 
 def _family(session: Session, dense: nn.Module, candidate: tuple[str, nn.Module] | None,
-            clean: LabeledArrays) -> Iterator[FamilyMember]:
+            clean: LabeledArrays, evaluated: int | None = None) -> Iterator[FamilyMember]:
     """The dense member, then the pruned members (built here or by the session's executor's workers, or
-    reloaded from the run directory), each registered in the run directory as it comes."""
-    for member in _members(session, dense, candidate, clean):
+    reloaded from the run directory), each registered in the run directory as it comes; ``evaluated``: the
+    images each model will be evaluated on (None: not evaluated), which latency timing is proportionate to."""
+    for member in _members(session, dense, candidate, clean, evaluated):
         register(session.run, member)
         yield member
 
 
 def _members(session: Session, dense: nn.Module, candidate: tuple[str, nn.Module] | None,
-             clean: LabeledArrays) -> Iterator[FamilyMember]:
+             clean: LabeledArrays, evaluated: int | None) -> Iterator[FamilyMember]:
     config, run, progress, executor = session.config, session.run, session.progress, session.executor
     example = clean.images(slice(0, 2))
+    settings = dataclasses.replace(config.pruning or PruneSettings(), evaluated_images=evaluated)
     if candidate is not None:
-        budget = (config.pruning or PruneSettings()).latency_budget_s
-        given = plain_member(candidate[1], candidate[0], GIVEN, example, latency=budget, dense=dense)
-        yield paired_reference(plain_member(dense, DENSE_ID, "dense", example, latency=False), given)
+        given = plain_member(candidate[1], candidate[0], GIVEN, example, timing=settings, dense=dense)
+        yield paired_reference(plain_member(dense, DENSE_ID, "dense", example, timing=None), given)
         yield given
         return
     if config.pruning is None:  # evaluate only: no latency timing, the quickest sanity check
-        yield plain_member(dense, DENSE_ID, "dense", example, latency=False)
+        yield plain_member(dense, DENSE_ID, "dense", example, timing=None)
         return
     if not has_gradients(dense):
         raise RobustEvalError("an ONNX model cannot be pruned (it has no torch layers); evaluate it, or audit it "
@@ -294,5 +296,5 @@ def _members(session: Session, dense: nn.Module, candidate: tuple[str, nn.Module
                               "classes); train on data labelled in the model's own classes")
     if train is not None and (message := match_sources(train, clean, f"training data {spec!r}", "the evaluation data")):
         warn(message)
-    yield from executor.build_family(dense, settings=config.pruning, example_input=example, train_data=train,
+    yield from executor.build_family(dense, settings=settings, example_input=example, train_data=train,
                                      run=run, progress=progress)

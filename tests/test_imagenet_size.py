@@ -40,7 +40,7 @@ def test_a_224px_torchvision_model_is_audited_with_imagenet_parameters(tmp_path:
                                 corruption=CorruptionSettings(corruptions=("gaussian_noise", "brightness"),
                                                               severities=(3,)))
     pruning = PruneSettings(methods=("magnitude",), ratios=(0.5,), measure_latency=True, latency_repeats=1,
-                            finetune=FinetuneSettings(epochs=0))
+                            latency_share=None, finetune=FinetuneSettings(epochs=0))  # batch 128 on 20 images
     config = AuditConfig(data=DataSettings(source=source, train=None, batch_size=10), device="cpu",
                          model=ModelSettings(arch=f"torchvision:{ARCH}"), evaluate=evaluate, pruning=pruning)
     run = audit(weights, config=config, out=tmp_path / "run", progress=False)

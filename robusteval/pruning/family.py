@@ -95,8 +95,7 @@ def prune_model(
     _freeze(model)
     seconds = time.perf_counter() - start
     _check_forward(model, x, dense_shape, what)
-    info = model_info(model, x, dense=dense, prunable=list(ctx.layers), measure_latency=settings.measure_latency,
-                      latency_repeats=settings.latency_repeats, latency_budget_s=settings.latency_budget_s)
+    info = model_info(model, x, dense=dense, prunable=list(ctx.layers), **settings.latency_options())
     warnings += info.get("latency_warnings", [])
     warnings += [f"layer {name} is fully pruned (layer collapse)" for name in info["collapsed_layers"]]
     card = MemberCard(member_id(method, ratio), "pruned", method, ratio, Costs.from_json(info),
@@ -153,8 +152,7 @@ def _retrained(model: nn.Module, dense: nn.Module, card: MemberCard, *, settings
         steps, bn_done = steps + cycle_steps, bn_done or cycle_bn
     _freeze(model)
     info = model_info(model, example_input.to(next(model.parameters()).device), dense=dense, prunable=prunable,
-                      measure_latency=settings.measure_latency, latency_repeats=settings.latency_repeats,
-                      latency_budget_s=settings.latency_budget_s)
+                      **settings.latency_options())
     return FamilyMember(card.replace(costs=Costs.from_json(info), schedule=settings.schedule,
                                      recovery=_recovery_info(steps, bn_done, settings.finetune, train_data),
                                      warnings=tuple(info.get("latency_warnings", ())),
@@ -195,13 +193,12 @@ def dense_member(dense: nn.Module, *, settings: PruneSettings, example_input: to
     model = copy.deepcopy(dense).eval()
     x = example_input.to(next(model.parameters()).device)
     layers = prunable_layers(model, x, keep_first=settings.keep_first, keep_last=settings.keep_last)
-    info = model_info(model, x, prunable=list(layers), measure_latency=settings.measure_latency,
-                      latency_repeats=settings.latency_repeats, latency_budget_s=settings.latency_budget_s)
+    info = model_info(model, x, prunable=list(layers), **settings.latency_options())
     costs = dataclasses.replace(Costs.from_json(info), params_reduction=0.0, macs_reduction=0.0)
     if costs.latency_ms is not None:
         costs = dataclasses.replace(costs, speedup=dict.fromkeys(costs.latency_ms, 1.0), speedup_basis="the reference")
     card = MemberCard(DENSE_ID, "dense", DENSE_ID, 0.0, costs, {"finetune_epochs": 0, "bn_recalibrated": False},
-                      structured=False, prune_seconds=0.0)
+                      tuple(info.get("latency_warnings", ())), structured=False, prune_seconds=0.0)
     return FamilyMember(card, model)
 
 

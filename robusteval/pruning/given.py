@@ -12,19 +12,20 @@ from robusteval.device import model_device
 from robusteval.errors import RobustEvalError, describe
 from robusteval.models.size import is_opaque, opaque_size
 from robusteval.pruning.family import FamilyMember
+from robusteval.pruning.settings import PruneSettings
 from robusteval.pruning.stats import model_info
 from robusteval.results import RunDir
 
 
 def plain_member(model: nn.Module, model_id: str, role: str, example: torch.Tensor, *,
-                 latency: bool | float | None, dense: nn.Module | None = None) -> FamilyMember:
+                 timing: PruneSettings | None, dense: nn.Module | None = None) -> FamilyMember:
     """A given (not pruned here) model with its costs; ``role`` ("dense" or "given") is also its method.
     Opaque models (TorchScript, export, ONNX) have no layers to hook, so their size comes from their graph or
-    a traced forward (:mod:`robusteval.models.size`). ``latency``: False (not timed), or timed within that
-    budget in seconds (None: no budget)."""
+    a traced forward (:mod:`robusteval.models.size`). ``timing``: the settings its latency is timed with
+    (:meth:`PruneSettings.latency_options`; None: not timed)."""
+    options = {"measure_latency": False} if timing is None else timing.latency_options()
     try:
-        info = model_info(model, example.to(model_device(model)), dense=dense, measure_latency=latency is not False,
-                          latency_budget_s=None if isinstance(latency, bool) else latency)
+        info = model_info(model, example.to(model_device(model)), dense=dense, **options)
         if is_opaque(model):
             info = info | opaque_size(model, example.to(model_device(model)))
             if dense is not None:
@@ -32,7 +33,7 @@ def plain_member(model: nn.Module, model_id: str, role: str, example: torch.Tens
     except RobustEvalError:
         raise
     except Exception as exc:  # the model's own code failed on a batch size the probe did not try
-        what = "MACs on a batch of 1" + (", latency on batches of 1 and 128" if latency else "")
+        what = "MACs on a batch of 1" + (", latency on batches of 1 and 128" if options["measure_latency"] else "")
         raise RobustEvalError(f"model {model_id!r} failed while its costs were measured ({what}): "
                               f"{describe(exc)}") from exc
     card = MemberCard(model_id, role, role, float(info["sparsity"] or 0.0), Costs.from_json(info),

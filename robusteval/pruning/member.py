@@ -70,7 +70,7 @@ def member_fingerprint(dense: nn.Module, settings: PruneSettings, example_input:
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     fields = dataclasses.asdict(settings)
     for key in ("methods", "ratios", "measure_latency", "latency_repeats", "latency_budget_s",
-                "scratch_baseline"):
+                "latency_share", "evaluated_images", "scratch_baseline"):
         fields.pop(key)
     digest.update(json.dumps([fields, list(example_input.shape[1:])], sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]

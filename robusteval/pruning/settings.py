@@ -53,7 +53,10 @@ class PruneSettings:
     When recovery fine-tunes, the family gets the control ``dense+ft`` (the dense model with the
     same budget); ``scratch_baseline`` adds, per structured member, its architecture trained
     from scratch with that budget (``<method>+scratch@<ratio>``, Crowley et al. 2018).
-    ``latency_budget_s`` bounds latency timing per model (None: always ``latency_repeats`` pairs).
+    ``latency_budget_s`` bounds latency timing per model (None: always ``latency_repeats`` pairs);
+    ``latency_share`` bounds it by the audit's size: at each batch size a model's timed passes (warm-up
+    included) process at most that share of ``evaluated_images`` (None: no such bound), which the audit sets
+    to the images each model is evaluated on, over its conditions (None: not known, e.g. ``prune`` alone).
     """
 
     methods: tuple[str, ...] = ("magnitude",)
@@ -72,6 +75,8 @@ class PruneSettings:
     measure_latency: bool = True
     latency_repeats: int = 11
     latency_budget_s: float | None = 1.0
+    latency_share: float | None = 0.1
+    evaluated_images: int | None = None
     scratch_baseline: bool = False
     fisher_prune_every: int = 10
     fisher_flops_penalty: float = 0.0
@@ -99,12 +104,21 @@ class PruneSettings:
             validate.positive_int(name, getattr(self, name), must_be=True)
         if self.latency_budget_s is not None:
             validate.positive_number("latency_budget_s", self.latency_budget_s, must_be=True)
+        if self.latency_share is not None:
+            validate.positive_number("latency_share", self.latency_share, must_be=True)
+        validate.positive_int("evaluated_images", self.evaluated_images, optional=True, must_be=True)
         validate.positive_number("fisher_flops_penalty", self.fisher_flops_penalty, allow_zero=True, must_be=True)
         if not isinstance(self.at_init, bool):
             raise RobustEvalError(f"at_init must be true or false, got {self.at_init!r}")
         if self.at_init and self.scratch_baseline:
             raise RobustEvalError("scratch_baseline needs at_init: false (members pruned at initialisation are "
                                   "already trained from scratch)")
+
+    def latency_options(self) -> dict:
+        """The latency arguments of :func:`robusteval.pruning.stats.model_info` these settings give."""
+        return {"measure_latency": self.measure_latency, "latency_repeats": self.latency_repeats,
+                "latency_budget_s": self.latency_budget_s, "latency_share": self.latency_share,
+                "evaluated": self.evaluated_images}
 
     def recalibrates_bn(self, structured: bool) -> bool:
         """Whether BatchNorm statistics are recomputed after pruning with a (non-)structured method."""
